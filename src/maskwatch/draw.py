@@ -1,0 +1,66 @@
+"""Drawing results on frames. Style is set once; drawing never changes data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from maskwatch.types import MASK_CLASSES, MASK_LABELS, Faces
+
+#: Box colours by mask state, BGR.
+MASK_COLORS: dict[str, tuple[int, int, int]] = {
+    "with_mask": (60, 180, 60),
+    "without_mask": (40, 40, 220),
+    "mask_incorrect": (0, 160, 255),
+}
+UNCLASSIFIED_COLOR = (200, 200, 200)
+
+
+@dataclass(frozen=True)
+class FaceAnnotator:
+    """Draws boxes coloured by mask state and a label with the class probability.
+
+    Args:
+        thickness: box line width in pixels (scaled up for large frames).
+        font_scale: label size relative to a 640-px-wide frame.
+    """
+
+    thickness: int = 2
+    font_scale: float = 0.5
+
+    def annotate(
+        self,
+        image: np.ndarray,
+        faces: Faces,
+        names: list[str | None] | None = None,
+        labels: list[str | None] | None = None,
+    ) -> np.ndarray:
+        """Return a copy of a BGR image with ``faces`` drawn on it.
+
+        ``labels`` overrides each face's mask state (the stable label of its track);
+        by default the argmax of ``faces.mask_probs``.
+        """
+        out = image.copy()
+        scale = max(out.shape[1] / 640.0, 0.5)
+        th = max(1, int(round(self.thickness * scale)))
+        fs = self.font_scale * scale
+        classes = list(labels) if labels is not None else faces.mask_classes
+        for i in range(len(faces)):
+            x1, y1, x2, y2 = (int(round(v)) for v in faces.boxes[i])
+            cls = classes[i] if i < len(classes) else None
+            if cls is not None and faces.has_mask_probs:
+                color = MASK_COLORS[cls]
+                label = f"{MASK_LABELS[cls]} {100 * faces.mask_probs[i, MASK_CLASSES.index(cls)]:.0f}%"
+            else:
+                color, label = UNCLASSIFIED_COLOR, f"face {100 * faces.scores[i]:.0f}%"
+            if names and i < len(names) and names[i]:
+                label = f"{names[i]}: {label}"
+            cv2.rectangle(out, (x1, y1), (x2, y2), color, th, cv2.LINE_AA)
+            (tw, tht), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, fs, 1)
+            ty = y1 - 4 if y1 - tht - base - 4 >= 0 else y2 + tht + 4
+            lx = max(0, min(x1, out.shape[1] - tw - 4))  # keep the label inside the frame
+            cv2.rectangle(out, (lx, ty - tht - base), (lx + tw + 4, ty + base // 2), color, -1)
+            cv2.putText(out, label, (lx + 2, ty - base // 2), cv2.FONT_HERSHEY_SIMPLEX, fs, (255, 255, 255), 1, cv2.LINE_AA)
+        return out

@@ -1,0 +1,86 @@
+"""Face crops and input tensors: one definition for training and for run time.
+
+The mask classifier must see at training time exactly the crop it sees live. Both
+call :func:`face_crops` and :func:`crops_to_tensor` with the parameters stored in
+the model file's metadata (input size, margin, mean, std), so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+#: ImageNet statistics on the 0-255 scale, RGB order.
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+def crop_region(box: np.ndarray, margin: float) -> tuple[int, int, int]:
+    """Square region around a face box.
+
+    Args:
+        box: ``x1, y1, x2, y2`` in pixels.
+        margin: extra context on each side as a fraction of the box's longer side
+            (0.15 adds 15% left, right, above and below).
+
+    Returns:
+        ``(x0, y0, side)``: top-left corner and side of the square, in whole pixels;
+        the square may extend past the image borders.
+    """
+    x1, y1, x2, y2 = (float(v) for v in box)
+    side = max(x2 - x1, y2 - y1, 1.0) * (1.0 + 2.0 * margin)
+    cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+    s = max(int(round(side)), 1)
+    return int(round(cx - s / 2.0)), int(round(cy - s / 2.0)), s
+
+
+def face_crop(image: np.ndarray, box: np.ndarray, size: int, margin: float) -> np.ndarray:
+    """Cut one square face crop and resize it to ``size`` x ``size``.
+
+    Args:
+        image: BGR uint8 (H, W, 3).
+        box: face box ``x1, y1, x2, y2`` in pixels.
+        size: output side in pixels.
+        margin: context around the box, see :func:`crop_region`.
+
+    Returns:
+        BGR uint8 (size, size, 3). Parts outside the image repeat the border pixels.
+    """
+    h, w = image.shape[:2]
+    x0, y0, s = crop_region(box, margin)
+    xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + s, w), min(y0 + s, h)
+    if xb <= xa or yb <= ya:
+        return np.zeros((size, size, 3), np.uint8)
+    patch = image[ya:yb, xa:xb]
+    pad = (ya - y0, y0 + s - yb, xa - x0, x0 + s - xb)
+    if any(pad):
+        patch = cv2.copyMakeBorder(patch, *pad, borderType=cv2.BORDER_REPLICATE)
+    # INTER_AREA averages when shrinking (no aliasing on large faces); linear when growing.
+    interp = cv2.INTER_AREA if s > size else cv2.INTER_LINEAR
+    return cv2.resize(patch, (size, size), interpolation=interp)
+
+
+def face_crops(image: np.ndarray, boxes: np.ndarray, size: int, margin: float) -> np.ndarray:
+    """Crops of every box, stacked: (N, size, size, 3) BGR uint8."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    if len(boxes) == 0:
+        return np.zeros((0, size, size, 3), np.uint8)
+    return np.stack([face_crop(image, b, size, margin) for b in boxes])
+
+
+def crops_to_tensor(
+    crops: np.ndarray,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> np.ndarray:
+    """BGR uint8 crops (N, S, S, 3) to a normalised RGB float32 tensor (N, 3, S, S).
+
+    ``mean`` and ``std`` are per RGB channel on the 0-255 scale.
+    """
+    crops = np.asarray(crops)
+    if crops.ndim == 3:
+        crops = crops[None]
+    rgb = crops[..., ::-1].astype(np.float32)
+    rgb -= np.asarray(mean, np.float32)
+    rgb /= np.asarray(std, np.float32)
+    return np.ascontiguousarray(rgb.transpose(0, 3, 1, 2))

@@ -1,0 +1,54 @@
+import cv2
+import numpy as np
+import pytest
+
+from maskwatch.models.detector import SSDDetector, YuNetDetector, create_detector
+from maskwatch.ops.image import read_image
+
+
+@pytest.fixture(scope="module")
+def yunet():
+    return YuNetDetector()
+
+
+@pytest.fixture(scope="module")
+def ssd():
+    return SSDDetector()
+
+
+def test_blank_and_tiny_images_give_no_faces(yunet, ssd):
+    for det in (yunet, ssd):
+        assert len(det.detect(np.zeros((240, 320, 3), np.uint8))) == 0
+        assert len(det.detect(np.zeros((1, 1, 3), np.uint8))) == 0
+
+
+def test_unknown_detector_name():
+    with pytest.raises(ValueError, match="unknown detector"):
+        create_detector("haar")
+
+
+def test_group_photo_all_six_faces(datasets, yunet):
+    img = read_image(datasets / "group-photos" / "t1.jpg")
+    faces = yunet.detect(img)
+    assert len(faces) == 6
+    assert faces.has_landmarks
+    h, w = img.shape[:2]
+    assert (faces.boxes[:, 0] >= 0).all() and (faces.boxes[:, 2] <= w).all()
+    # landmarks lie inside their boxes
+    lm = faces.landmarks
+    assert ((lm[..., 0] >= faces.boxes[:, None, 0] - 2) & (lm[..., 0] <= faces.boxes[:, None, 2] + 2)).all()
+
+
+def test_large_face_found_after_downscaling(datasets, yunet):
+    # A 250-px LFW face blown up to 1500 px: faces far over YuNet's 300-px range.
+    img = read_image(next((datasets / "lfw-identities" / "images").rglob("*.jpg")))
+    big = cv2.resize(img, (1500, 1500))
+    faces = yunet.detect(big)
+    assert len(faces) >= 1
+    assert faces.widths.max() > 400
+
+
+def test_ssd_finds_the_close_up(datasets, ssd):
+    img = read_image(next((datasets / "lfw-identities" / "images").rglob("*.jpg")))
+    faces = ssd.detect(img)
+    assert len(faces) >= 1 and not faces.has_landmarks
