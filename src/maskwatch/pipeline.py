@@ -1,0 +1,282 @@
+"""The analysis engine: detection, mask state, tracking and identity, per frame.
+
+:class:`Pipeline` is the only place that knows the order of the stages and when the
+expensive ones run. With tracking on (the default for video), each face keeps a track
+id; its mask state is classified when the track appears and every
+``classify_every`` frames after, smoothed over the track so labels do not flicker,
+and its identity is looked up when the track appears and every ``identify_every``
+frames. Without tracking (single photos), every stage runs on every face.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from maskwatch.models.detector import create_detector
+from maskwatch.models.mask_classifier import MaskClassifier
+from maskwatch.tracking import FaceTracker, Track
+from maskwatch.types import MASK_CLASSES, Faces
+
+
+class Embedder(Protocol):
+    """Turns faces into identity embeddings (the recognition issue supplies one)."""
+
+    name: str
+
+    def embed(self, image: np.ndarray, faces: Faces) -> np.ndarray:
+        """(N, D) float32 embeddings of ``faces`` in a BGR uint8 image."""
+        ...
+
+
+class Matcher(Protocol):
+    """Finds who an embedding belongs to (a gallery search)."""
+
+    def identify(self, embeddings: np.ndarray, masked: np.ndarray) -> list[tuple[str | None, float]]:
+        """``(name or None, similarity)`` per embedding; ``masked`` (N,) bool selects the
+        masked-face templates and threshold."""
+        ...
+
+
+@dataclass
+class PipelineConfig:
+    """Engine settings; keys equal constructor arguments of the parts they set.
+
+    Attributes:
+        detector: ``yunet`` (default) or ``ssd`` (the original's res10 SSD).
+        min_score: detector confidence threshold, 0-1 (YuNet; the SSD uses 0.5).
+        max_side: longest side given to YuNet, pixels; larger frames are shrunk.
+        upscale: enlarge small frames by this factor before detection (accurate mode).
+        track: keep track ids and run the expensive stages only when needed.
+        classify_every: frames between mask classifications of a tracked face.
+        identify_every: frames between identity look-ups of a tracked face.
+        model: mask classifier ONNX file (None: the shipped one).
+        threads: onnxruntime threads for the classifier (None: its default).
+        max_missed, iou_threshold, ema, switch_frames: tracker settings (see
+            :class:`~maskwatch.tracking.FaceTracker`).
+    """
+
+    detector: str = "yunet"
+    min_score: float = 0.6
+    max_side: int = 640
+    upscale: float = 1.0
+    track: bool = True
+    classify_every: int = 10
+    identify_every: int = 30
+    model: str | None = None
+    threads: int | None = None
+    max_missed: int = 15
+    iou_threshold: float = 0.3
+    ema: float = 0.5
+    switch_frames: int = 3
+
+    @classmethod
+    def accurate(cls, **overrides: Any) -> PipelineConfig:
+        """Photo mode: every stage on every face, small faces found by upscaling."""
+        base = {"track": False, "max_side": 2048, "upscale": 2.0, "min_score": 0.6}
+        base.update(overrides)
+        return cls(**base)
+
+
+@dataclass
+class FrameResult:
+    """What the engine found in one frame.
+
+    Attributes:
+        faces: boxes, landmarks, scores, (smoothed) mask probabilities, track ids.
+        mask_labels: the mask state shown for each face (the stable label of its track
+            when tracking, else the classifier's argmax); None when not classified.
+        names: identity per face, None when unknown or not looked up.
+        similarities: best gallery similarity per face, None when not looked up.
+        timings_ms: milliseconds per stage (detect, track, classify, embed, total).
+        ended: tracks that ended at this frame (for events).
+    """
+
+    faces: Faces
+    mask_labels: list[str | None]
+    names: list[str | None]
+    similarities: list[float | None]
+    timings_ms: dict[str, float]
+    frame_index: int
+    timestamp: float
+    width: int
+    height: int
+    ended: list[Track] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict, the schema of ``maskwatch analyze --json`` (see README)."""
+        faces = self.faces.to_list()
+        for i, item in enumerate(faces):
+            if self.mask_labels[i] is not None:
+                item["mask"] = self.mask_labels[i]
+            else:
+                item.pop("mask", None)
+            if self.names[i] is not None:
+                item["identity"] = self.names[i]
+            if self.similarities[i] is not None:
+                item["similarity"] = round(float(self.similarities[i]), 4)
+        return {
+            "frame": self.frame_index,
+            "timestamp": round(self.timestamp, 3),
+            "width": self.width,
+            "height": self.height,
+            "faces": faces,
+            "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+        }
+
+
+class Pipeline:
+    """Detect, classify, track and identify faces in frames.
+
+    Args:
+        config: settings; see :class:`PipelineConfig`.
+        detector, classifier: ready-made parts (built from ``config`` when None).
+        embedder, matcher: optional recognition parts; names are looked up only when
+            both are given.
+
+    Example:
+        >>> engine = Pipeline(PipelineConfig())            # doctest: +SKIP
+        >>> result = engine.process(frame)                  # doctest: +SKIP
+        >>> result.mask_labels, result.timings_ms["total"]  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        config: PipelineConfig | None = None,
+        *,
+        detector: Any = None,
+        classifier: MaskClassifier | None = None,
+        embedder: Embedder | None = None,
+        matcher: Matcher | None = None,
+    ) -> None:
+        self.config = config or PipelineConfig()
+        c = self.config
+        if detector is None:
+            kwargs: dict[str, Any] = (
+                {"score_threshold": c.min_score, "max_side": c.max_side, "upscale": c.upscale}
+                if c.detector == "yunet" else {}
+            )
+            detector = create_detector(c.detector, **kwargs)
+        self.detector = detector
+        self.classifier = classifier or MaskClassifier(c.model, threads=c.threads)
+        self.embedder = embedder
+        self.matcher = matcher
+        self.tracker = self._new_tracker()
+        self._frame = -1
+
+    def _new_tracker(self) -> FaceTracker:
+        c = self.config
+        return FaceTracker(
+            iou_threshold=c.iou_threshold, max_missed=c.max_missed, ema=c.ema, switch_frames=c.switch_frames
+        )
+
+    def reset(self) -> list[Track]:
+        """Forget all tracks (a new video); returns the tracks that were live."""
+        ended = self.tracker.end_all()
+        self.tracker = self._new_tracker()
+        self._frame = -1
+        return ended
+
+    def process(self, image: np.ndarray, frame_index: int | None = None, timestamp: float | None = None) -> FrameResult:
+        """Analyse one BGR uint8 frame.
+
+        Args:
+            image: (H, W, 3) BGR uint8.
+            frame_index: position in the stream (default: one more than the last call).
+            timestamp: seconds (default: time.monotonic()).
+        """
+        t_start = time.perf_counter()
+        self._frame = self._frame + 1 if frame_index is None else int(frame_index)
+        ts = time.monotonic() if timestamp is None else float(timestamp)
+        timings: dict[str, float] = {}
+
+        t0 = time.perf_counter()
+        faces = self.detector.detect(image)
+        timings["detect"] = (time.perf_counter() - t0) * 1e3
+
+        if self.config.track:
+            faces, labels, names, sims, ended = self._tracked(image, faces, ts, timings)
+        else:
+            faces, labels, names, sims = self._untracked(image, faces, timings)
+            ended = []
+        timings["total"] = (time.perf_counter() - t_start) * 1e3
+        return FrameResult(
+            faces=faces, mask_labels=labels, names=names, similarities=sims, timings_ms=timings,
+            frame_index=self._frame, timestamp=ts, width=int(image.shape[1]), height=int(image.shape[0]),
+            ended=ended,
+        )
+
+    def finish(self) -> list[Track]:
+        """End every live track (end of a source) and return them."""
+        return self.tracker.end_all()
+
+    # -- stages -----------------------------------------------------------------
+
+    def _untracked(self, image: np.ndarray, faces: Faces, timings: dict[str, float]) -> tuple[Any, ...]:
+        t0 = time.perf_counter()
+        faces = self.classifier.classify(image, faces)
+        timings["classify"] = (time.perf_counter() - t0) * 1e3
+        labels: list[str | None] = list(faces.mask_classes) if len(faces) else []
+        names: list[str | None] = [None] * len(faces)
+        sims: list[float | None] = [None] * len(faces)
+        if self._can_identify() and len(faces):
+            t0 = time.perf_counter()
+            masked = np.array([lab != "without_mask" for lab in labels], bool)
+            for i, (name, sim) in enumerate(self._identify(image, faces, masked)):
+                names[i], sims[i] = name, sim
+            timings["embed"] = (time.perf_counter() - t0) * 1e3
+        return faces, labels, names, sims
+
+    def _tracked(self, image: np.ndarray, faces: Faces, ts: float, timings: dict[str, float]) -> tuple[Any, ...]:
+        c = self.config
+        t0 = time.perf_counter()
+        faces = self.tracker.update(faces, self._frame, ts)
+        timings["track"] = (time.perf_counter() - t0) * 1e3
+
+        t0 = time.perf_counter()
+        due = self.tracker.due(faces, self._frame, c.classify_every)
+        if due.any():
+            sub = faces[due]
+            probs = self.classifier.classify(image, sub).mask_probs
+            for tid, p in zip(sub.track_ids, probs, strict=True):
+                self.tracker.update_mask(int(tid), p, self._frame)
+        faces = self.tracker.mask_probs_for(faces)
+        labels = self.tracker.stable_labels(faces)
+        timings["classify"] = (time.perf_counter() - t0) * 1e3
+
+        if self._can_identify() and len(faces):
+            t0 = time.perf_counter()
+            live = self.tracker.live
+            need = np.array(
+                [live[int(t)].last_identified < 0 or live[int(t)].last_identified <= self._frame - c.identify_every
+                 for t in faces.track_ids], bool,
+            )
+            if need.any():
+                sub = faces[need]
+                masked = np.array([labels[i] not in (None, "without_mask") for i in np.flatnonzero(need)], bool)
+                for tid, (name, sim) in zip(sub.track_ids, self._identify(image, sub, masked), strict=True):
+                    self.tracker.set_identity(int(tid), name, sim, self._frame)
+            timings["embed"] = (time.perf_counter() - t0) * 1e3
+        live = self.tracker.live
+        names = [live[int(t)].identity if int(t) in live else None for t in faces.track_ids]
+        sims = [live[int(t)].best_similarity if int(t) in live else None for t in faces.track_ids]
+        return faces, labels, names, sims, self.tracker.pop_ended()
+
+    def _can_identify(self) -> bool:
+        return self.embedder is not None and self.matcher is not None
+
+    def _identify(self, image: np.ndarray, faces: Faces, masked: np.ndarray) -> list[tuple[str | None, float]]:
+        assert self.embedder is not None and self.matcher is not None
+        return self.matcher.identify(self.embedder.embed(image, faces), masked)
+
+
+def mask_summary(labels: list[str | None]) -> dict[str, int]:
+    """Counts of each mask state in a list of labels (None ignored)."""
+    out = dict.fromkeys(MASK_CLASSES, 0)
+    for lab in labels:
+        if lab in out:
+            out[lab] += 1
+    return out

@@ -1,0 +1,28 @@
+"""`maskwatch bench` runs end to end and reports every figure (no timing asserted)."""
+
+import json
+
+import pytest
+
+from maskwatch.cli import main
+
+
+@pytest.mark.slow
+def test_bench_reports_every_stage(datasets, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--datasets", str(datasets), "--frames", "5", "--faces", "1,3", "--json", str(out)])
+    assert code == 0
+    res = json.loads(out.read_text())
+    for n in ("1", "3"):
+        cfg = res["configs"][n]
+        assert cfg["faces_found_mean"] == pytest.approx(int(n), abs=0.5)
+        for key in ("detect", "classify_per_face", "embed_per_face", "tracked", "every-frame"):
+            assert cfg[key]["median_ms"] > 0
+    assert res["peak_rss_mb"] > 0
+    printed = capsys.readouterr().out
+    assert "end to end, tracked" in printed
+
+
+def test_bench_bad_faces_argument(capsys, datasets):
+    assert main(["bench", "--datasets", str(datasets), "--faces", "one"]) == 2
+    assert "--faces" in capsys.readouterr().err

@@ -1,0 +1,85 @@
+"""The engine on real video and photos (needs ../shared/datasets)."""
+
+import numpy as np
+import pytest
+
+from maskwatch.pipeline import FrameResult, Pipeline, PipelineConfig
+from maskwatch.sources import Frame, open_source
+from maskwatch.types import MASK_CLASSES
+
+
+@pytest.fixture(scope="module")
+def video_results(datasets):
+    engine = Pipeline(PipelineConfig())
+    results: list[FrameResult] = []
+    ended = []
+    with open_source(str(datasets / "videos" / "short_hamilton_clip.mp4")) as src:
+        for item in src:
+            assert isinstance(item, Frame)
+            r = engine.process(item.image, item.index, item.timestamp)
+            results.append(r)
+            ended += r.ended
+    ended += engine.finish()
+    return results, ended
+
+
+def test_every_frame_has_timings_and_consistent_fields(video_results):
+    results, _ = video_results
+    assert len(results) == 275
+    for r in results:
+        n = len(r.faces)
+        assert len(r.mask_labels) == len(r.names) == len(r.similarities) == n
+        assert {"detect", "track", "classify", "total"} <= set(r.timings_ms)
+        assert r.faces.has_mask_probs or n == 0
+        assert (r.faces.track_ids >= 1).all()
+
+
+def test_tracks_keep_ids_across_the_video(video_results):
+    results, ended = video_results
+    ids = [int(t) for r in results for t in r.faces.track_ids]
+    faces_total = len(ids)
+    assert faces_total > 275  # several people in most frames
+    # Long tracks: most face observations belong to tracks that last 30+ frames.
+    lengths = {t: ids.count(t) for t in set(ids)}
+    assert sum(v for v in lengths.values() if v >= 30) / faces_total > 0.8
+    # Every track is ended exactly once, with its mask history.
+    assert sorted(t.track_id for t in ended) == sorted(set(ids))
+    for t in ended:
+        assert sum(t.mask_counts.values()) <= t.hits
+
+
+def test_smoothed_labels_agree_with_per_frame_classifier_and_never_flicker(video_results):
+    results, _ = video_results
+    by_track: dict[int, list[str]] = {}
+    for r in results:
+        for tid, lab in zip(r.faces.track_ids, r.mask_labels, strict=True):
+            if lab is not None:
+                by_track.setdefault(int(tid), []).append(lab)
+    for labels in by_track.values():
+        runs = []
+        for lab in labels:
+            if runs and runs[-1][0] == lab:
+                runs[-1][1] += 1
+            else:
+                runs.append([lab, 1])
+        inner = runs[1:-1]
+        assert all(n > 1 for _, n in inner), runs  # no single-frame label inside a track
+
+
+def test_untracked_mode_classifies_every_face(datasets):
+    from maskwatch.ops.image import read_image
+
+    engine = Pipeline(PipelineConfig.accurate())
+    r = engine.process(read_image(datasets / "group-photos" / "t1.jpg"))
+    assert len(r.faces) == 6
+    assert all(lab in MASK_CLASSES for lab in r.mask_labels)
+    assert (r.faces.track_ids == -1).all()
+    d = r.to_dict()
+    assert len(d["faces"]) == 6 and "classify" in d["timings_ms"]
+
+
+def test_blank_frames(datasets):
+    engine = Pipeline()
+    for i in range(3):
+        r = engine.process(np.zeros((480, 640, 3), np.uint8), i, i / 30)
+        assert len(r.faces) == 0 and r.mask_labels == []

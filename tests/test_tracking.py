@@ -1,0 +1,368 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from maskwatch.tracking import FaceTracker, iou_matrix
+from maskwatch.types import MASK_CLASSES, Faces
+
+WITH, WITHOUT, INCORRECT = range(3)
+
+
+def faces_at(*boxes: list[float]) -> Faces:
+    return Faces(boxes=np.array(boxes, np.float32).reshape(-1, 4))
+
+
+def square(cx: float, cy: float, size: float) -> list[float]:
+    h = size / 2
+    return [cx - h, cy - h, cx + h, cy + h]
+
+
+def probs_for(cls: int, confidence: float = 0.9) -> np.ndarray:
+    p = np.full(3, (1 - confidence) / 2, np.float32)
+    p[cls] = confidence
+    return p
+
+
+def run_lengths(labels: list) -> list[int]:
+    runs = [1]
+    for a, b in zip(labels, labels[1:], strict=False):
+        if a == b:
+            runs[-1] += 1
+        else:
+            runs.append(1)
+    return runs
+
+
+# -- IoU -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "a, b, expected",
+    [
+        ([0, 0, 10, 10], [0, 0, 10, 10], 1.0),
+        ([0, 0, 10, 10], [5, 0, 15, 10], 1 / 3),
+        ([0, 0, 10, 10], [10, 0, 20, 10], 0.0),
+        ([0, 0, 10, 10], [2, 2, 4, 4], 0.04),
+        ([0, 0, 0, 0], [0, 0, 0, 0], 0.0),
+    ],
+)
+def test_iou_matrix_values(a, b, expected):
+    assert iou_matrix([a], [b])[0, 0] == pytest.approx(expected, abs=1e-6)
+
+
+def test_iou_matrix_shapes():
+    assert iou_matrix(np.zeros((0, 4)), [[0, 0, 1, 1]] * 3).shape == (0, 3)
+    assert iou_matrix([[0, 0, 1, 1]] * 2, [[0, 0, 1, 1]] * 3).shape == (2, 3)
+
+
+# -- association -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "size, step, jitter",
+    [
+        (80, 0.0, 1.0),  # still face with detector jitter
+        (60, 3.0, 1.0),  # slow walk
+        (20, 12.0, 0.5),  # small face moving more than half its width per frame
+        (24, 30.0, 0.5),  # small fast face: boxes never overlap, found by prediction
+    ],
+)
+def test_id_persists_for_smooth_motion(size, step, jitter):
+    rng = np.random.default_rng(0)
+    tracker = FaceTracker()
+    # The first step is predicted with zero velocity, so accelerate over 10 frames.
+    x = 100.0
+    for i in range(50):
+        x += step * min(1.0, (i + 1) / 10)
+        box = np.array(square(x, 200, size)) + rng.normal(0, jitter, 4)
+        out = tracker.update(faces_at(box), i, i / 25)
+        assert out.track_ids.tolist() == [1], f"frame {i}"
+    assert list(tracker.live) == [1]
+    assert tracker.live[1].hits == 50 and tracker.live[1].confirmed
+
+
+@pytest.mark.parametrize("dy", [0, 12])
+@pytest.mark.parametrize("occluded", [False, True])
+def test_crossing_faces_keep_ids(dy, occluded):
+    tracker = FaceTracker()
+    size, step = 40, 5
+    seen = {}
+    for i in range(50):
+        xa, xb = 100 + step * i, 345 - step * i  # meet at frame 24.5
+        boxes = [square(xa, 200, size)]
+        if not (occluded and abs(xa - xb) < size):  # b hidden behind a while they overlap
+            boxes.append(square(xb, 200 + dy, size))
+        ids = tracker.update(faces_at(*boxes), i, i / 25).track_ids.tolist()
+        if i == 0:
+            seen = {"a": ids[0], "b": ids[1]}
+        assert ids[0] == seen["a"], f"frame {i}"
+        if len(ids) == 2:
+            assert ids[1] == seen["b"], f"frame {i}"
+    assert sorted(tracker.live) == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "gap, same_id",
+    [(1, True), (4, True), (5, True), (6, False), (10, False)],
+)
+def test_disappearing_face_keeps_id_within_max_missed(gap, same_id):
+    tracker = FaceTracker(max_missed=5)
+    frame = 0
+    for _ in range(5):
+        tracker.update(faces_at(square(100, 100, 50)), frame, frame / 25)
+        frame += 1
+    for _ in range(gap):
+        tracker.update(Faces(), frame, frame / 25)
+        frame += 1
+    ids = tracker.update(faces_at(square(102, 100, 50)), frame, frame / 25).track_ids.tolist()
+    assert ids == ([1] if same_id else [2])
+    assert len(tracker.pop_ended()) == (0 if same_id else 1)
+
+
+def test_pop_ended_returns_each_track_once_and_end_all_the_rest():
+    tracker = FaceTracker(max_missed=2)
+    tracker.update(faces_at(square(100, 100, 50), square(300, 100, 50)), 0, 0.0)
+    tracker.update(faces_at(square(100, 100, 50), square(300, 100, 50)), 1, 0.04)
+    for i in range(2, 6):  # track 2 leaves at frame 2, ends after its third miss (frame 4)
+        tracker.update(faces_at(square(100, 100, 50)), i, i * 0.04)
+        if i == 3:
+            assert tracker.pop_ended() == []
+    ended = tracker.pop_ended()
+    assert [t.track_id for t in ended] == [2]
+    assert ended[0].last_frame == 1 and ended[0].last_time == pytest.approx(0.04)
+    assert ended[0].hits == 2 and ended[0].confirmed
+    assert tracker.pop_ended() == []
+    assert [t.track_id for t in tracker.end_all()] == [1]
+    assert tracker.live == {} and tracker.pop_ended() == [] and tracker.end_all() == []
+
+
+def test_end_all_includes_ended_but_not_popped():
+    tracker = FaceTracker(max_missed=0)
+    tracker.update(faces_at(square(100, 100, 50)), 0, 0.0)
+    tracker.update(faces_at(square(400, 100, 50)), 1, 0.04)  # track 1 ends, 2 opens
+    assert [t.track_id for t in tracker.end_all()] == [1, 2]
+
+
+def test_empty_faces_make_all_tracks_miss():
+    tracker = FaceTracker()
+    tracker.update(faces_at(square(100, 100, 50), square(300, 100, 50)), 0, 0.0)
+    out = tracker.update(Faces(), 1, 0.04)
+    assert len(out) == 0 and out.track_ids.shape == (0,)
+    assert [t.missed for t in tracker.live.values()] == [1, 1]
+    assert tracker.due(out, 1, 5).shape == (0,)
+    assert tracker.stable_labels(out) == []
+    assert tracker.mask_probs_for(out).mask_probs.shape == (0, 3)
+    empty = FaceTracker().update(Faces(), 0, 0.0)
+    assert len(empty) == 0
+
+
+def test_ids_increase_from_one_and_are_not_reused():
+    tracker = FaceTracker(max_missed=0)
+    ids = []
+    for i in range(4):  # a new face far from the last one every frame
+        ids += tracker.update(
+            faces_at(square(100 + 200 * i, 100, 50)), i, i / 25
+        ).track_ids.tolist()
+    assert ids == [1, 2, 3, 4]
+
+
+# -- scheduling ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "every, expected",  # expected due flags of the first face, frames 0..10
+    [
+        (1, [True] * 11),
+        (5, [True, False, False, False, False, True, False, False, False, False, True]),
+    ],
+)
+def test_due_every_n_frames(every, expected):
+    tracker = FaceTracker()
+    flags = []
+    for i in range(11):
+        boxes = [square(100, 100, 50)] + ([square(400, 100, 50)] if i >= 3 else [])
+        faces = tracker.update(faces_at(*boxes), i, i / 25)
+        due = tracker.due(faces, i, every)
+        flags.append(bool(due[0]))
+        if i == 3:
+            assert due[1], "a new track is always due"
+        for tid, d in zip(faces.track_ids, due, strict=True):
+            if d:
+                tracker.update_mask(int(tid), probs_for(WITH), i)
+    assert flags == expected
+
+
+def test_due_for_untracked_faces():
+    assert FaceTracker().due(faces_at(square(100, 100, 50)), 0, 5).tolist() == [True]
+    with pytest.raises(ValueError):
+        FaceTracker().due(Faces(), 0, 0)
+
+
+# -- mask smoothing ----------------------------------------------------------------------
+
+
+def classify_sequence(classes: list[int], confidence: float = 0.9, **kwargs) -> list[str]:
+    """Stable label after each per-frame classification of one track."""
+    tracker = FaceTracker(**kwargs)
+    labels = []
+    for i, cls in enumerate(classes):
+        faces = tracker.update(faces_at(square(100, 100, 50)), i, i / 25)
+        tracker.update_mask(1, probs_for(cls, confidence), i)
+        labels.append(tracker.stable_labels(faces)[0])
+    return labels
+
+
+@pytest.mark.parametrize("ema", [0.5, 1.0])
+@pytest.mark.parametrize("flip_at", [1, 5, 10])
+@pytest.mark.parametrize("to", [WITHOUT, INCORRECT])
+def test_single_frame_flip_never_changes_stable_label(ema, flip_at, to):
+    classes = [WITH] * 20
+    classes[flip_at] = to
+    assert set(classify_sequence(classes, confidence=0.98, ema=ema)) == {MASK_CLASSES[WITH]}
+
+
+@pytest.mark.parametrize("switch_frames", [1, 3, 5])
+def test_sustained_change_switches_after_switch_frames(switch_frames):
+    # Without smoothing (ema=1) the smoothed argmax is the per-frame argmax.
+    labels = classify_sequence([WITH] * 10 + [WITHOUT] * 10, ema=1.0, switch_frames=switch_frames)
+    first_new = labels.index(MASK_CLASSES[WITHOUT])
+    assert first_new == 10 + switch_frames - 1
+    assert set(labels[first_new:]) == {MASK_CLASSES[WITHOUT]}
+
+
+def test_sustained_change_with_smoothing_switches_soon():
+    labels = classify_sequence([WITH] * 10 + [INCORRECT] * 10)  # defaults: ema=0.5, 3 frames
+    first_new = labels.index(MASK_CLASSES[INCORRECT])
+    assert 10 + 3 - 1 <= first_new <= 10 + 3 + 1
+    assert set(labels[first_new:]) == {MASK_CLASSES[INCORRECT]}
+
+
+def test_small_margin_does_not_switch():
+    tracker = FaceTracker(ema=1.0)
+    tracker.update(faces_at(square(100, 100, 50)), 0, 0.0)
+    tracker.update_mask(1, [0.8, 0.2, 0.0], 0)
+    for i in range(1, 10):  # argmax changed, but 0.55 - 0.45 < switch_margin
+        tracker.update(faces_at(square(100, 100, 50)), i, i / 25)
+        tracker.update_mask(1, [0.45, 0.55, 0.0], i)
+    assert tracker.live[1].mask_label == MASK_CLASSES[WITH]
+    tracker.update(faces_at(square(100, 100, 50)), 10, 0.4)
+    tracker.update_mask(1, [0.3, 0.7, 0.0], 10)  # streak already long enough, margin now met
+    assert tracker.live[1].mask_label == MASK_CLASSES[WITHOUT]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_noisy_classifier_gives_stable_labels(seed):
+    rng = np.random.default_rng(seed)
+    segments = [(WITH, 600), (WITHOUT, 500), (INCORRECT, 400), (WITH, 500)]
+    truth = np.concatenate([np.full(n, c) for c, n in segments])
+    observed = truth.copy()
+    noisy = rng.random(len(truth)) < 0.02
+    observed[noisy] = (truth[noisy] + rng.integers(1, 3, noisy.sum())) % 3
+    tracker = FaceTracker()
+    tracker.update(faces_at(square(100, 100, 50)), 0, 0.0)
+    labels = []
+    for i, cls in enumerate(observed):
+        if i:
+            tracker.update(faces_at(square(100, 100, 50)), i, i / 25)
+        confidence = rng.uniform(0.6, 0.98)
+        tracker.update_mask(1, probs_for(int(cls), confidence), i)
+        labels.append(MASK_CLASSES.index(tracker.live[1].mask_label))
+    agreement = (np.array(labels) == truth).mean()
+    assert agreement >= 0.99
+    runs = run_lengths(labels)
+    assert min(runs) >= 3, "no short label runs"
+    assert len(runs) == len(segments)
+    counts = tracker.live[1].mask_counts
+    assert sum(counts.values()) == len(truth)
+    assert abs(counts[MASK_CLASSES[INCORRECT]] - 400) <= 10
+
+
+def test_mask_counts_follow_matched_frames():
+    tracker = FaceTracker()
+    for i in range(3):
+        tracker.update(faces_at(square(100, 100, 50)), i, i / 25)
+    assert set(tracker.live[1].mask_counts.values()) == {0}
+    tracker.update_mask(1, probs_for(WITHOUT), 2)
+    for i in range(3, 7):
+        tracker.update(faces_at(square(100, 100, 50)), i, i / 25)
+    tracker.update(Faces(), 7, 7 / 25)  # a missed frame is not counted
+    counts = tracker.live[1].mask_counts
+    assert counts == {MASK_CLASSES[WITH]: 0, MASK_CLASSES[WITHOUT]: 5, MASK_CLASSES[INCORRECT]: 0}
+
+
+def test_ema_of_probabilities():
+    tracker = FaceTracker(ema=0.25)
+    tracker.update(faces_at(square(100, 100, 50)), 0, 0.0)
+    tracker.update_mask(1, [1.0, 0.0, 0.0], 0)
+    np.testing.assert_allclose(tracker.live[1].mask_probs, [1.0, 0.0, 0.0])
+    tracker.update_mask(1, [0.0, 1.0, 0.0], 1)
+    np.testing.assert_allclose(tracker.live[1].mask_probs, [0.75, 0.25, 0.0])
+    assert tracker.live[1].last_classified == 1
+
+
+def test_mask_probs_for_fills_smoothed_raw_or_uniform():
+    tracker = FaceTracker()
+    faces = tracker.update(faces_at(square(100, 100, 50), square(400, 100, 50)), 0, 0.0)
+    tracker.update_mask(1, [0.7, 0.2, 0.1], 0)
+    out = tracker.mask_probs_for(faces)
+    np.testing.assert_allclose(out.mask_probs, [[0.7, 0.2, 0.1], [1 / 3, 1 / 3, 1 / 3]], rtol=1e-6)
+    raw = faces.with_fields(mask_probs=[[0.0, 0.0, 1.0], [0.1, 0.1, 0.8]])
+    out = tracker.mask_probs_for(raw)
+    np.testing.assert_allclose(out.mask_probs, [[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], rtol=1e-6)
+    assert tracker.stable_labels(faces) == [MASK_CLASSES[WITH], None]
+    assert tracker.stable_labels(faces.with_fields(track_ids=[-1, 99])) == [None, None]
+
+
+def test_update_mask_rejects_unknown_track_and_bad_shape():
+    tracker = FaceTracker()
+    tracker.update(faces_at(square(100, 100, 50)), 0, 0.0)
+    with pytest.raises(KeyError):
+        tracker.update_mask(7, probs_for(WITH), 0)
+    with pytest.raises(ValueError):
+        tracker.update_mask(1, [0.5, 0.5], 0)
+
+
+# -- identity --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "reports, identity, best, latest",
+    [
+        ([("alice", 0.6)], "alice", 0.6, 0.6),
+        ([("alice", 0.6), ("alice", 0.4)], "alice", 0.6, 0.4),
+        ([("alice", 0.6), (None, 0.2)], "alice", 0.6, 0.2),  # unknown never erases a name
+        ([("bob", 0.45), ("alice", 0.7), ("bob", 0.5)], "alice", 0.7, 0.5),
+        ([(None, 0.2), (None, 0.3)], None, 0.3, 0.3),
+        ([(None, 0.35), ("alice", 0.32)], "alice", 0.32, 0.32),  # a name beats unknown
+    ],
+)
+def test_identity_keeps_best_match(reports, identity, best, latest):
+    tracker = FaceTracker()
+    for i, (name, sim) in enumerate(reports):
+        tracker.update(faces_at(square(100, 100, 50)), i, i / 25)
+        tracker.set_identity(1, name, sim, i)
+    track = tracker.live[1]
+    assert track.identity == identity
+    assert track.best_similarity == pytest.approx(best)
+    assert track.similarity == pytest.approx(latest)
+    assert track.last_identified == len(reports) - 1
+
+
+def test_identity_survives_until_the_track_ends():
+    tracker = FaceTracker(max_missed=1)
+    tracker.update(faces_at(square(100, 100, 50)), 0, 0.0)
+    tracker.set_identity(1, "alice", 0.8, 0)
+    for i in range(1, 3):
+        tracker.update(Faces(), i, i / 25)
+    (ended,) = tracker.pop_ended()
+    assert ended.identity == "alice" and ended.best_similarity == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"iou_threshold": 0.0}, {"ema": 0.0}, {"ema": 1.5}, {"switch_frames": 0}, {"max_missed": -1}],
+)
+def test_bad_settings_are_rejected(kwargs):
+    with pytest.raises(ValueError):
+        FaceTracker(**kwargs)
