@@ -33,7 +33,7 @@ def tiny_run(datasets, tiny_folder, tmp_path_factory):
     code = main([
         "train", f"folder:{tiny_folder}", f"voc:{datasets / 'mask-scenes'}",
         "--out", str(out), "--epochs", "1", "--input-size", "64", "--batch-size", "16",
-        "--max-per-source", "12", "--quiet",
+        "--max-per-source", "30", "--quiet",
     ])
     assert code == 0
     return out
@@ -78,7 +78,7 @@ def test_evaluate_reproduces_the_test_split(tiny_run, tiny_folder, datasets, tmp
     out = tmp_path / "eval"
     code = main([
         "evaluate", f"folder:{tiny_folder}", f"voc:{datasets / 'mask-scenes'}", "--model",
-        str(tiny_run / "model.onnx"), "--out", str(out), "--split", "test", "--max-per-source", "12", "--quiet",
+        str(tiny_run / "model.onnx"), "--out", str(out), "--split", "test", "--max-per-source", "30", "--quiet",
     ])
     assert code == 0
     trained = json.loads((tiny_run / "metrics.json").read_text())

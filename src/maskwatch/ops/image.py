@@ -136,3 +136,13 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     """Image files under ``folder`` (recursive), sorted, by suffix."""
     root = Path(folder)
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def list_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Every visible file under ``folder`` (recursive), sorted: for datasets, whose
+    images are decoded by content whatever their suffix (``x.jpg_1088Wx1632H``)."""
+    root = Path(folder)
+    return sorted(
+        p for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )

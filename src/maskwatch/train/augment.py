@@ -71,6 +71,8 @@ class AugmentConfig:
         lowres_p / lowres_size: downscale to a side in pixels (int range) and back.
         noise_p / noise_sigma: additive gaussian noise, standard deviation in 0-255
             pixel units, per pixel and channel.
+        lowlight_p / lowlight_gain: darken by a gain in the range (dim rooms,
+            back-lit faces: the live false "mask" calls were on such faces).
     """
 
     rotation_deg: float = 20.0
@@ -95,6 +97,8 @@ class AugmentConfig:
     lowres_size: tuple[int, int] = (12, 40)
     noise_p: float = 0.15
     noise_sigma: tuple[float, float] = (2.0, 10.0)
+    lowlight_p: float = 0.15
+    lowlight_gain: tuple[float, float] = (0.15, 0.5)
 
     def __post_init__(self) -> None:
         for name in (
@@ -111,7 +115,7 @@ class AugmentConfig:
                 raise ValueError(f"AugmentConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.zoom < 1:
             raise ValueError(f"AugmentConfig.zoom must be in [0, 1), got {self.zoom}")
-        for name in ("blur_p", "motion_blur_share", "jpeg_p", "lowres_p", "noise_p"):
+        for name in ("blur_p", "motion_blur_share", "jpeg_p", "lowres_p", "noise_p", "lowlight_p"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(
                     f"AugmentConfig.{name} must be in [0, 1], got {getattr(self, name)}"
@@ -122,6 +126,7 @@ class AugmentConfig:
             "jpeg_quality",
             "lowres_size",
             "noise_sigma",
+            "lowlight_gain",
         ):
             lo, hi = getattr(self, name)
             if lo > hi or lo < 0:
@@ -155,6 +160,7 @@ class AugmentConfig:
             jpeg_p=0.0,
             lowres_p=0.0,
             noise_p=0.0,
+            lowlight_p=0.0,
         )
 
 
@@ -307,6 +313,10 @@ def augment_crop(
     coloured = _colour(work, rng, config)
     if coloured is not work:
         work, changed = coloured, True
+    if config.lowlight_p > 0 and rng.random() < config.lowlight_p:
+        # Dim rooms and back-lit faces: a strong gain cut (cameras then add noise).
+        work = work * float(rng.uniform(*config.lowlight_gain))
+        changed = True
     if config.lowres_p > 0 and rng.random() < config.lowres_p:
         work, changed = _lowres(work, rng, config), True
     if config.blur_p > 0 and rng.random() < config.blur_p:

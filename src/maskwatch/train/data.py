@@ -33,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from maskwatch.ops.crop import face_crop
-from maskwatch.ops.image import ImageError, list_images, read_image
+from maskwatch.ops.image import ImageError, list_files, list_images, read_image
 from maskwatch.types import MASK_CLASSES
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ def check_source(spec: SourceSpec) -> None:
             raise DataError(
                 f"{p}: no class folders; expected with_mask/, without_mask/ and optionally mask_incorrect/"
             )
-        if not any(list_images(f) for fs in folders.values() for f in fs):
+        if not any(list_files(f) for fs in folders.values() for f in fs):
             raise DataError(f"{p}: the class folders hold no images")
     elif spec.kind == "voc":
         img_dir, lbl_dir = _voc_dirs(p)
@@ -339,7 +339,7 @@ def load_folder(spec: SourceSpec, maker: CropMaker, *, progress: bool = True, li
     phashes: list[int] = []
     dhashes: list[int] = []
     exact: list[str] = []
-    items = [(cls, p) for cls, dirs in sorted(_class_folders(spec.path).items()) for d in dirs for p in list_images(d)]
+    items = [(cls, p) for cls, dirs in sorted(_class_folders(spec.path).items()) for d in dirs for p in list_files(d)]
     items = _evenly(items, limit)
     for cls, path in tqdm(items, desc=f"crops {spec.name}", unit="img", disable=not progress):
         image = _read(path, skipped)

@@ -48,7 +48,11 @@ class TrainConfig:
         lr: Adam learning rate of the head; ``backbone_lr_mult`` scales it for the backbone.
         freeze_blocks: leading backbone modules kept frozen (cheaper backward on 2 cores).
         batch_size: images per step.
-        balance: sample classes equally (mask_incorrect is rare).
+        balance: how training faces are sampled: ``class`` gives each class equal mass
+            (mask_incorrect is rare); ``source`` also spreads each class's mass over
+            the sources in proportion to the square root of their counts, so a small
+            real source (the 40-odd real below-the-nose faces in scenes) is seen more
+            often next to a large synthetic one; ``none`` samples uniformly.
         label_smoothing: cross-entropy smoothing.
         seed: seeds the split, sampling, augmentation and initialisation.
         templates_dir: optional RGBA mask templates for synthetic masks.
@@ -68,7 +72,7 @@ class TrainConfig:
     backbone_lr_mult: float = 0.1
     freeze_blocks: int = 0
     batch_size: int = 64
-    balance: bool = True
+    balance: str = "class"
     label_smoothing: float = 0.05
     seed: int = 0
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
@@ -108,6 +112,27 @@ class CropDataset(torch.utils.data.Dataset):
             rng = np.random.default_rng([self.seed, self.epoch, int(i)])
             crop = augment_crop(crop, rng, self.augment)
         return torch.from_numpy(crops_to_tensor(crop[None])[0]), int(self.labels[i])
+
+
+def sampling_weights(labels: np.ndarray, sources: np.ndarray, n_classes: int, *, by_source: bool) -> np.ndarray:
+    """Per-item sampling weights giving every class the same total mass.
+
+    With ``by_source``, a class's mass is split over sources in proportion to the
+    square root of each source's count of that class.
+    """
+    w = np.zeros(len(labels), np.float64)
+    for c in range(n_classes):
+        in_c = labels == c
+        if not in_c.any():
+            continue
+        if not by_source:
+            w[in_c] = 1.0 / in_c.sum()
+            continue
+        srcs, counts = np.unique(sources[in_c], return_counts=True)
+        mass = np.sqrt(counts) / np.sqrt(counts).sum()
+        for src, n, m in zip(srcs, counts, mass, strict=True):
+            w[in_c & (sources == src)] = m / n
+    return w / w.sum()
 
 
 def _run_epoch(model: nn.Module, loader: Any, loss_fn: nn.Module, opt: Any, desc: str, progress: bool) -> tuple[float, float]:
@@ -186,9 +211,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     _freeze(model, config.freeze_blocks)
 
     train_ds = CropDataset(tr.crops, tr.labels, config.augment, config.seed)
-    counts = np.bincount(tr.labels, minlength=n_cls).astype(np.float64)
-    if config.balance:
-        w = 1.0 / np.maximum(counts[tr.labels], 1)
+    if config.balance not in ("class", "source", "none"):
+        raise ValueError(f"unknown balance {config.balance!r}; use class, source or none")
+    if config.balance != "none":
+        w = sampling_weights(tr.labels, tr.sources, n_cls, by_source=config.balance == "source")
         sampler = torch.utils.data.WeightedRandomSampler(
             torch.as_tensor(w, dtype=torch.double), num_samples=len(tr), replacement=True,
             generator=torch.Generator().manual_seed(config.seed),

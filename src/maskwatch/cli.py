@@ -1,0 +1,346 @@
+"""The ``maskwatch`` command line.
+
+Thin by design: parse arguments, call the library, print results. Errors a user can
+cause become one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from maskwatch import __version__
+
+log = logging.getLogger("maskwatch")
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """An error caused by the user's input: printed as one line, exit code 2."""
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="store_true", help="log details (debug level)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="maskwatch",
+        description="Find faces, tell whether each person wears a mask (properly, not at all, "
+        "or below the nose), and train or evaluate the mask classifier.",
+    )
+    parser.add_argument("--version", action="version", version=f"maskwatch {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "analyze",
+        help="analyse images, video, a camera or a stream; write annotated output and JSON lines",
+        description="Detect faces, classify each one's mask state and track them in an image, a folder "
+        "of images, a video file, a camera or an RTSP/HTTP stream. Writes annotated output (--out), "
+        "JSON lines, one per frame (--json), and a summary.",
+    )
+    p.add_argument("input", help="image, folder of images, video file, camera index (0) or rtsp/http URL")
+    p.add_argument("--out", help="annotated output: an image file for an image, a folder for a folder, "
+                   "a .mp4/.avi file for video, camera or URL")
+    p.add_argument("--json", help="write one JSON line per frame to this file ('-' for stdout)")
+    p.add_argument("--detector", choices=("yunet", "ssd"), default="yunet", help="face detector (default yunet)")
+    p.add_argument("--model", help="mask classifier ONNX file (default: the shipped model)")
+    p.add_argument("--mode", choices=("live", "accurate"),
+                   help="live: fast, tracked; accurate: upscaled detection for small faces "
+                   "(default: accurate for images and folders, live for video)")
+    p.add_argument("--no-track", action="store_true", help="run every stage on every face of every frame")
+    p.add_argument("--min-score", type=float, help="face detector confidence threshold (yunet)")
+    p.add_argument("--max-pixels", type=int, default=64_000_000, help="refuse images larger than this many pixels")
+    p.add_argument("--max-retries", type=int, default=None,
+                   help="reconnection attempts for a camera or URL that drops (default: forever)")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "train",
+        help="train the mask classifier by transfer learning and write a run report",
+        description="Train a 3-class mask classifier (with_mask, without_mask, mask_incorrect) on any mix "
+        "of sources. SOURCE is KIND:PATH with KIND folder (one folder per class), voc (PASCAL VOC "
+        "scenes) or synthetic (one folder per person; masks rendered from landmarks), or a bare "
+        "path (voc if it has labels/ or Annotations/, else folder). Writes model.onnx, metrics.json, "
+        "report.md, classification_report.txt, confusion_matrix.png and curves.png into --out.",
+    )
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="data source, KIND:PATH or PATH")
+    p.add_argument("--out", required=True, help="run folder to create (must be empty or absent)")
+    p.add_argument("--backbone", default="efficientnet_lite0", choices=("efficientnet_lite0", "mobilenet_v2", "resnet50"))
+    p.add_argument("--head", default="pool", choices=("pool", "original"),
+                   help="pool: global-average-pool + linear; original: Flatten, Dense 1024 ReLU, Dropout 0.5")
+    p.add_argument("--input-size", type=int, default=112, help="classifier input side in pixels (default 112)")
+    p.add_argument("--margin", type=float, default=0.15, help="crop context per side, fraction of the face box")
+    p.add_argument("--epochs", type=int, default=12, help="cap on epochs (early stopping usually ends sooner)")
+    p.add_argument("--patience", type=int, default=3, help="epochs without improvement before stopping")
+    p.add_argument("--min-delta", type=float, default=1e-3, help="smallest val-loss decrease that counts")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the head")
+    p.add_argument("--backbone-lr-mult", type=float, default=0.1, help="backbone learning rate = lr x this")
+    p.add_argument("--freeze-blocks", type=int, default=0, help="leading backbone modules to freeze")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--balance", default="class", choices=("class", "source", "none"),
+                   help="sampling: equal mass per class (default); per class and spread over sources by "
+                   "the square root of their counts; or uniform")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mask-templates", help="folder of RGBA mask templates (MaskTheFace layout) for synthetic masks")
+    p.add_argument("--max-per-source", type=int, default=0, help="use at most this many faces per source (0 = all)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a mask classifier on datasets and write the same report as training",
+        description="Run a mask classifier on folder, VOC or synthetic sources (as for train) and write "
+        "metrics.json, report.md, classification_report.txt and confusion_matrix.png. --split test "
+        "evaluates the held-out split that train used with the same sources and seed.",
+    )
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="data source, KIND:PATH or PATH")
+    p.add_argument("--model", help="ONNX model (default: the shipped model)")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--split", default="all", choices=("train", "val", "test", "all"),
+                   help="which split of the sources to evaluate (default all)")
+    p.add_argument("--seed", type=int, default=0, help="split seed (as used in training)")
+    p.add_argument("--mask-templates", help="mask templates folder, as given to train")
+    p.add_argument("--max-per-source", type=int, default=0, help="as given to train (0 = all)")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "bench",
+        help="measure per-stage latency and end-to-end frames per second on this CPU",
+        description="Per-stage latency (detect, classify, embed) and end-to-end throughput on 640x480 "
+        "frames with 1, 3 and 10 faces, tracked and every-frame, median and p95, peak memory, and the "
+        "original project's way (res10 SSD + MobileNetV2-224 classifier on every face) side by side. "
+        "Frames are composed from LFW faces in the shared datasets.",
+    )
+    p.add_argument("--datasets", default=None, help="shared datasets folder (default ../shared/datasets)")
+    p.add_argument("--frames", type=int, default=90, help="measured frames per configuration")
+    p.add_argument("--faces", default="1,3,10", help="comma-separated faces per frame")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads for the classifier")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    _add_common(p)
+    return parser
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _sources(texts: list[str]) -> list[Any]:
+    from maskwatch.train.data import SourceSpec, check_source
+
+    specs = [SourceSpec.parse(t) for t in texts]
+    for s in specs:
+        check_source(s)
+    return specs
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    import cv2
+    from tqdm import tqdm
+
+    from maskwatch.draw import FaceAnnotator
+    from maskwatch.pipeline import Pipeline, PipelineConfig
+    from maskwatch.sources import SourceError, SourceProblem, open_source
+
+    try:
+        source = open_source(args.input, max_pixels=args.max_pixels, max_retries=args.max_retries)
+    except SourceError as exc:
+        raise UserError(str(exc)) from exc
+    photos = source.kind in ("image", "folder")
+    mode = args.mode or ("accurate" if photos else "live")
+    overrides: dict[str, Any] = {"detector": args.detector, "model": args.model}
+    if args.min_score is not None:
+        overrides["min_score"] = args.min_score
+    config = PipelineConfig.accurate(**overrides) if mode == "accurate" else PipelineConfig(**overrides)
+    if photos:
+        config.track = False  # separate photos share no tracks
+    if args.no_track:
+        config.track = False
+    engine = Pipeline(config)
+    annotator = FaceAnnotator()
+    out = Path(args.out) if args.out else None
+    if out and source.kind == "folder":
+        out.mkdir(parents=True, exist_ok=True)
+    if out and not photos and out.suffix.lower() not in (".mp4", ".avi", ".mkv", ".mov"):
+        raise UserError(f"{out}: video output needs a .mp4, .avi, .mkv or .mov file name")
+    json_file = None
+    if args.json:
+        json_file = sys.stdout if args.json == "-" else open(args.json, "w")  # noqa: SIM115
+    writer = None
+    frames = faces_seen = problems = 0
+    counts = {"with_mask": 0, "without_mask": 0, "mask_incorrect": 0}
+    tracks_seen: set[int] = set()
+    started = time.perf_counter()
+    bar = tqdm(total=source.frame_count, desc="analyze", unit="frame",
+               disable=args.quiet or (source.frame_count or 0) < 2)
+    try:
+        for item in source:
+            if isinstance(item, SourceProblem):
+                problems += 1
+                print(f"maskwatch: skipped {item.name or item.source}: {item.message}", file=sys.stderr)
+                bar.update(1)
+                continue
+            result = engine.process(item.image, frame_index=item.index, timestamp=item.timestamp)
+            frames += 1
+            faces_seen += len(result.faces)
+            for lab in result.mask_labels:
+                if lab in counts:
+                    counts[lab] += 1
+            tracks_seen.update(int(t) for t in result.faces.track_ids if t >= 0)
+            if out is not None:
+                drawn = annotator.annotate(item.image, result.faces, result.names, labels=result.mask_labels)
+                if photos:
+                    dest = out
+                    if source.kind == "folder":
+                        stem = Path(item.name).with_suffix("")
+                        dest = out / f"{str(stem).replace('/', '_')}_annotated.jpg"
+                    if not cv2.imwrite(str(dest), drawn):
+                        raise UserError(f"{dest}: cannot write (unknown image extension or unwritable folder)")
+                else:
+                    if writer is None:
+                        out.parent.mkdir(parents=True, exist_ok=True)
+                        fourcc = cv2.VideoWriter_fourcc(*("mp4v" if out.suffix.lower() in (".mp4", ".mov") else "MJPG"))
+                        writer = cv2.VideoWriter(str(out), fourcc, source.fps or 25.0, (drawn.shape[1], drawn.shape[0]))
+                        if not writer.isOpened():
+                            raise UserError(f"{out}: cannot write video")
+                    writer.write(drawn)
+            if json_file:
+                rec = result.to_dict()
+                rec["source"] = item.source
+                if item.name:
+                    rec["name"] = item.name
+                json_file.write(json.dumps(rec) + "\n")
+            bar.update(1)
+    except KeyboardInterrupt:
+        print("maskwatch: interrupted; writing what was analysed", file=sys.stderr)
+    finally:
+        bar.close()
+        source.close()
+        engine.finish()
+        if writer is not None:
+            writer.release()
+        if json_file and json_file is not sys.stdout:
+            json_file.close()
+    elapsed = max(time.perf_counter() - started, 1e-9)
+    classified = sum(counts.values())
+    compliance = f", {100 * counts['with_mask'] / classified:.0f}% of faces wear a mask properly" if classified else ""
+    tracks = f" in {len(tracks_seen)} track(s)" if tracks_seen else ""
+    print(
+        f"{frames} frame(s), {faces_seen} face(s){tracks}: {counts['with_mask']} with mask, "
+        f"{counts['without_mask']} without, {counts['mask_incorrect']} below the nose{compliance}; "
+        f"{frames / elapsed:.1f} frames/s"
+        + (f"; {problems} unreadable" if problems else "")
+        + (f"; annotated output in {out}" if out else ""),
+        file=sys.stderr,
+    )
+    if frames == 0:
+        raise UserError("no readable frames")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    try:
+        from maskwatch.train.trainer import TrainConfig, train
+    except ImportError as exc:
+        raise UserError(f"training needs the [train] extra ({exc.name} missing): pip install 'maskwatch[train]'") from exc
+    specs = _sources(args.sources)
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out}: exists and is not an empty folder; choose a new --out")
+    templates = Path(args.mask_templates) if args.mask_templates else None
+    if templates is not None and not templates.is_dir():
+        raise UserError(f"{templates}: no such folder")
+    config = TrainConfig(
+        sources=specs, out_dir=out, backbone=args.backbone, head=args.head, input_size=args.input_size,
+        margin=args.margin, epochs=args.epochs, patience=args.patience, min_delta=args.min_delta, lr=args.lr,
+        backbone_lr_mult=args.backbone_lr_mult, freeze_blocks=args.freeze_blocks, batch_size=args.batch_size,
+        balance=args.balance,
+        seed=args.seed, templates_dir=templates, max_per_source=args.max_per_source, threads=args.threads,
+        progress=not args.quiet,
+    )
+    from maskwatch.train.backbones import BackboneUnavailable
+
+    try:
+        metrics = train(config)
+    except BackboneUnavailable as exc:
+        raise UserError(str(exc)) from exc
+    print(_summary_line(metrics, out))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    try:
+        from maskwatch.evaluate.mask import evaluate_dataset
+    except ImportError as exc:
+        raise UserError(f"evaluation needs the [train] extra ({exc.name} missing): pip install 'maskwatch[train]'") from exc
+    specs = _sources(args.sources)
+    if args.model and not Path(args.model).is_file():
+        raise UserError(f"{args.model}: no such model file")
+    templates = Path(args.mask_templates) if args.mask_templates else None
+    metrics = evaluate_dataset(
+        args.model, specs, args.out, split=args.split, seed=args.seed, templates_dir=templates,
+        progress=not args.quiet, max_per_source=args.max_per_source,
+    )
+    print(_summary_line(metrics, Path(args.out)))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from maskwatch.bench import run_bench
+
+    root = Path(args.datasets) if args.datasets else Path.cwd().parent / "shared" / "datasets"
+    if not root.is_dir():
+        raise UserError(f"{root}: datasets folder not found (use --datasets)")
+    try:
+        counts = tuple(int(x) for x in args.faces.split(",") if x.strip())
+    except ValueError as exc:
+        raise UserError(f"--faces: expected numbers like 1,3,10, got {args.faces!r}") from exc
+    results = run_bench(root, frames=args.frames, face_counts=counts, threads=args.threads)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def _summary_line(metrics: dict[str, Any], out: Path) -> str:
+    lines = [f"{metrics.get('n', 0)} faces: 3-class accuracy {100 * (metrics.get('accuracy') or 0):.2f}%, "
+             f"2-class {100 * (metrics.get('two_class_accuracy') or 0):.2f}%, macro-F1 {metrics.get('macro_f1') or 0:.3f}"]
+    for src, h in metrics.get("by_source", {}).items():
+        lines.append(f"  {src}: {h['n']} faces, 3-class {100 * h['accuracy']:.2f}%, 2-class {100 * h['two_class_accuracy']:.2f}%, macro-F1 {h['macro_f1']:.3f}")
+    lines.append(f"report: {out / 'report.md'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    _setup_logging(args)
+    from maskwatch.ops.image import ImageError
+
+    handlers = {"analyze": cmd_analyze, "train": cmd_train, "evaluate": cmd_evaluate, "bench": cmd_bench}
+    try:
+        from maskwatch.train.data import DataError
+    except ImportError:  # pragma: no cover - data.py needs only numpy/cv2/tqdm
+        DataError = ValueError  # type: ignore[misc,assignment]  # noqa: N806
+    try:
+        return handlers[args.command](args)
+    except (UserError, DataError, ImageError, FileNotFoundError, FileExistsError) as exc:
+        print(f"maskwatch {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("maskwatch: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""The command line: bad input gives one clear line and exit code 2, no traceback."""
+
+import json
+import subprocess
+import sys
+
+import cv2
+import pytest
+
+from maskwatch.cli import main
+
+
+def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "maskwatch.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_lists_commands():
+    res = run_cli("--help")
+    assert res.returncode == 0
+    for cmd in ("analyze", "train", "evaluate"):
+        assert cmd in res.stdout
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "missing", "no such folder"),
+        (lambda p: p, "no class folders"),
+        (lambda p: (p / "with_mask").mkdir() or p, "hold no images"),
+        (lambda p: (p / "labels").mkdir() or p, "no VOC labels"),
+    ],
+)
+def test_bad_data_folders(tmp_path, command, make, message):
+    target = make(tmp_path)
+    extra = ["--out", str(tmp_path / "out")]
+    res = run_cli(command, str(target), *extra)
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_bad_source_kind(tmp_path, capsys):
+    assert main(["train", "folderx:/nowhere", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "no such folder" in err or "unknown source kind" in err
+
+
+def test_train_refuses_non_empty_out(tmp_path, capsys, datasets):
+    (tmp_path / "keep.txt").write_text("x")
+    assert main(["train", str(datasets / "mask-classification"), "--out", str(tmp_path)]) == 2
+    assert "not an empty folder" in capsys.readouterr().err
+    assert (tmp_path / "keep.txt").read_text() == "x"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(b"", "empty file"), (b"GIF89a garbage", "not a readable image")],
+)
+def test_analyze_bad_image(tmp_path, content, message):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(content)
+    res = run_cli("analyze", str(bad), "--out", str(tmp_path / "o.jpg"))
+    assert res.returncode == 2
+    assert message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_analyze_missing_input(tmp_path):
+    res = run_cli("analyze", str(tmp_path / "nothing.jpg"))
+    assert res.returncode == 2 and "no such file" in res.stderr
+
+
+def test_analyze_image_writes_annotation_and_json(datasets, tmp_path):
+    out, js = tmp_path / "t1_annotated.jpg", tmp_path / "t1.jsonl"
+    res = run_cli("analyze", str(datasets / "group-photos" / "t1.jpg"), "--out", str(out), "--json", str(js))
+    assert res.returncode == 0, res.stderr
+    img = cv2.imread(str(out))
+    assert img is not None and img.shape[0] > 100
+    rec = json.loads(js.read_text().splitlines()[0])
+    assert len(rec["faces"]) == 6
+    assert all(f["mask"] == "without_mask" for f in rec["faces"]), rec["faces"]
+    assert {"detect", "classify"} <= set(rec["timings_ms"])
+
+
+def test_analyze_folder_goes_on_past_a_bad_file(datasets, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes((datasets / "group-photos" / "t1.jpg").read_bytes())
+    (folder / "b.jpg").write_bytes(b"broken")
+    res = run_cli("analyze", str(folder), "--out", str(tmp_path / "out"), "--json", "-")
+    assert res.returncode == 0, res.stderr
+    assert "skipped" in res.stderr and "b.jpg" in res.stderr
+    lines = [json.loads(x) for x in res.stdout.splitlines()]
+    assert len(lines) == 1 and len(lines[0]["faces"]) == 6
+    assert (tmp_path / "out" / "a_annotated.jpg").is_file()
+
+
+def test_analyze_video_writes_video_and_json(datasets, tmp_path):
+    out, js = tmp_path / "clip.mp4", tmp_path / "clip.jsonl"
+    res = run_cli("analyze", str(datasets / "videos" / "short_hamilton_clip.mp4"), "--out", str(out),
+                  "--json", str(js), "--quiet")
+    assert res.returncode == 0, res.stderr
+    lines = [json.loads(x) for x in js.read_text().splitlines()]
+    assert len(lines) == 275
+    assert [rec["frame"] for rec in lines] == list(range(275))
+    assert all(f["track_id"] >= 1 for rec in lines for f in rec["faces"])
+    cap = cv2.VideoCapture(str(out))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 275
+    cap.release()
+    assert "frames/s" in res.stderr and "track(s)" in res.stderr
+
+
+@pytest.mark.parametrize("spec, message", [("97", "camera 97"), ("http://127.0.0.1:9/stream", "cannot open stream"),
+                                           ("ftp://x/y", "")])
+def test_analyze_unusable_live_sources(spec, message):
+    res = run_cli("analyze", spec, "--max-retries", "0", timeout=60)
+    assert res.returncode == 2
+    assert message in res.stderr and "Traceback" not in res.stderr
