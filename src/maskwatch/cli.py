@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=64_000_000, help="refuse images larger than this many pixels")
     p.add_argument("--max-retries", type=int, default=None,
                    help="reconnection attempts for a camera or URL that drops (default: forever)")
+    p.add_argument("--db", help="recognise people from this gallery (SQLite path or mongodb://...); "
+                   "'default' for the one in your data folder")
+    p.add_argument("--threshold", type=float, default=None, help="recognition threshold (cosine, -1..1)")
     _add_common(p)
 
     p = sub.add_parser(
@@ -115,6 +118,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", choices=("yunet", "ssd"), default="yunet", help="detector for --task detection")
     _add_common(p)
 
+    people = sub.add_parser(
+        "people",
+        help="enrol, list, rename, remove, export and import the people maskwatch recognises",
+        description="Manage the gallery of known people. Only face embeddings are stored (plus synthetic "
+        "masked versions for recognition under masks); photos are kept only with --thumbnail. "
+        "--db picks the store: a SQLite file (default: in your data folder) or mongodb://host:port/db.",
+    )
+    psub = people.add_subparsers(dest="people_command", metavar="ACTION")
+    for name, help_text in (
+        ("add", "enrol a person from one or more photos"),
+        ("import", "enrol everyone in DIR (one sub-folder of photos per person)"),
+        ("list", "list people with template counts"),
+        ("rename", "rename a person"),
+        ("remove", "delete a person and all their templates"),
+        ("export", "write the gallery (embeddings, no photos) to a JSON-lines file"),
+        ("load", "read a file written by export"),
+    ):
+        q = psub.add_parser(name, help=help_text, description=help_text)
+        q.add_argument("--db", help="gallery: SQLite path or mongodb://host:port/db (default: user data folder)")
+        _add_common(q)
+        if name == "add":
+            q.add_argument("name")
+            q.add_argument("photos", nargs="+", metavar="PHOTO")
+        elif name == "import":
+            q.add_argument("folder")
+        elif name == "rename":
+            q.add_argument("old")
+            q.add_argument("new")
+        elif name == "remove":
+            q.add_argument("name")
+        elif name in ("export", "load"):
+            q.add_argument("file")
+        if name in ("add", "import"):
+            q.add_argument("--largest", action="store_true", help="in a photo with several faces, enrol the largest")
+            q.add_argument("--masks", type=int, default=4, help="synthetic masked templates per photo (default 4)")
+            q.add_argument("--thumbnail", action="store_true", help="keep a small face thumbnail (off by default)")
+            q.add_argument("--add", action="store_true", help="add the photos to an existing person")
+        if name == "load":
+            q.add_argument("--replace", action="store_true", help="replace people who already exist")
+
     p = sub.add_parser(
         "bench",
         help="measure per-stage latency and end-to-end frames per second on this CPU",
@@ -168,7 +211,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         config.track = False  # separate photos share no tracks
     if args.no_track:
         config.track = False
-    engine = Pipeline(config)
+    embedder = matcher = None
+    if args.db:
+        embedder, matcher = _recognition(args.db, args.threshold)
+    engine = Pipeline(config, embedder=embedder, matcher=matcher)
     annotator = FaceAnnotator()
     out = Path(args.out) if args.out else None
     if out and source.kind == "folder":
@@ -299,6 +345,96 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Operating thresholds of SFace cosine similarity, unmasked and masked probes.
+DEFAULT_THRESHOLD = 0.40
+DEFAULT_MASKED_THRESHOLD = 0.45
+
+
+def _recognition(db: str, threshold: float | None) -> tuple[Any, Any]:
+    from maskwatch.gallery import open_gallery
+    from maskwatch.models.embedder import SFaceEmbedder
+
+    gallery = open_gallery(None if db == "default" else db)
+    embedder = SFaceEmbedder()
+    note = gallery.other_embedders_message(embedder.name, embedder.version)
+    if note:
+        log.warning(note)
+    thr = DEFAULT_THRESHOLD if threshold is None else threshold
+    mthr = DEFAULT_MASKED_THRESHOLD if threshold is None else threshold
+    return embedder, gallery.live_matcher(embedder.name, embedder.version, thr, mthr)
+
+
+def cmd_people(args: argparse.Namespace) -> int:
+    from maskwatch.gallery import open_gallery
+
+    action = args.people_command
+    if not action:
+        raise UserError("choose an action: add, import, list, rename, remove, export or load")
+    gallery = open_gallery(args.db)
+    try:
+        if action == "list":
+            people = gallery.list_people()
+            if not people:
+                print("no people enrolled")
+            for person in people:
+                print(f"{person.name}\t{person.templates} templates ({person.synthetic_templates} with synthetic masks)")
+        elif action in ("add", "import"):
+            from maskwatch.enrol import enrol_photos
+            from maskwatch.models.detector import YuNetDetector
+            from maskwatch.models.embedder import SFaceEmbedder
+            from maskwatch.ops.image import list_images
+
+            if action == "add":
+                jobs = [(args.name, [Path(p) for p in args.photos])]
+            else:
+                root = Path(args.folder)
+                if not root.is_dir():
+                    raise UserError(f"{root}: no such folder")
+                jobs = [(d.name, list_images(d)) for d in sorted(root.iterdir()) if d.is_dir()]
+                jobs = [(n, ph) for n, ph in jobs if ph]
+                if not jobs:
+                    raise UserError(f"{root}: expected one sub-folder of photos per person")
+            detector, embedder = YuNetDetector(score_threshold=0.5, max_side=1280), SFaceEmbedder()
+            failures = 0
+            for name, photos in jobs:
+                try:
+                    res = enrol_photos(gallery, name, photos, detector=detector, embedder=embedder,
+                                       pick_largest=args.largest, synthetic_masks=args.masks,
+                                       thumbnail=args.thumbnail, add_to_existing=args.add)
+                except Exception as exc:
+                    if action == "add" or not _is_user_error(exc):
+                        raise
+                    failures += 1
+                    print(f"maskwatch people import: skipped {name}: {exc}", file=sys.stderr)
+                    continue
+                print(f"{'enrolled' if res.created else 'updated'} {res.person.name}: {res.photos} photo(s), "
+                      f"{res.templates} templates ({res.synthetic_templates} with synthetic masks)")
+            if action == "import" and failures == len(jobs):
+                raise UserError("nobody could be enrolled")
+        elif action == "rename":
+            person = gallery.rename(args.old, args.new)
+            print(f"renamed {args.old} to {person.name}")
+        elif action == "remove":
+            n = gallery.remove_person(args.name)
+            print(f"removed {args.name} and {n} templates")
+        elif action == "export":
+            n = gallery.export(args.file)
+            print(f"exported {n} people to {args.file}")
+        elif action == "load":
+            n = gallery.import_(args.file, replace=args.replace)
+            print(f"imported {n} people from {args.file}")
+    finally:
+        gallery.close()
+    return 0
+
+
+def _is_user_error(exc: Exception) -> bool:
+    from maskwatch.gallery import GalleryError
+    from maskwatch.ops.image import ImageError
+
+    return isinstance(exc, (GalleryError, ImageError, FileNotFoundError))
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from maskwatch.bench import run_bench
 
@@ -351,14 +487,17 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args)
     from maskwatch.ops.image import ImageError
 
-    handlers = {"analyze": cmd_analyze, "train": cmd_train, "evaluate": cmd_evaluate, "bench": cmd_bench}
+    handlers = {"analyze": cmd_analyze, "train": cmd_train, "evaluate": cmd_evaluate, "bench": cmd_bench,
+                "people": cmd_people}
     try:
         from maskwatch.train.data import DataError
     except ImportError:  # pragma: no cover - data.py needs only numpy/cv2/tqdm
         DataError = ValueError  # type: ignore[misc,assignment]  # noqa: N806
+    from maskwatch.gallery import GalleryError
+
     try:
         return handlers[args.command](args)
-    except (UserError, DataError, ImageError, FileNotFoundError, FileExistsError) as exc:
+    except (UserError, DataError, ImageError, GalleryError, FileNotFoundError, FileExistsError) as exc:
         print(f"maskwatch {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

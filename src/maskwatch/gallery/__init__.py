@@ -1,0 +1,87 @@
+"""Enrolled people and their face templates, in SQLite (default) or MongoDB.
+
+    >>> from maskwatch.gallery import open_gallery
+    >>> gallery = open_gallery()                       # ~/.local/share/maskwatch/gallery.sqlite3
+    >>> gallery = open_gallery("mongodb://db:27017/maskwatch")
+
+See :class:`~maskwatch.gallery.base.Gallery` for the operations.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from maskwatch.gallery.base import (
+    Gallery,
+    GalleryError,
+    GalleryUnavailable,
+    InvalidName,
+    LiveMatcher,
+    Person,
+    PersonExists,
+    PersonNotFound,
+    Template,
+    validate_name,
+)
+
+__all__ = [
+    "Gallery", "GalleryError", "GalleryUnavailable", "InvalidName", "LiveMatcher", "Person",
+    "PersonExists", "PersonNotFound", "Template", "default_gallery_path", "open_gallery",
+    "validate_name",
+]
+
+GALLERY_FILE = "gallery.sqlite3"
+
+
+def default_gallery_path() -> Path:
+    """Where the default SQLite gallery lives.
+
+    ``$MASKWATCH_HOME/gallery.sqlite3`` when ``MASKWATCH_HOME`` is set, else
+    ``$XDG_DATA_HOME/maskwatch/gallery.sqlite3`` (``XDG_DATA_HOME`` defaulting to
+    ``~/.local/share``).
+    """
+    home = os.environ.get("MASKWATCH_HOME")
+    if home:
+        return Path(home).expanduser() / GALLERY_FILE
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data).expanduser() / "maskwatch" / GALLERY_FILE
+
+
+def open_gallery(db: str | os.PathLike[str] | None = None) -> Gallery:
+    """Open a gallery store.
+
+    Args:
+        db: ``None`` or ``""``: the SQLite file at :func:`default_gallery_path`; a file
+            path or ``sqlite:///relative/path`` / ``sqlite:////absolute/path`` (the
+            SQLAlchemy convention): that SQLite file, created when missing;
+            ``mongodb://[user:password@]host:port/database`` or ``mongodb+srv://...``:
+            MongoDB (needs pymongo; the server is first contacted by the first
+            operation, which fails within seconds when it is down).
+
+    Raises:
+        GalleryError: an unknown URL scheme, a malformed URL, a file that is not a
+            gallery, a path that cannot be created.
+    """
+    if db is None or str(db).strip() == "":
+        from maskwatch.gallery.sqlite import SQLiteGallery
+
+        return SQLiteGallery(default_gallery_path())
+    spec = os.fspath(db).strip()
+    low = spec.lower()
+    if low.startswith(("mongodb://", "mongodb+srv://")):
+        from maskwatch.gallery.mongo import MongoGallery
+
+        return MongoGallery(spec)
+    if low.startswith("sqlite:"):
+        if not low.startswith("sqlite:///") or len(spec) <= len("sqlite:///"):
+            raise GalleryError(f"{spec!r} is not a SQLite URL: write sqlite:///relative/path or sqlite:////absolute/path")
+        spec = spec[len("sqlite:///"):]
+    elif "://" in spec:
+        scheme = spec.split("://", 1)[0]
+        raise GalleryError(f"unsupported gallery database {scheme!r}: use a file path, sqlite:///path or mongodb://host:port/db")
+    if spec == ":memory:":
+        raise GalleryError("an in-memory gallery is not supported: give a file path")
+    from maskwatch.gallery.sqlite import SQLiteGallery
+
+    return SQLiteGallery(Path(spec))

@@ -1,0 +1,640 @@
+"""The gallery interface: people, their face templates, and search over them.
+
+A *person* is a unique name with an optional face thumbnail. A *template* is one
+face embedding of that person, tagged with the embedder that made it (name and
+version), whether the face was masked, and whether the mask was synthetic (drawn at
+enrolment). Photos are never stored; a thumbnail only when the caller asks.
+
+:class:`Gallery` holds the checks and the caching that every store shares (name
+validation, embedder separation, the matcher cache, export and import); a store
+(:mod:`~maskwatch.gallery.sqlite`, :mod:`~maskwatch.gallery.mongo`) implements a few
+primitives, each of which is atomic: either all of it is written or none of it.
+
+Every write bumps a change stamp kept *in the store*, so a second process (the web
+app beside the engine) that writes to the same gallery is noticed by the first one's
+cached matcher.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import os
+import re
+import threading
+import time
+import unicodedata
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from maskwatch.recognition import EmbeddingMatcher
+
+log = logging.getLogger(__name__)
+
+#: Longest allowed person name, in characters (after stripping).
+MAX_NAME_CHARS = 100
+#: Characters refused in names: they break file names, URLs and shells.
+FORBIDDEN_NAME_CHARS = '/\\:*?"<>|'
+#: Export file format tag and version (first line of an export).
+EXPORT_FORMAT = "maskwatch-gallery"
+EXPORT_VERSION = 1
+#: How to re-enrol, quoted in messages about templates of another embedder.
+REENROL_HINT = "re-enrol them with `maskwatch people add NAME PHOTO...`"
+
+
+class GalleryError(Exception):
+    """A gallery operation that cannot be done; the message is one clear sentence."""
+
+
+class GalleryUnavailable(GalleryError):
+    """The store cannot be reached (server down, wrong host, file locked too long)."""
+
+
+class PersonExists(GalleryError):
+    """A person of that name is already enrolled."""
+
+
+class PersonNotFound(GalleryError):
+    """No person of that name is enrolled."""
+
+
+class InvalidName(GalleryError):
+    """A person name that is empty, too long or holds forbidden characters."""
+
+
+@dataclass(frozen=True)
+class Person:
+    """One enrolled person.
+
+    Attributes:
+        person_id: store-wide unique id (32 hex characters), stable across renames.
+        name: unique display name (validated by :func:`validate_name`).
+        created: enrolment time, seconds since the Unix epoch.
+        templates: number of templates, synthetic ones included.
+        synthetic_templates: how many of those were drawn with a synthetic mask.
+        thumbnail: JPEG bytes of a small face crop, or None (the default: no photo
+            is kept unless the user asks).
+    """
+
+    person_id: str
+    name: str
+    created: float
+    templates: int = 0
+    synthetic_templates: int = 0
+    thumbnail: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Template:
+    """One face embedding of a person.
+
+    Attributes:
+        person_id: the owner's id; ignored when writing (the name given to the write
+            decides the owner), filled when reading.
+        embedding: (D,) float32 embedding, for SFace unit length, D = 128.
+        embedder: name of the embedder that made it, e.g. ``"sface-2021dec-int8"``.
+        embedder_version: its version string; templates only match probes of the
+            same (embedder, embedder_version).
+        masked: the face wears a mask (real or synthetic).
+        synthetic: the mask was drawn at enrolment (:func:`~maskwatch.ops.synthmask.render_mask`).
+        source: where it came from, e.g. the photo's file name (no directories).
+    """
+
+    person_id: str
+    embedding: np.ndarray
+    embedder: str
+    embedder_version: str
+    masked: bool = False
+    synthetic: bool = False
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class PersonRecord:
+    """A person and all their templates, as exported, imported and written at once."""
+
+    person: Person
+    templates: list[Template] = field(default_factory=list)
+
+
+def validate_name(name: object) -> str:
+    """The cleaned person name, or :class:`InvalidName` saying what is wrong.
+
+    Cleaning: Unicode NFC normalisation and stripping of surrounding white space.
+    Refused: empty names, more than :data:`MAX_NAME_CHARS` characters, any of
+    ``/ \\ : * ? " < > |``, control characters, ``.`` and ``..``. Names are
+    case-sensitive: ``Ann`` and ``ann`` are two people.
+    """
+    if not isinstance(name, str):
+        raise InvalidName(f"a person's name must be text, not {type(name).__name__}")
+    clean = unicodedata.normalize("NFC", name).strip()
+    if not clean:
+        raise InvalidName("a person's name cannot be empty")
+    if len(clean) > MAX_NAME_CHARS:
+        raise InvalidName(f"a person's name can have at most {MAX_NAME_CHARS} characters, this one has {len(clean)}")
+    bad = sorted({c for c in clean if c in FORBIDDEN_NAME_CHARS})
+    if bad:
+        raise InvalidName(f"the name {clean!r} contains {' '.join(bad)}; names cannot contain any of {' '.join(FORBIDDEN_NAME_CHARS)}")
+    if any(unicodedata.category(c) in ("Cc", "Cs") or c in "\u2028\u2029" for c in clean):
+        raise InvalidName(f"the name {clean!r} contains control characters")
+    if clean in (".", ".."):
+        raise InvalidName(f"{clean!r} cannot be used as a name")
+    return clean
+
+
+def new_person_id() -> str:
+    return uuid.uuid4().hex
+
+
+def mask_url_password(url: str) -> str:
+    """``scheme://user:***@host/...``: a URL fit for messages and logs."""
+    return re.sub(r"(://[^/@:]*:)[^@/]*@", r"\1***@", url)
+
+
+def check_templates(templates: Iterable[Template]) -> list[Template]:
+    """Templates with float32 (D,) embeddings; :class:`GalleryError` for bad ones.
+
+    Refused: non-finite or all-zero embeddings, empty embedder names, and templates
+    of one embedder with different dimensions.
+    """
+    out: list[Template] = []
+    dims: dict[tuple[str, str], int] = {}
+    for t in templates:
+        if not isinstance(t, Template):
+            raise GalleryError(f"expected a Template, got {type(t).__name__}")
+        emb = np.ascontiguousarray(np.asarray(t.embedding, dtype=np.float32).reshape(-1))
+        if emb.size == 0 or not np.all(np.isfinite(emb)) or not np.any(emb):
+            raise GalleryError("a template embedding must be a non-zero vector of finite numbers")
+        if not t.embedder or not isinstance(t.embedder, str) or not isinstance(t.embedder_version, str):
+            raise GalleryError("every template must name its embedder and embedder version")
+        key = (t.embedder, t.embedder_version)
+        if dims.setdefault(key, emb.size) != emb.size:
+            raise GalleryError(f"templates of {key[0]} v{key[1]} have different dimensions ({dims[key]} and {emb.size})")
+        out.append(Template(t.person_id, emb, t.embedder, str(t.embedder_version), bool(t.masked),
+                            bool(t.synthetic), str(t.source)[:500]))
+    return out
+
+
+class Gallery(ABC):
+    """People and their face templates in one store.
+
+    Safe to share between threads; several processes may open the same store. Methods
+    raise :class:`GalleryError` subclasses with one clear sentence:
+    :class:`InvalidName`, :class:`PersonExists`, :class:`PersonNotFound`, and
+    :class:`GalleryUnavailable` when the store cannot be reached. A failed write
+    leaves the store as it was.
+
+    Attributes:
+        location: where the store is, for messages (a file path, or a URL with the
+            password masked).
+    """
+
+    location: str = ""
+
+    #: After a failed look-up of the change stamp, :meth:`matcher` does not ask the
+    #: store again for this long (seconds), so that a down server costs the engine
+    #: one timeout, not one per frame.
+    retry_after_s: float = 10.0
+
+    def __init__(self) -> None:
+        self._cache_lock = threading.Lock()
+        # (embedder, version, threshold, masked_threshold) -> (stamp, matcher)
+        self._matchers: dict[tuple[str, str, float, float], tuple[int, EmbeddingMatcher]] = {}
+        self._stamp_seen: tuple[int, float] | None = None  # (stamp, monotonic time read)
+        self._down: tuple[float, GalleryError] | None = None  # (monotonic time to retry, the error)
+
+    # ------------------------------------------------------------------ primitives
+    # Each is atomic. Names given to them are already validated.
+
+    @abstractmethod
+    def _write_people(self, records: Sequence[PersonRecord], replace: bool) -> None:
+        """Create people with their templates. Existing names: :class:`PersonExists`,
+        or with ``replace`` the old person and all their templates are removed first."""
+
+    @abstractmethod
+    def _add_templates(self, name: str, templates: Sequence[Template]) -> None:
+        """Append templates to an existing person (:class:`PersonNotFound` if absent)."""
+
+    @abstractmethod
+    def _people(self, name: str | None, thumbnails: bool) -> list[Person]:
+        """All people sorted by name, or the one named ``name`` ([] if absent)."""
+
+    @abstractmethod
+    def _rename(self, old: str, new: str) -> None:
+        """Rename (:class:`PersonNotFound`, :class:`PersonExists`)."""
+
+    @abstractmethod
+    def _remove(self, name: str) -> int:
+        """Delete the person and every template of theirs; number of templates deleted."""
+
+    @abstractmethod
+    def _templates_of(self, name: str) -> list[Template]:
+        """Every template of one person, in insertion order ([] if absent)."""
+
+    @abstractmethod
+    def _templates(self, embedder: str, embedder_version: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(names (T,) object, embeddings (T, D) float32, masked (T,) bool)."""
+
+    @abstractmethod
+    def _embedder_counts(self) -> dict[tuple[str, str], tuple[int, int, int]]:
+        """(embedder, version) -> (people, templates, dimension)."""
+
+    @abstractmethod
+    def _dim(self, embedder: str, embedder_version: str) -> int | None:
+        """Dimension of this embedder's stored templates, None when there are none."""
+
+    @abstractmethod
+    def change_stamp(self) -> int:
+        """A number that changes whenever anything in the store changes (any process)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections; the object cannot be used afterwards."""
+
+    # ------------------------------------------------------------------ people
+
+    def add_person(self, name: str, *, thumbnail: bytes | None = None,
+                   templates: Sequence[Template] = ()) -> Person:
+        """Enrol a new person, with their first templates written in the same transaction.
+
+        Args:
+            name: unique name (see :func:`validate_name`).
+            thumbnail: optional JPEG bytes of a small face crop; None keeps no photo.
+            templates: templates to store with the person (all or nothing).
+
+        Returns:
+            The new :class:`Person`.
+
+        Raises:
+            InvalidName, PersonExists, GalleryError (bad templates), GalleryUnavailable.
+        """
+        clean = validate_name(name)
+        checked = check_templates(templates)
+        self._check_dims(checked)
+        if thumbnail is not None and not isinstance(thumbnail, (bytes, bytearray)):
+            raise GalleryError("a thumbnail must be image bytes (JPEG)")
+        person = Person(new_person_id(), clean, time.time(), len(checked),
+                        sum(t.synthetic for t in checked), bytes(thumbnail) if thumbnail else None)
+        self._write_people([PersonRecord(person, checked)], replace=False)
+        log.info("enrolled %r with %d templates in %s", clean, len(checked), self.location)
+        return person
+
+    def add_templates(self, name: str, templates: list[Template]) -> int:
+        """Add templates to an enrolled person, all in one transaction.
+
+        Returns:
+            The number of templates added.
+
+        Raises:
+            InvalidName, PersonNotFound, GalleryError (bad templates), GalleryUnavailable.
+        """
+        clean = validate_name(name)
+        checked = check_templates(templates)
+        if not checked:
+            if not self._people(clean, False):
+                raise PersonNotFound(f"no person named {clean!r} is enrolled")
+            return 0
+        self._check_dims(checked)
+        self._add_templates(clean, checked)
+        return len(checked)
+
+    def list_people(self, *, thumbnails: bool = False) -> list[Person]:
+        """Everyone enrolled, sorted by name; thumbnails are loaded only when asked."""
+        return self._people(None, thumbnails)
+
+    def get_person(self, name: str) -> Person:
+        """The person named ``name``, thumbnail included (:class:`PersonNotFound`)."""
+        clean = validate_name(name)
+        found = self._people(clean, True)
+        if not found:
+            raise PersonNotFound(f"no person named {clean!r} is enrolled")
+        return found[0]
+
+    def rename(self, old: str, new: str) -> Person:
+        """Give a person a new name; their templates follow. Returns the renamed person."""
+        old_c, new_c = validate_name(old), validate_name(new)
+        if old_c != new_c:
+            self._rename(old_c, new_c)
+        return self.get_person(new_c)
+
+    def remove_person(self, name: str) -> int:
+        """Delete a person and everything about them (templates, thumbnail).
+
+        Returns:
+            The number of templates deleted.
+
+        Raises:
+            InvalidName, PersonNotFound, GalleryUnavailable.
+        """
+        clean = validate_name(name)
+        removed = self._remove(clean)
+        log.info("removed %r and %d templates from %s", clean, removed, self.location)
+        return removed
+
+    def templates_of(self, name: str) -> list[Template]:
+        """Every template of one person (:class:`PersonNotFound`)."""
+        clean = validate_name(name)
+        if not self._people(clean, False):
+            raise PersonNotFound(f"no person named {clean!r} is enrolled")
+        return self._templates_of(clean)
+
+    # ------------------------------------------------------------------ templates and search
+
+    def templates(self, embedder: str, embedder_version: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every template made by one embedder: the input of a matcher.
+
+        Returns:
+            ``(names, embeddings, masked)``: (T,) object array of person names,
+            (T, D) float32 embeddings, (T,) bool masked flags. Templates of other
+            embedders or versions are never included.
+        """
+        return self._templates(str(embedder), str(embedder_version))
+
+    def embedders_in_use(self) -> dict[tuple[str, str], int]:
+        """(embedder, version) -> number of people with templates of it."""
+        return {k: v[0] for k, v in self._embedder_counts().items()}
+
+    def other_embedders_message(self, embedder: str, embedder_version: str) -> str | None:
+        """A sentence about people whose templates this embedder cannot match, or None.
+
+        Example: ``"3 people were enrolled with another embedder (arcface v2) and will
+        not be recognised: re-enrol them with `maskwatch people add NAME PHOTO...`"``.
+        """
+        others = sorted(k for k in self._embedder_counts() if k != (embedder, embedder_version))
+        if not others:
+            return None
+        people_other = self._people_without(embedder, embedder_version)
+        if not people_other:
+            return None
+        which = ", ".join(f"{n} v{v}" for n, v in others)
+        word = "person was" if people_other == 1 else "people were"
+        return (f"{people_other} {word} enrolled with another embedder ({which}) and will not be "
+                f"recognised: {REENROL_HINT}")
+
+    def _people_without(self, embedder: str, embedder_version: str) -> int:
+        """People with no template of this embedder (they cannot be recognised)."""
+        names = set(self._templates(embedder, embedder_version)[0].tolist())
+        return sum(1 for p in self._people(None, False) if p.templates and p.name not in names)
+
+    def _check_dims(self, templates: Sequence[Template]) -> None:
+        for key in sorted({(t.embedder, t.embedder_version) for t in templates}):
+            size = next(t.embedding.size for t in templates if (t.embedder, t.embedder_version) == key)
+            have = self._dim(*key)
+            if have is not None and have != size:
+                raise GalleryError(f"{key[0]} v{key[1]} templates in this gallery have {have} "
+                                   f"dimensions, the new ones {size}")
+
+    def matcher(self, embedder: str, embedder_version: str, threshold: float = 0.4,
+                masked_threshold: float = 0.4, *, max_age_s: float = 1.0,
+                stale_ok: bool = True) -> EmbeddingMatcher:
+        """A matcher over this embedder's templates, cached until the store changes.
+
+        The store's change stamp is read at most every ``max_age_s`` seconds, so
+        calling this once per frame costs nothing between reads; changes by other
+        processes are seen within ``max_age_s``.
+
+        Args:
+            embedder, embedder_version: whose templates to use (others are never mixed in).
+            threshold: minimum cosine similarity for unmasked probes, -1..1; higher is
+                stricter (SFace: about 0.36-0.4).
+            masked_threshold: the same for masked probes (matched against masked templates).
+            max_age_s: how old, in seconds, the last look at the change stamp may be.
+            stale_ok: when the store cannot be reached and a matcher was built before,
+                return that one (and log a warning) instead of raising.
+
+        Raises:
+            GalleryUnavailable: the store is down and no matcher was built before (or
+                ``stale_ok`` is False); GalleryError for other store failures (access
+                refused, unreadable file). After a failure the store is not asked
+                again for :attr:`retry_after_s` seconds; calls in between fail at once.
+        """
+        key = (str(embedder), str(embedder_version), float(threshold), float(masked_threshold))
+        with self._cache_lock:
+            cached = self._matchers.get(key)
+            now = time.monotonic()
+            seen = self._stamp_seen
+            if cached is not None and seen is not None and now - seen[1] <= max_age_s and cached[0] == seen[0]:
+                return cached[1]
+            if self._down is not None and now < self._down[0]:
+                if cached is not None and stale_ok:
+                    return cached[1]
+                raise type(self._down[1])(str(self._down[1]))
+            try:
+                stamp = self.change_stamp()
+                self._stamp_seen = (stamp, time.monotonic())
+                if cached is not None and cached[0] == stamp:
+                    self._down = None
+                    return cached[1]
+                names, emb, masked = self._templates(key[0], key[1])
+                self._down = None
+            except GalleryError as exc:
+                self._down = (time.monotonic() + self.retry_after_s, exc)
+                if cached is not None and stale_ok:
+                    log.warning("%s; using the templates loaded before", exc)
+                    return cached[1]
+                raise
+            dim = emb.shape[1] if emb.ndim == 2 and emb.shape[1] else 1
+            m = EmbeddingMatcher(names, emb.reshape(len(names), dim), masked,
+                                 threshold=key[2], masked_threshold=key[3])
+            self._matchers = {k: v for k, v in self._matchers.items() if v[0] == stamp}
+            self._matchers[key] = (stamp, m)
+            return m
+
+    def search(self, embeddings: np.ndarray, masked: np.ndarray | None = None, *, embedder: str,
+               embedder_version: str, threshold: float = 0.4, masked_threshold: float = 0.4,
+               max_age_s: float = 1.0) -> list[tuple[str | None, float]]:
+        """Best person per probe embedding, by exact cosine similarity.
+
+        Args:
+            embeddings: (N, D) probe embeddings of the same embedder.
+            masked: (N,) bool; masked probes are compared with masked templates and
+                ``masked_threshold`` (default: all unmasked).
+            embedder, embedder_version: whose templates to search.
+            threshold, masked_threshold, max_age_s: as in :meth:`matcher`.
+
+        Returns:
+            ``(name, similarity)`` per probe; name is None below the threshold.
+        """
+        probes = np.asarray(embeddings, np.float32)
+        probes = probes.reshape(len(probes), -1) if probes.ndim != 1 else probes[None]
+        flags = np.zeros(len(probes), bool) if masked is None else np.asarray(masked, bool).reshape(-1)
+        m = self.matcher(embedder, embedder_version, threshold, masked_threshold, max_age_s=max_age_s)
+        if len(m) and probes.shape[1] != m.embeddings.shape[1]:
+            raise GalleryError(f"probe embeddings have {probes.shape[1]} dimensions, "
+                               f"the {embedder} templates {m.embeddings.shape[1]}")
+        return m.identify(probes, flags)
+
+    def live_matcher(self, embedder: str, embedder_version: str, threshold: float = 0.4,
+                     masked_threshold: float = 0.4, *, max_age_s: float = 1.0) -> LiveMatcher:
+        """A matcher for the engine: always the gallery's current templates, and
+        unrecognised faces (not an exception) while the store is down."""
+        return LiveMatcher(self, embedder, embedder_version, threshold, masked_threshold, max_age_s)
+
+    # ------------------------------------------------------------------ export / import
+
+    def export(self, path: str | os.PathLike[str]) -> int:
+        """Write every person and template to a JSON-lines file.
+
+        The first line is a header ``{"format": "maskwatch-gallery", "version": 1}``;
+        then one line per person: name, created, thumbnail (base64 JPEG or null) and
+        templates (embedding as base64 little-endian float32, embedder, version,
+        masked, synthetic, source). No photos, only thumbnails that were stored.
+        The file is written to a temporary name and renamed, so a failed export
+        leaves no partial file.
+
+        Returns:
+            The number of people written.
+        """
+        target = Path(path)
+        tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+        people = self.list_people(thumbnails=True)
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(json.dumps({"format": EXPORT_FORMAT, "version": EXPORT_VERSION,
+                                    "people": len(people)}) + "\n")
+                for p in people:
+                    rows = [{
+                        "embedding": base64.b64encode(t.embedding.astype("<f4").tobytes()).decode("ascii"),
+                        "embedder": t.embedder, "embedder_version": t.embedder_version,
+                        "masked": t.masked, "synthetic": t.synthetic, "source": t.source,
+                    } for t in self._templates_of(p.name)]
+                    f.write(json.dumps({
+                        "name": p.name, "created": p.created,
+                        "thumbnail": base64.b64encode(p.thumbnail).decode("ascii") if p.thumbnail else None,
+                        "templates": rows,
+                    }, ensure_ascii=False) + "\n")
+            os.replace(tmp, target)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise GalleryError(f"cannot write the export file {target}: {exc.strerror or exc}") from exc
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return len(people)
+
+    def import_(self, path: str | os.PathLike[str], *, replace: bool = False) -> int:
+        """Read a file written by :meth:`export` into this gallery, all or nothing.
+
+        Args:
+            path: the export file.
+            replace: replace people who are already enrolled (with all their
+                templates); by default any name already enrolled refuses the import.
+
+        Returns:
+            The number of people imported.
+
+        Raises:
+            GalleryError: unreadable or malformed file (naming the line), duplicate
+                names in the file; PersonExists: names already enrolled.
+        """
+        records = read_export(path)
+        for rec in records:
+            self._check_dims(rec.templates)
+        if not replace:
+            existing = {p.name for p in self._people(None, False)}
+            clash = [r.person.name for r in records if r.person.name in existing]
+            if clash:
+                more = f" and {len(clash) - 3} more" if len(clash) > 3 else ""
+                raise PersonExists(
+                    f"{', '.join(repr(n) for n in clash[:3])}{more} already enrolled; "
+                    "nothing was imported (use replace to overwrite them)")
+        self._write_people(records, replace=replace)
+        log.info("imported %d people from %s into %s", len(records), path, self.location)
+        return len(records)
+
+    def __enter__(self) -> Gallery:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.location!r})"
+
+
+def read_export(path: str | os.PathLike[str]) -> list[PersonRecord]:
+    """Parse and validate an export file completely (nothing is written).
+
+    Raises:
+        GalleryError: naming the file and line that is wrong.
+    """
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as exc:
+        raise GalleryError(f"{p}: no such file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GalleryError(f"cannot read {p}: {getattr(exc, 'strerror', None) or exc}") from exc
+    if not lines:
+        raise GalleryError(f"{p} is empty, not a gallery export")
+    try:
+        header = json.loads(lines[0])
+    except json.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
+        raise GalleryError(f"{p} is not a maskwatch gallery export (its first line lacks the format header)")
+    if header.get("version") != EXPORT_VERSION:
+        raise GalleryError(f"{p} is a version {header.get('version')} export; this maskwatch reads version {EXPORT_VERSION}")
+    records: list[PersonRecord] = []
+    seen: set[str] = set()
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            name = validate_name(row["name"])
+            created = float(row.get("created") or time.time())
+            if not math.isfinite(created):
+                raise ValueError("created is not a number")
+            thumb = base64.b64decode(row["thumbnail"], validate=True) if row.get("thumbnail") else None
+            pid = new_person_id()
+            temps = [Template(pid, np.frombuffer(base64.b64decode(t["embedding"], validate=True), "<f4").astype(np.float32),
+                              str(t["embedder"]), str(t["embedder_version"]), bool(t.get("masked", False)),
+                              bool(t.get("synthetic", False)), str(t.get("source", "")))
+                     for t in row.get("templates", [])]
+            temps = check_templates(temps)
+        except GalleryError as exc:
+            raise GalleryError(f"{p}, line {lineno}: {exc}") from exc
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise GalleryError(f"{p}, line {lineno}: malformed person record ({exc})") from exc
+        if name in seen:
+            raise GalleryError(f"{p}, line {lineno}: the name {name!r} appears twice")
+        seen.add(name)
+        records.append(PersonRecord(Person(pid, name, created, len(temps), sum(t.synthetic for t in temps), thumb), temps))
+    return records
+
+
+class LiveMatcher:
+    """The gallery's current matcher behind the pipeline's ``identify`` call.
+
+    While the store cannot be reached (or refuses access) and nothing was loaded
+    before, every face is reported unrecognised (``(None, 0.0)``) and a warning is
+    logged once per outage: the engine keeps running.
+    """
+
+    def __init__(self, gallery: Gallery, embedder: str, embedder_version: str, threshold: float,
+                 masked_threshold: float, max_age_s: float = 1.0) -> None:
+        self.gallery = gallery
+        self.embedder, self.embedder_version = embedder, embedder_version
+        self.threshold, self.masked_threshold, self.max_age_s = threshold, masked_threshold, max_age_s
+        self._warned = False
+
+    def identify(self, embeddings: np.ndarray, masked: np.ndarray) -> list[tuple[str | None, float]]:
+        """``(name or None, similarity)`` per embedding, as :meth:`EmbeddingMatcher.identify`."""
+        try:
+            m = self.gallery.matcher(self.embedder, self.embedder_version, self.threshold,
+                                     self.masked_threshold, max_age_s=self.max_age_s)
+            self._warned = False
+        except GalleryError as exc:
+            if not self._warned:
+                log.warning("%s; faces stay unrecognised until it is back", exc)
+                self._warned = True
+            return [(None, 0.0)] * len(embeddings)
+        return m.identify(embeddings, masked)

@@ -1,0 +1,310 @@
+"""The MongoDB gallery store, as in the original project: ``--db mongodb://host:port/db``.
+
+Collections: ``people`` (``_id`` = person id, unique ``name``, ``created``,
+``thumbnail``), ``templates`` (``person_id``, ``embedder``, ``embedder_version``,
+``dim``, ``embedding`` as little-endian float32 bytes, ``masked``, ``synthetic``,
+``source``) and ``meta`` (the change stamp document ``{_id: "stamp", value}``).
+
+Writes run in a multi-document transaction when the server supports them (replica
+sets, sharded clusters, SecantusDB). On a standalone server they are ordered so that
+a half-done write is never visible: templates are written before their person and
+deleted after them, and readers ignore templates whose person does not exist.
+
+A server that is down or a wrong host is reported as :class:`GalleryUnavailable`
+within ``timeout_s`` (default 2.5 s), never a hang.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import numpy as np
+
+from maskwatch.gallery.base import (
+    Gallery,
+    GalleryError,
+    GalleryUnavailable,
+    Person,
+    PersonExists,
+    PersonNotFound,
+    PersonRecord,
+    Template,
+    mask_url_password,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_DATABASE = "maskwatch"
+
+
+class MongoGallery(Gallery):
+    """Gallery in a MongoDB database.
+
+    Nothing is sent to the server until the first operation, so opening never
+    blocks; an engine can start while the server is down and recognise nobody.
+
+    Args:
+        url: ``mongodb://[user:password@]host[:port][/database][?options]`` (or
+            ``mongodb+srv://``); the database defaults to ``maskwatch``.
+        timeout_s: seconds to wait for a server (selection and connection) before
+            :class:`GalleryUnavailable`.
+        socket_timeout_s: seconds one operation may wait for the server's answer.
+    """
+
+    def __init__(self, url: str, *, timeout_s: float = 2.5, socket_timeout_s: float = 30.0) -> None:
+        super().__init__()
+        self.location = mask_url_password(url)
+        try:
+            import pymongo
+            from pymongo import errors
+        except ImportError as exc:
+            raise GalleryError("a MongoDB gallery needs pymongo: pip install pymongo") from exc
+        self._errors_mod = errors
+        self.timeout_s = float(timeout_s)
+        ms = int(self.timeout_s * 1000)
+        try:
+            self._client: Any = pymongo.MongoClient(
+                url, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms,
+                socketTimeoutMS=int(socket_timeout_s * 1000), appname="maskwatch",
+            )
+            self._db = self._client.get_default_database(default=DEFAULT_DATABASE)
+        except (errors.ConfigurationError, errors.InvalidName, ValueError, TypeError) as exc:
+            raise GalleryError(f"invalid MongoDB URL {self.location}: {exc}") from exc
+        except errors.PyMongoError as exc:  # e.g. SRV records that do not resolve
+            raise GalleryUnavailable(f"the MongoDB gallery at {self.location} cannot be reached: {exc}") from exc
+        self._people_c = self._db["people"]
+        self._templates_c = self._db["templates"]
+        self._meta_c = self._db["meta"]
+        self._ready = False
+        self._transactions = False
+        self._ready_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        e = self._errors_mod
+        try:
+            yield
+        except (e.ServerSelectionTimeoutError, e.ConnectionFailure, e.NetworkTimeout) as exc:
+            raise GalleryUnavailable(
+                f"the MongoDB gallery at {self.location} cannot be reached (no answer within "
+                f"{self.timeout_s:g} s); could not {what}") from exc
+        except e.OperationFailure as exc:
+            if exc.code in (13, 18):
+                raise GalleryError(f"MongoDB at {self.location} refused access (check the user name "
+                                   f"and password in the URL); could not {what}") from exc
+            detail = (exc.details or {}).get("errmsg", str(exc)) if isinstance(exc.details, dict) else str(exc)
+            raise GalleryError(f"MongoDB at {self.location} could not {what}: {detail}") from exc
+        except e.PyMongoError as exc:
+            raise GalleryError(f"MongoDB at {self.location} could not {what}: {exc}") from exc
+
+    def _ensure(self) -> None:
+        """Create the indexes and learn whether transactions work (once, lazily)."""
+        if self._ready:
+            return
+        with self._ready_lock, self._errors("prepare the gallery"):
+            if self._ready:
+                return
+            hello = self._client.admin.command("hello")
+            self._transactions = bool(hello.get("setName") or hello.get("msg") == "isdbgrid") and \
+                hello.get("logicalSessionTimeoutMinutes") is not None
+            self._people_c.create_index("name", unique=True, name="unique_name")
+            self._templates_c.create_index([("embedder", 1), ("embedder_version", 1)], name="by_embedder")
+            self._templates_c.create_index("person_id", name="by_person")
+            self._ready = True
+            if not self._transactions:
+                log.info("%s has no transactions (standalone server): writes are ordered instead", self.location)
+
+    def _atomic(self, what: str, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(session)`` in a transaction (retried on write conflicts), or
+        ``fn(None)`` where the server has none; then bump the change stamp.
+
+        The stamp is bumped after the commit, never before: a reader that sees the
+        new stamp then also sees the new data.
+        """
+        self._ensure()
+        e = self._errors_mod
+        with self._errors(what):
+            if not self._transactions:
+                result = fn(None)
+            else:
+                for attempt in range(12):
+                    try:
+                        with self._client.start_session() as s, s.start_transaction():
+                            result = fn(s)
+                        break
+                    except (e.ConnectionFailure, e.ServerSelectionTimeoutError):
+                        raise
+                    except e.PyMongoError as exc:
+                        if not exc.has_error_label("TransientTransactionError") or attempt == 11:
+                            raise
+                        time.sleep(random.uniform(0.005, 0.02) * 2 ** min(attempt, 5))
+            self._meta_c.update_one({"_id": "stamp"}, {"$inc": {"value": 1}}, upsert=True)
+        return result
+
+    def close(self) -> None:
+        self._client.close()
+
+    # ------------------------------------------------------------------ primitives
+
+    def change_stamp(self) -> int:
+        with self._errors("read the change stamp"):
+            doc = self._meta_c.find_one({"_id": "stamp"})
+        return int(doc["value"]) if doc else 0
+
+    @staticmethod
+    def _template_docs(person_id: str, templates: Sequence[Template]) -> list[dict[str, Any]]:
+        return [{"person_id": person_id, "embedder": t.embedder, "embedder_version": t.embedder_version,
+                 "dim": int(t.embedding.size), "embedding": np.asarray(t.embedding, "<f4").tobytes(),
+                 "masked": bool(t.masked), "synthetic": bool(t.synthetic), "source": t.source}
+                for t in templates]
+
+    def _write_people(self, records: Sequence[PersonRecord], replace: bool) -> None:
+        dup = self._errors_mod.DuplicateKeyError
+        names = [r.person.name for r in records]
+
+        def write(s: Any) -> None:
+            old = list(self._people_c.find({"name": {"$in": names}}, {"name": 1}, session=s))
+            if old and not replace:
+                raise PersonExists(f"a person named {old[0]['name']!r} is already enrolled")
+            for doc in old:  # replace: the person first (hides them), then their templates
+                self._people_c.delete_one({"_id": doc["_id"]}, session=s)
+                self._templates_c.delete_many({"person_id": doc["_id"]}, session=s)
+            docs = [d for r in records for d in self._template_docs(r.person.person_id, r.templates)]
+            if docs:  # templates before people: until their person exists they are ignored
+                self._templates_c.insert_many(docs, ordered=False, session=s)
+            try:
+                self._people_c.insert_many(
+                    [{"_id": r.person.person_id, "name": r.person.name, "created": r.person.created,
+                      "thumbnail": r.person.thumbnail} for r in records], ordered=True, session=s)
+            except (dup, self._errors_mod.BulkWriteError) as exc:
+                if s is None:  # no transaction to roll back: undo by hand
+                    ids = [r.person.person_id for r in records]
+                    self._people_c.delete_many({"_id": {"$in": ids}})
+                    self._templates_c.delete_many({"person_id": {"$in": ids}})
+                raise PersonExists("one of these names was enrolled meanwhile: "
+                                   f"{', '.join(repr(n) for n in names[:3])}") from exc
+
+        self._atomic("add people", write)
+
+    def _find_person(self, name: str, s: Any = None) -> dict[str, Any]:
+        doc = self._people_c.find_one({"name": name}, {"_id": 1}, session=s)
+        if doc is None:
+            raise PersonNotFound(f"no person named {name!r} is enrolled")
+        return doc
+
+    def _add_templates(self, name: str, templates: Sequence[Template]) -> None:
+        def write(s: Any) -> None:
+            pid = self._find_person(name, s)["_id"]
+            self._templates_c.insert_many(self._template_docs(pid, templates), ordered=False, session=s)
+            if s is None and self._people_c.count_documents({"_id": pid}) == 0:
+                self._templates_c.delete_many({"person_id": pid})  # removed meanwhile
+                raise PersonNotFound(f"{name!r} was removed while templates were added")
+
+        self._atomic(f"add templates to {name!r}", write)
+
+    def _people(self, name: str | None, thumbnails: bool) -> list[Person]:
+        self._ensure()
+        with self._errors("list people"):
+            proj = {"name": 1, "created": 1, "thumbnail": 1} if thumbnails else {"name": 1, "created": 1}
+            docs = list(self._people_c.find({} if name is None else {"name": name}, proj).sort("name", 1))
+            if not docs:
+                return []
+            match = {} if name is None else {"person_id": docs[0]["_id"]}
+            counts = {c["_id"]: (c["n"], c["s"]) for c in self._templates_c.aggregate([
+                {"$match": match},
+                {"$group": {"_id": "$person_id", "n": {"$sum": 1}, "s": {"$sum": {"$cond": ["$synthetic", 1, 0]}}}},
+            ])}
+        out = []
+        for d in docs:
+            n, s = counts.get(d["_id"], (0, 0))
+            thumb = d.get("thumbnail")
+            out.append(Person(d["_id"], d["name"], float(d["created"]), int(n), int(s),
+                              bytes(thumb) if thumb else None))
+        return out
+
+    def _rename(self, old: str, new: str) -> None:
+        dup = self._errors_mod.DuplicateKeyError
+
+        def write(s: Any) -> None:
+            try:
+                res = self._people_c.update_one({"name": old}, {"$set": {"name": new}}, session=s)
+            except dup as exc:
+                raise PersonExists(f"a person named {new!r} is already enrolled") from exc
+            if res.matched_count == 0:
+                raise PersonNotFound(f"no person named {old!r} is enrolled")
+
+        self._atomic(f"rename {old!r}", write)
+
+    def _remove(self, name: str) -> int:
+        def write(s: Any) -> int:
+            pid = self._find_person(name, s)["_id"]
+            # the person first: from then on their templates are invisible to readers
+            self._people_c.delete_one({"_id": pid}, session=s)
+            n = self._templates_c.delete_many({"person_id": pid}, session=s).deleted_count
+            if s is None:  # also sweep templates orphaned by an interrupted earlier write
+                live = [d["_id"] for d in self._people_c.find({}, {"_id": 1})]
+                self._templates_c.delete_many({"person_id": {"$nin": live}})
+            return int(n)
+
+        return self._atomic(f"remove {name!r}", write)
+
+    def _templates_of(self, name: str) -> list[Template]:
+        self._ensure()
+        with self._errors(f"read the templates of {name!r}"):
+            doc = self._people_c.find_one({"name": name}, {"_id": 1})
+            if doc is None:
+                return []
+            docs = list(self._templates_c.find({"person_id": doc["_id"]}).sort("_id", 1))
+        return [Template(d["person_id"], np.frombuffer(d["embedding"], "<f4").astype(np.float32), d["embedder"],
+                         d["embedder_version"], bool(d["masked"]), bool(d["synthetic"]), d.get("source", ""))
+                for d in docs]
+
+    def _templates(self, embedder: str, embedder_version: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        self._ensure()
+        with self._errors("read templates"):
+            names_by_id = {d["_id"]: d["name"] for d in self._people_c.find({}, {"name": 1})}
+            cursor = self._templates_c.find(
+                {"embedder": embedder, "embedder_version": embedder_version},
+                {"_id": 0, "person_id": 1, "embedding": 1, "masked": 1, "dim": 1},
+            ).sort("_id", 1).batch_size(10_000)
+            docs = [d for d in cursor if d["person_id"] in names_by_id]
+        if not docs:
+            return np.zeros(0, object), np.zeros((0, 0), np.float32), np.zeros(0, bool)
+        names = np.array([names_by_id[d["person_id"]] for d in docs], dtype=object)
+        emb = np.frombuffer(b"".join(d["embedding"] for d in docs), "<f4").astype(np.float32)
+        masked = np.fromiter((bool(d["masked"]) for d in docs), bool, len(docs))
+        return names, emb.reshape(len(docs), int(docs[0]["dim"])), masked
+
+    def _dim(self, embedder: str, embedder_version: str) -> int | None:
+        self._ensure()
+        with self._errors("read templates"):
+            doc = self._templates_c.find_one({"embedder": embedder, "embedder_version": embedder_version},
+                                             {"_id": 0, "dim": 1})
+        return int(doc["dim"]) if doc else None
+
+    def _embedder_counts(self) -> dict[tuple[str, str], tuple[int, int, int]]:
+        self._ensure()
+        with self._errors("count templates"):
+            rows = list(self._templates_c.aggregate([
+                {"$group": {"_id": {"e": "$embedder", "v": "$embedder_version", "p": "$person_id"},
+                            "n": {"$sum": 1}, "dim": {"$max": "$dim"}}},
+            ]))
+            live = {d["_id"] for d in self._people_c.find({}, {"_id": 1})}
+        out: dict[tuple[str, str], tuple[int, int, int]] = {}
+        for r in rows:
+            if r["_id"]["p"] not in live:
+                continue
+            key = (r["_id"]["e"], r["_id"]["v"])
+            people, n, dim = out.get(key, (0, 0, 0))
+            out[key] = (people + 1, n + int(r["n"]), max(dim, int(r["dim"])))
+        return out

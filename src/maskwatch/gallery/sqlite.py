@@ -1,0 +1,306 @@
+"""The default gallery store: one SQLite file, no server.
+
+WAL mode lets the engine read while the web app writes (and the other way round);
+each thread gets its own connection, and writes take the write lock at once
+(``BEGIN IMMEDIATE``) and wait up to ``busy_timeout_s`` for it. Every write is one
+transaction, so nothing is ever half-written. ``secure_delete`` overwrites deleted
+rows with zeros and a removal is followed by a WAL checkpoint, so a removed person's
+name, thumbnail and templates do not linger in the file. The file and its folder are
+created readable by the owner only: face templates are personal data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from maskwatch.gallery.base import (
+    Gallery,
+    GalleryError,
+    GalleryUnavailable,
+    Person,
+    PersonExists,
+    PersonNotFound,
+    PersonRecord,
+    Template,
+)
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', 1), ('stamp', 0);
+CREATE TABLE IF NOT EXISTS people (
+    id        TEXT PRIMARY KEY,
+    name      TEXT NOT NULL UNIQUE,
+    created   REAL NOT NULL,
+    thumbnail BLOB
+);
+CREATE TABLE IF NOT EXISTS templates (
+    id               INTEGER PRIMARY KEY,
+    person_id        TEXT NOT NULL REFERENCES people (id) ON DELETE CASCADE,
+    embedder         TEXT NOT NULL,
+    embedder_version TEXT NOT NULL,
+    dim              INTEGER NOT NULL,
+    embedding        BLOB NOT NULL,
+    masked           INTEGER NOT NULL,
+    synthetic        INTEGER NOT NULL,
+    source           TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS templates_by_embedder ON templates (embedder, embedder_version);
+CREATE INDEX IF NOT EXISTS templates_by_person ON templates (person_id);
+"""
+
+
+class SQLiteGallery(Gallery):
+    """Gallery in one SQLite file.
+
+    Args:
+        path: the database file; created (with its folders) when missing.
+        busy_timeout_s: how long, in seconds, a write waits for another writer
+            before :class:`GalleryUnavailable` is raised.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 10.0) -> None:
+        super().__init__()
+        self.path = Path(path).expanduser()
+        self.location = str(self.path)
+        self.busy_timeout_s = float(busy_timeout_s)
+        self._local = threading.local()
+        self._cons: dict[int, tuple[threading.Thread, sqlite3.Connection]] = {}
+        self._cons_lock = threading.Lock()
+        self._closed = False
+        if self.path.is_dir():
+            raise GalleryError(f"{self.path} is a folder, not a gallery file")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not self.path.exists():
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        except OSError as exc:
+            raise GalleryError(f"cannot create the gallery file {self.path}: {exc.strerror or exc}") from exc
+        con = self._con()
+        with self._errors("open"):
+            mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                log.warning("%s: journal mode is %s, not WAL; readers may wait for writers", self.path, mode)
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        con.execute(stmt)
+                version = con.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0]
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        if version != SCHEMA_VERSION:
+            raise GalleryError(f"{self.path} has gallery schema {version}; this maskwatch knows schema {SCHEMA_VERSION}")
+
+    # ------------------------------------------------------------------ connections
+
+    def _con(self) -> sqlite3.Connection:
+        if self._closed:
+            raise GalleryError(f"the gallery {self.path} was closed")
+        con = getattr(self._local, "con", None)
+        if con is not None:
+            return con
+        try:
+            con = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
+                                  check_same_thread=False)
+            con.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+            con.execute("PRAGMA foreign_keys = ON")
+            con.execute("PRAGMA secure_delete = ON")
+            con.execute("PRAGMA synchronous = NORMAL")  # durable enough in WAL mode, much faster
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc, "open") from exc
+        with self._cons_lock:
+            # close the connections of threads that have ended (web server pools churn)
+            for ident, (thread, old) in list(self._cons.items()):
+                if not thread.is_alive():
+                    old.close()
+                    del self._cons[ident]
+            self._cons[threading.get_ident()] = (threading.current_thread(), con)
+        self._local.con = con
+        return con
+
+    def _translate(self, exc: sqlite3.Error, what: str) -> GalleryError:
+        msg = str(exc)
+        low = msg.lower()
+        if "locked" in low or "busy" in low:
+            return GalleryUnavailable(
+                f"the gallery {self.path} is locked by another writer for more than "
+                f"{self.busy_timeout_s:g} s; could not {what}")
+        if "not a database" in low or "malformed" in low:
+            return GalleryError(f"{self.path} is not a maskwatch gallery (not a readable SQLite database)")
+        if "readonly" in low or "read-only" in low:
+            return GalleryError(f"the gallery {self.path} is read-only; could not {what}")
+        if "unable to open" in low:
+            return GalleryUnavailable(f"cannot open the gallery file {self.path}")
+        return GalleryError(f"gallery {self.path}: could not {what} ({msg})")
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise self._translate(exc, what) from exc
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction that also bumps the change stamp; rolled back on any error."""
+        con = self._con()
+        with self._errors(what):
+            con.execute("BEGIN IMMEDIATE")
+        try:
+            yield con
+            with self._errors(what):
+                con.execute("UPDATE meta SET value = value + 1 WHERE key = 'stamp'")
+                con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+
+    def _read(self, sql: str, args: Sequence[object] = (), what: str = "read") -> list[tuple]:
+        with self._errors(what):
+            return self._con().execute(sql, args).fetchall()
+
+    def close(self) -> None:
+        """Close every thread's connection."""
+        with self._cons_lock:
+            for _, con in self._cons.values():
+                try:
+                    con.close()
+                except sqlite3.Error:  # pragma: no cover - closing is best effort
+                    pass
+            self._cons.clear()
+        self._closed = True
+        self._local = threading.local()
+
+    # ------------------------------------------------------------------ primitives
+
+    def change_stamp(self) -> int:
+        return int(self._read("SELECT value FROM meta WHERE key = 'stamp'", what="read the change stamp")[0][0])
+
+    @staticmethod
+    def _template_rows(person_id: str, templates: Sequence[Template]) -> list[tuple]:
+        return [(person_id, t.embedder, t.embedder_version, int(t.embedding.size),
+                 np.asarray(t.embedding, "<f4").tobytes(), int(t.masked), int(t.synthetic), t.source)
+                for t in templates]
+
+    _INSERT_TEMPLATE = ("INSERT INTO templates (person_id, embedder, embedder_version, dim, embedding, "
+                        "masked, synthetic, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+
+    def _write_people(self, records: Sequence[PersonRecord], replace: bool) -> None:
+        with self._write("add people") as con:
+            for rec in records:
+                p = rec.person
+                if replace:
+                    con.execute("DELETE FROM people WHERE name = ?", (p.name,))
+                try:
+                    con.execute("INSERT INTO people (id, name, created, thumbnail) VALUES (?, ?, ?, ?)",
+                                (p.person_id, p.name, p.created, p.thumbnail))
+                except sqlite3.IntegrityError as exc:
+                    raise PersonExists(f"a person named {p.name!r} is already enrolled") from exc
+                con.executemany(self._INSERT_TEMPLATE, self._template_rows(p.person_id, rec.templates))
+
+    def _person_id(self, con: sqlite3.Connection, name: str) -> str:
+        row = con.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise PersonNotFound(f"no person named {name!r} is enrolled")
+        return row[0]
+
+    def _add_templates(self, name: str, templates: Sequence[Template]) -> None:
+        with self._write(f"add templates to {name!r}") as con:
+            pid = self._person_id(con, name)
+            con.executemany(self._INSERT_TEMPLATE, self._template_rows(pid, templates))
+
+    def _people(self, name: str | None, thumbnails: bool) -> list[Person]:
+        sql = (f"SELECT p.id, p.name, p.created, COUNT(t.id), COALESCE(SUM(t.synthetic), 0), "
+               f"{'p.thumbnail' if thumbnails else 'NULL'} "
+               "FROM people p LEFT JOIN templates t ON t.person_id = p.id "
+               f"{'WHERE p.name = ?' if name is not None else ''} GROUP BY p.id ORDER BY p.name")
+        rows = self._read(sql, (name,) if name is not None else (), "list people")
+        return [Person(r[0], r[1], float(r[2]), int(r[3]), int(r[4]), bytes(r[5]) if r[5] is not None else None)
+                for r in rows]
+
+    def _rename(self, old: str, new: str) -> None:
+        with self._write(f"rename {old!r}") as con:
+            self._person_id(con, old)
+            try:
+                con.execute("UPDATE people SET name = ? WHERE name = ?", (new, old))
+            except sqlite3.IntegrityError as exc:
+                raise PersonExists(f"a person named {new!r} is already enrolled") from exc
+
+    def _remove(self, name: str) -> int:
+        with self._write(f"remove {name!r}") as con:
+            pid = self._person_id(con, name)
+            n = con.execute("SELECT COUNT(*) FROM templates WHERE person_id = ?", (pid,)).fetchone()[0]
+            con.execute("DELETE FROM templates WHERE person_id = ?", (pid,))
+            con.execute("DELETE FROM people WHERE id = ?", (pid,))
+        self.checkpoint()
+        return int(n)
+
+    def _templates_of(self, name: str) -> list[Template]:
+        rows = self._read(
+            "SELECT t.person_id, t.embedding, t.embedder, t.embedder_version, t.masked, t.synthetic, t.source "
+            "FROM templates t JOIN people p ON p.id = t.person_id WHERE p.name = ? ORDER BY t.id",
+            (name,), f"read the templates of {name!r}")
+        return [Template(r[0], np.frombuffer(r[1], "<f4").astype(np.float32), r[2], r[3], bool(r[4]),
+                         bool(r[5]), r[6]) for r in rows]
+
+    def _templates(self, embedder: str, embedder_version: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows = self._read(
+            "SELECT p.name, t.embedding, t.masked, t.dim FROM templates t JOIN people p ON p.id = t.person_id "
+            "WHERE t.embedder = ? AND t.embedder_version = ? ORDER BY t.id",
+            (embedder, embedder_version), "read templates")
+        if not rows:
+            return np.zeros(0, object), np.zeros((0, 0), np.float32), np.zeros(0, bool)
+        names = np.array([r[0] for r in rows], dtype=object)
+        emb = np.frombuffer(b"".join(r[1] for r in rows), "<f4").astype(np.float32).reshape(len(rows), rows[0][3])
+        masked = np.fromiter((r[2] for r in rows), bool, len(rows))
+        return names, emb, masked
+
+    def _dim(self, embedder: str, embedder_version: str) -> int | None:
+        rows = self._read("SELECT dim FROM templates WHERE embedder = ? AND embedder_version = ? LIMIT 1",
+                          (embedder, embedder_version), "read templates")
+        return int(rows[0][0]) if rows else None
+
+    def _embedder_counts(self) -> dict[tuple[str, str], tuple[int, int, int]]:
+        rows = self._read("SELECT embedder, embedder_version, COUNT(DISTINCT person_id), COUNT(*), MAX(dim) "
+                          "FROM templates GROUP BY embedder, embedder_version", what="count templates")
+        return {(r[0], r[1]): (int(r[2]), int(r[3]), int(r[4])) for r in rows}
+
+    # ------------------------------------------------------------------ maintenance
+
+    def checkpoint(self) -> bool:
+        """Copy the WAL into the main file and empty it (best effort).
+
+        Returns:
+            True when the WAL was emptied; False when readers kept part of it (it is
+            emptied by a later checkpoint).
+        """
+        try:
+            busy, _, _ = self._con().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            log.debug("checkpoint of %s failed: %s", self.path, exc)
+            return False
+        return not busy
+
+    def vacuum(self) -> None:
+        """Rebuild the file to its smallest size (takes the write lock for a while)."""
+        with self._errors("vacuum"):
+            self._con().execute("VACUUM")
+        self.checkpoint()
