@@ -36,12 +36,12 @@ lint: $(VENV)/.dev
 bench: $(VENV)/.runtime
 	$(BIN)/python benchmarks/bench_classifier.py
 
-# Reproduces the shipped model (see docs/model-card.md); about 40 minutes on 2 cores.
+# Reproduces the shipped model (see docs/model-card.md); about an hour on 2 cores.
 DATA ?= ../shared/datasets
 train-default: $(VENV)/.dev
 	$(BIN)/maskwatch train folder:$(DATA)/mask-classification voc:$(DATA)/mask-scenes \
 	  synthetic:$(DATA)/lfw-identities/images --mask-templates $(DATA)/mask-templates \
-	  --out runs/mask-default --input-size 112 --epochs 12 --patience 3 --freeze-blocks 4 --seed 0
+	  --out runs/mask-default --input-size 112 --epochs 20 --patience 4 --freeze-blocks 4 --balance source --seed 0
 
 evaluate-default: $(VENV)/.dev
 	$(BIN)/maskwatch evaluate folder:$(DATA)/mask-classification voc:$(DATA)/mask-scenes \
