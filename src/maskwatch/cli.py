@@ -112,9 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="split seed (as used in training)")
     p.add_argument("--mask-templates", help="mask templates folder, as given to train")
     p.add_argument("--max-per-source", type=int, default=0, help="as given to train (0 = all)")
-    p.add_argument("--task", choices=("mask", "detection"), default="mask",
+    p.add_argument("--task", choices=("mask", "detection", "recognition"), default="mask",
                    help="mask: the mask classifier (default); detection: face detection recall and precision "
-                   "by face size on VOC sources, live and accurate modes")
+                   "by face size on VOC sources, live and accurate modes; recognition: enrol the first --k "
+                   "photos of each person of an LFW-style folder and probe with the rest, unmasked and masked")
+    p.add_argument("--k", type=int, default=2, help="enrolment photos per person for --task recognition")
+    p.add_argument("--probe-face-px", type=int, default=48,
+                   help="also probe with faces scaled to about this width (small faces; 0 = off)")
     p.add_argument("--detector", choices=("yunet", "ssd"), default="yunet", help="detector for --task detection")
     _add_common(p)
 
@@ -329,6 +333,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.task == "detection":
         return _evaluate_detection(args)
+    if args.task == "recognition":
+        return _evaluate_recognition(args)
     try:
         from maskwatch.evaluate.mask import evaluate_dataset
     except ImportError as exc:
@@ -345,9 +351,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-#: Operating thresholds of SFace cosine similarity, unmasked and masked probes.
-DEFAULT_THRESHOLD = 0.40
-DEFAULT_MASKED_THRESHOLD = 0.45
+#: Operating thresholds of SFace cosine similarity, unmasked and masked probes, set by
+#: ``maskwatch evaluate --task recognition`` on LFW: the lowest values that named at most
+#: 0.5% of probes of 53 people not enrolled (held out: 0.71% named, with 98.6% of known
+#: unmasked and 87.7% of known masked probes named right).
+DEFAULT_THRESHOLD = 0.422
+DEFAULT_MASKED_THRESHOLD = 0.500
 
 
 def _recognition(db: str, threshold: float | None) -> tuple[Any, Any]:
@@ -448,6 +457,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
     results = run_bench(root, frames=args.frames, face_counts=counts, threads=args.threads)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def _evaluate_recognition(args: argparse.Namespace) -> int:
+    from maskwatch.evaluate.recognition import evaluate_recognition, summary_lines
+
+    if len(args.sources) != 1:
+        raise UserError("recognition takes one folder with one sub-folder of photos per person")
+    root = Path(args.sources[0].split(":", 1)[1] if args.sources[0].startswith("synthetic:") else args.sources[0])
+    if not root.is_dir() or not any(d.is_dir() for d in root.iterdir()):
+        raise UserError(f"{root}: expected one sub-folder of photos per person (LFW layout)")
+    res = evaluate_recognition(
+        root, args.out, k=args.k, seed=args.seed, probe_face_px=args.probe_face_px or None,
+        mask_templates=args.mask_templates, progress=not args.quiet,
+        limit_people=args.max_per_source,
+    )
+    for line in summary_lines(res):
+        print(line)
+    print(f"report: {Path(args.out) / 'recognition.md'}")
     return 0
 
 

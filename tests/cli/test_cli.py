@@ -117,3 +117,15 @@ def test_analyze_unusable_live_sources(spec, message):
     res = run_cli("analyze", spec, "--max-retries", "0", timeout=60)
     assert res.returncode == 2
     assert message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_evaluate_recognition_needs_person_folders(tmp_path):
+    res = run_cli("evaluate", "--task", "recognition", str(tmp_path), "--out", str(tmp_path / "o"))
+    assert res.returncode == 2
+    assert "one sub-folder of photos per person" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_evaluate_detection_needs_voc(datasets, tmp_path):
+    res = run_cli("evaluate", "--task", "detection", f"folder:{datasets / 'mask-classification'}",
+                  "--out", str(tmp_path / "o"))
+    assert res.returncode == 2 and "voc" in res.stderr
