@@ -15,6 +15,7 @@ from maskwatch.evaluate.recognition import (
     threshold_at_far,
     tnorm,
 )
+from maskwatch.evaluate.report import json_safe
 from maskwatch.recognition import EmbeddingMatcher
 
 IMP4 = [0.1, 0.2, 0.3, 0.4]
@@ -188,7 +189,7 @@ def test_summarise_on_random_embeddings_is_complete():
     assert res["recommended_thresholds"]["mask_aware"]["masked_threshold"] is not None
     text = rec.format_recognition(res)
     assert "## Targets" in text and "## Open set" in text
-    json.dumps(rec._json_safe(res))
+    json.dumps(json_safe(res))
 
 
 @pytest.mark.parametrize("kwargs", [{"k": 0}, {"calibration_people": 1.0}, {"calibration_fpir": 0.0}])

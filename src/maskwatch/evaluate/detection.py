@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from maskwatch.evaluate.metrics import SIZE_BINS
+from maskwatch.evaluate.report import pct
 from maskwatch.ops.image import ImageError, list_images, read_image
 from maskwatch.types import MASK_CLASSES
 
@@ -143,10 +144,6 @@ def evaluate_detection(
     return results
 
 
-def _pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}%"
-
-
 def format_detection(results: dict[str, Any]) -> str:
     """Markdown table of the detection results."""
     bins = [b["bin"] for b in next(iter(results["modes"].values()))["recall_by_size"]]
@@ -161,9 +158,9 @@ def format_detection(results: dict[str, Any]) -> str:
         "|---|---|---|---|" + "---|" * len(bins) + "---|---|",
     ]
     for mode, m in results["modes"].items():
-        sizes = " | ".join(f"{_pct(b['recall'])} (n={b['n']})" for b in m["recall_by_size"])
+        sizes = " | ".join(f"{pct(b['recall'])} (n={b['n']})" for b in m["recall_by_size"])
         lines.append(
-            f"| {mode} | {_pct(m['recall_16_plus'])} | {_pct(m['precision'])} | {_pct(m['precision_16_plus'])} | "
-            f"{sizes} | {_pct(m['recall_16_plus_by_class']['with_mask'])} | {m['ms_per_scene_median']:.0f} |"
+            f"| {mode} | {pct(m['recall_16_plus'])} | {pct(m['precision'])} | {pct(m['precision_16_plus'])} | "
+            f"{sizes} | {pct(m['recall_16_plus_by_class']['with_mask'])} | {m['ms_per_scene_median']:.0f} |"
         )
     return "\n".join(lines) + "\n"

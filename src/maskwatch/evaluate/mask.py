@@ -7,6 +7,7 @@ held-out faces of a training run on the same sources.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from maskwatch.evaluate.metrics import classification_report, mask_vs_no_mask
-from maskwatch.evaluate.report import write_report
+from maskwatch.evaluate.report import json_safe, pct, safe_name, write_report
 from maskwatch.types import MASK_CLASSES
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,6 @@ def evaluate_faceset(
     Returns:
         The overall metrics dict, with ``by_source`` headlines added.
     """
-    from maskwatch.train.trainer import safe_name
-
     out = Path(out_dir)
     probs = clf.predict_crops(fs.crops) if len(fs) else np.zeros((0, len(MASK_CLASSES)), np.float32)
     # The model's class order may differ from MASK_CLASSES; map onto it.
@@ -81,23 +80,9 @@ def evaluate_faceset(
         by_source[src] = head
     metrics["by_source"] = by_source
     metrics.update({k: v for k, v in _headline(y_true, y_pred).items() if k not in metrics})
-    import json
-
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
+    (out / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2))
     _append_source_table(out / "report.md", by_source)
     return metrics
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o).__name__)
-
-
-def _pct(v: Any) -> str:
-    return "n/a" if v is None else f"{100 * v:.2f}%"
 
 
 def _append_source_table(report_md: Path, by_source: dict[str, Any]) -> None:
@@ -111,10 +96,10 @@ def _append_source_table(report_md: Path, by_source: dict[str, Any]) -> None:
     for src, h in by_source.items():
         b = h["min_size_32"]
         lines.append(
-            f"| {src} | {h['n']} | {_pct(h['accuracy'])} | {_pct(h['two_class_accuracy'])} | {h['macro_f1']:.3f} | "
-            f"{_pct(h['recall']['mask_incorrect']) if h['support']['mask_incorrect'] else 'n/a'} | {b['n']} | "
-            f"{_pct(b['two_class_accuracy'])} | {b['macro_f1']:.3f} | "
-            f"{_pct(b['recall']['mask_incorrect']) if b['support']['mask_incorrect'] else 'n/a'} |"
+            f"| {src} | {h['n']} | {pct(h['accuracy'], 2)} | {pct(h['two_class_accuracy'], 2)} | {h['macro_f1']:.3f} | "
+            f"{pct(h['recall']['mask_incorrect'], 2) if h['support']['mask_incorrect'] else 'n/a'} | {b['n']} | "
+            f"{pct(b['two_class_accuracy'], 2)} | {b['macro_f1']:.3f} | "
+            f"{pct(b['recall']['mask_incorrect'], 2) if b['support']['mask_incorrect'] else 'n/a'} |"
         )
     with report_md.open("a") as f:
         f.write("\n".join(lines) + "\n")

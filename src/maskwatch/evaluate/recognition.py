@@ -49,6 +49,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from maskwatch.evaluate.report import json_safe, pct
+
 log = logging.getLogger(__name__)
 
 #: FARs reported as headline figures.
@@ -629,7 +631,7 @@ def evaluate_recognition(
     results["seconds"] = round(time.perf_counter() - t0, 1)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "recognition.json").write_text(json.dumps(_json_safe(results), indent=2))
+    (out / "recognition.json").write_text(json.dumps(json_safe(results), indent=2))
     (out / "recognition.md").write_text(format_recognition(results))
     for line in summary_lines(results):
         log.info("%s", line)
@@ -747,25 +749,6 @@ def _meets(v: float | None, op: str, target: float) -> bool:
 # --------------------------------------------------------------------------- report
 
 
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    return obj
-
-
-def _pct(v: float | None, digits: int = 1) -> str:
-    return "n/a" if v is None else f"{100 * v:.{digits}f}%"
-
-
 def _num(v: float | None) -> str:
     return "n/a" if v is None or not math.isfinite(v) else f"{v:.3f}"
 
@@ -780,13 +763,13 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
     """A few lines for the console: targets and the recommended thresholds."""
     lines = []
     for row in results["targets"]:
-        vals = ", ".join(f"{sch} {_pct(v)}" for sch, v in row["measured"].items())
-        lines.append(f"{row['target']} (target {row['op']} {_pct(row['value'])}): {vals}")
+        vals = ", ".join(f"{sch} {pct(v)}" for sch, v in row["measured"].items())
+        lines.append(f"{row['target']} (target {row['op']} {pct(row['value'])}): {vals}")
     rec = results.get("recommended_thresholds") or {}
     for scheme in ("mask_aware", "mask_aware_fused", "mask_aware_tnorm"):
         if scheme in rec:
             r = rec[scheme]
-            lines.append(f"operating point ({scheme}, strangers named <= {_pct(rec['calibration_fpir'])}): "
+            lines.append(f"operating point ({scheme}, strangers named <= {pct(rec['calibration_fpir'])}): "
                          f"threshold {r['threshold']}, masked_threshold {r['masked_threshold']}")
     return lines
 
@@ -816,8 +799,8 @@ def format_recognition(results: dict[str, Any]) -> str:
     ]
     rows = []
     for row in results["targets"]:
-        rows.append([row["target"], f"{row['op']} {_pct(row['value'])}"]
-                    + [_pct(row["measured"].get(sch), 2) + (" ✓" if row["met"].get(sch) else " ✗")
+        rows.append([row["target"], f"{row['op']} {pct(row['value'])}"]
+                    + [pct(row["measured"].get(sch), 2) + (" ✓" if row["met"].get(sch) else " ✗")
                        for sch in SCHEMES])
     out += _table(["target", "goal"] + list(SCHEMES), rows)
 
@@ -825,15 +808,15 @@ def format_recognition(results: dict[str, Any]) -> str:
     if rec:
         out += ["## Recommended operating thresholds", "",
                 f"Calibrated on all strangers' probes of the open-set protocol (at most "
-                f"{_pct(rec['calibration_fpir'])} of them named, gallery of "
+                f"{pct(rec['calibration_fpir'])} of them named, gallery of "
                 f"{next(iter(results['open_set']['masked'].values()))['enrolled_people']} people; a smaller "
                 "gallery names fewer strangers at the same threshold), rounded up to 0.001. "
                 "`threshold` / `masked_threshold` are the `EmbeddingMatcher` arguments.", ""]
         trows = []
         for scheme in ("mask_aware", "mask_aware_fused", "mask_aware_tnorm"):
             r = rec[scheme]
-            trows.append([scheme, _num(r["threshold"]), _num(r["masked_threshold"]), _pct(r["unmasked_known_correct"]),
-                          _pct(r["masked_known_correct"])])
+            trows.append([scheme, _num(r["threshold"]), _num(r["masked_threshold"]), pct(r["unmasked_known_correct"]),
+                          pct(r["masked_known_correct"])])
         out += _table(["scheme", "threshold (unmasked)", "masked_threshold", "known named right, unmasked",
                        "known named right, masked"], trows)
 
@@ -852,8 +835,8 @@ def format_recognition(results: dict[str, Any]) -> str:
     for name, per in results["closed_set"].items():
         for sch, r in per.items():
             t3, t2 = r["tar"].get("1e-3", {}), r["tar"].get("1e-2", {})
-            rows.append([name, sch, r["probes"], _pct(r["rank1"], 2), _pct(r["rank1_with_ftd"], 2),
-                         _pct(t3.get("tar"), 2), _num(t3.get("threshold")), _pct(t2.get("tar"), 2),
+            rows.append([name, sch, r["probes"], pct(r["rank1"], 2), pct(r["rank1_with_ftd"], 2),
+                         pct(t3.get("tar"), 2), _num(t3.get("threshold")), pct(t2.get("tar"), 2),
                          _num(t2.get("threshold"))])
     out += _table(["probes", "scheme", "n", "rank-1", "rank-1 with FTD", "TAR @ FAR 1e-3", "threshold",
                    "TAR @ FAR 1e-2", "threshold"], rows)
@@ -861,7 +844,7 @@ def format_recognition(results: dict[str, Any]) -> str:
         rows = []
         for sch, r in results["closed_set"]["masked"].items():
             for kind, b in r.get("by_mask", {}).items():
-                rows.append([sch, kind, b["probes"], _pct(b["rank1"], 2), _pct(b["tar_far1e-3"], 2)])
+                rows.append([sch, kind, b["probes"], pct(b["rank1"], 2), pct(b["tar_far1e-3"], 2)])
         out += ["Masked probes by mask kind (procedural masks are drawn by the same renderer as the "
                 "enrolment templates; MaskTheFace templates are not):", ""]
         out += _table(["scheme", "mask", "n", "rank-1", "TAR @ FAR 1e-3"], rows)
@@ -870,7 +853,7 @@ def format_recognition(results: dict[str, Any]) -> str:
     for name, per in results["closed_set"].items():
         rows = []
         for sch, r in per.items():
-            rows.append([sch] + [f"{_pct(c['tar'], 2)} ({_num(c['threshold'])})" for c in r["curve"]])
+            rows.append([sch] + [f"{pct(c['tar'], 2)} ({_num(c['threshold'])})" for c in r["curve"]])
         out += [f"`{name}` probes: TAR (threshold) at each FAR", ""]
         out += _table(["scheme"] + [f"FAR {f:g}" for f in CURVE_FARS], rows)
 
@@ -879,7 +862,7 @@ def format_recognition(results: dict[str, Any]) -> str:
         out += ["## Open set (half of the people not enrolled)", "",
                 f"{first['enrolled_people']} people enrolled, {sum(first['stranger_people'])} strangers split "
                 f"{first['stranger_people'][0]} / {first['stranger_people'][1]}. In each fold the threshold is the "
-                f"lowest that names at most {_pct(results['calibration_fpir'])} of one part's probes, and is then "
+                f"lowest that names at most {pct(results['calibration_fpir'])} of one part's probes, and is then "
                 "applied to the other part (unknown named) and to the enrolled people's probes (known named "
                 "right); the parts then swap. 'pooled' sums both folds; nothing is tuned on what it measures.", ""]
         rows = []
@@ -887,8 +870,8 @@ def format_recognition(results: dict[str, Any]) -> str:
             for sch, r in per.items():
                 f1, f2, p = r["folds"][0], r["folds"][1], r["pooled"]
                 rows.append([name, sch, f"{_num(f1['threshold'])} / {_num(f2['threshold'])}",
-                             f"{_pct(f1['unknown_named'])} / {_pct(f2['unknown_named'])}",
-                             _pct(p["unknown_named"], 2), _pct(p["known_correct"], 2), _pct(p["known_wrong"], 2)])
+                             f"{pct(f1['unknown_named'])} / {pct(f2['unknown_named'])}",
+                             pct(p["unknown_named"], 2), pct(p["known_correct"], 2), pct(p["known_wrong"], 2)])
         out += _table(["probes", "scheme", "threshold (fold 1 / 2)", "unknown named (fold 1 / 2)",
                        "unknown named, pooled", "known named right", "known named wrong"], rows)
         out += ["### Open-set trade-off", "",
@@ -897,9 +880,9 @@ def format_recognition(results: dict[str, Any]) -> str:
         rows = []
         for name, per in results["open_set"].items():
             for sch, r in per.items():
-                rows.append([name, sch] + [f"{_pct(t['known_correct'])} ({_num(t['threshold'])})"
+                rows.append([name, sch] + [f"{pct(t['known_correct'])} ({_num(t['threshold'])})"
                                            for t in r["tradeoff"]])
         fp = [t["fpir_target"] for t in first["tradeoff"]]
-        out += _table(["probes", "scheme"] + [f"{_pct(f)} named" for f in fp], rows)
+        out += _table(["probes", "scheme"] + [f"{pct(f)} named" for f in fp], rows)
     out.append(f"Run time: {results.get('seconds', 'n/a')} s.")
     return "\n".join(out) + "\n"

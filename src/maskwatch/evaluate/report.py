@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,14 +65,24 @@ def _new_figure() -> Any:
     return new_figure
 
 
-def _json_safe(obj: Any) -> Any:
+def safe_name(name: str) -> str:
+    """A source name made safe as a folder name (``voc:mask-scenes`` -> ``voc_mask-scenes``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "source"
+
+
+def pct(v: float | None, digits: int = 1) -> str:
+    """A fraction as a percentage string, ``n/a`` for None."""
+    return "n/a" if v is None else f"{100 * v:.{digits}f}%"
+
+
+def json_safe(obj: Any) -> Any:
     """Convert numpy values, tuples, paths and non-finite floats to JSON-ready values."""
     if isinstance(obj, Mapping):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, np.ndarray):
-        return _json_safe(obj.tolist())
+        return json_safe(obj.tolist())
     if isinstance(obj, (list, tuple, set)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, (bool, np.bool_)):
         return bool(obj)
     if isinstance(obj, (int, np.integer)):
@@ -84,7 +95,7 @@ def _json_safe(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     if isinstance(obj, np.generic):
-        return _json_safe(obj.item())
+        return json_safe(obj.item())
     return str(obj)
 
 
@@ -453,7 +464,7 @@ def write_report(
     if history is not None:
         metrics["history"] = dict(history)
     metrics["files"] = files
-    metrics = _json_safe(metrics)
+    metrics = json_safe(metrics)
 
     with open(out / FILES["metrics"], "w", encoding="utf-8") as fh:
         json.dump(metrics, fh, indent=2, allow_nan=False)

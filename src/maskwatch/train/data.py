@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from maskwatch.ops.crop import face_crop
 from maskwatch.ops.image import ImageError, list_files, list_images, read_image
+from maskwatch.tracking import iou_matrix
 from maskwatch.types import MASK_CLASSES
 
 log = logging.getLogger(__name__)
@@ -241,22 +242,6 @@ def parse_voc(xml_path: Path) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of xyxy boxes: (len(a), len(b))."""
-    a = np.asarray(a, np.float32).reshape(-1, 4)
-    b = np.asarray(b, np.float32).reshape(-1, 4)
-    if not len(a) or not len(b):
-        return np.zeros((len(a), len(b)), np.float32)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-6)
-
-
 class CropMaker:
     """Cuts training crops with the run-time detector and crop code.
 
@@ -270,11 +255,11 @@ class CropMaker:
         self.size = size
         self.margin = margin
 
-    def largest_face(self, image: np.ndarray, pad_fraction: float = 0.25) -> tuple[np.ndarray, np.ndarray | None]:
-        """(box, landmarks) of the largest face, detected on a padded copy.
+    def largest_face(self, image: np.ndarray, pad_fraction: float = 0.25) -> tuple[np.ndarray, bool]:
+        """(box, detected) of the largest face, detected on a padded copy.
 
         Padding gives the detector context when the face fills the whole image.
-        Falls back to a box whose crop shows the whole image (landmarks None).
+        Falls back to a box whose crop shows the whole image (detected False).
         """
         h, w = image.shape[:2]
         pad = int(round(max(h, w) * pad_fraction))
@@ -282,12 +267,10 @@ class CropMaker:
         faces = self.detector.detect(padded)
         if len(faces):
             i = int(np.argmax(faces.widths * faces.heights))
-            box = faces.boxes[i] - np.array([pad, pad, pad, pad], np.float32)
-            lm = faces.landmarks[i] - pad if faces.has_landmarks else None
-            return box, lm
+            return faces.boxes[i] - np.array([pad, pad, pad, pad], np.float32), True
         side = max(h, w) / (1.0 + 2.0 * self.margin)
         cx, cy = w / 2.0, h / 2.0
-        return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], np.float32), None
+        return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], np.float32), False
 
     def crop(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
         return face_crop(image, box, self.size, self.margin)
@@ -345,8 +328,7 @@ def load_folder(spec: SourceSpec, maker: CropMaker, *, progress: bool = True, li
         image = _read(path, skipped)
         if image is None:
             continue
-        box, _landmarks = maker.largest_face(image)
-        detected = not _is_whole_image_box(box, image, maker.margin)
+        box, detected = maker.largest_face(image)
         rows["crops"].append(maker.crop(image, box))
         rows["labels"].append(MASK_CLASSES.index(cls))
         rows["sizes"].append(float(min(box[2] - box[0], box[3] - box[1])))
@@ -364,12 +346,6 @@ def load_folder(spec: SourceSpec, maker: CropMaker, *, progress: bool = True, li
     fs = _to_faceset(rows, maker.size, skipped)
     fs.duplicate_groups = {spec.name: sum(1 for c in counts.values() if c > 1)}
     return fs
-
-
-def _is_whole_image_box(box: np.ndarray, image: np.ndarray, margin: float) -> bool:
-    h, w = image.shape[:2]
-    side = max(h, w) / (1.0 + 2.0 * margin)
-    return abs((box[2] - box[0]) - side) < 1e-3 and abs((box[3] - box[1]) - side) < 1e-3
 
 
 def load_voc(

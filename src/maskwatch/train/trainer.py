@@ -12,7 +12,6 @@ import json
 import logging
 import platform
 import random
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -171,10 +170,6 @@ def _freeze(model: MaskNet, n: int) -> None:
         for p in m.parameters():
             p.requires_grad_(False)
     model.frozen = mods[:n]
-
-
-def safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "source"
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
