@@ -517,11 +517,8 @@ def main(argv: list[str] | None = None) -> int:
 
     handlers = {"analyze": cmd_analyze, "train": cmd_train, "evaluate": cmd_evaluate, "bench": cmd_bench,
                 "people": cmd_people}
-    try:
-        from maskwatch.train.data import DataError
-    except ImportError:  # pragma: no cover - data.py needs only numpy/cv2/tqdm
-        DataError = ValueError  # type: ignore[misc,assignment]  # noqa: N806
     from maskwatch.gallery import GalleryError
+    from maskwatch.train.data import DataError  # numpy/OpenCV only: no [train] extra needed
 
     try:
         return handlers[args.command](args)
