@@ -4,7 +4,8 @@
     >>> gallery = open_gallery()                       # ~/.local/share/maskwatch/gallery.sqlite3
     >>> gallery = open_gallery("mongodb://db:27017/maskwatch")
 
-See :class:`~maskwatch.gallery.base.Gallery` for the operations.
+See :class:`~maskwatch.gallery.base.Gallery` for the operations; the same store keeps
+the events of :mod:`maskwatch.events`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from maskwatch.events import UNCLASSIFIED, UNKNOWN, Event
 from maskwatch.gallery.base import (
+    EventFilter,
     Gallery,
     GalleryError,
     GalleryUnavailable,
@@ -26,7 +29,7 @@ from maskwatch.gallery.base import (
 )
 
 __all__ = [
-    "Gallery", "GalleryError", "GalleryUnavailable", "InvalidName", "LiveMatcher", "Person",
+    "UNCLASSIFIED", "UNKNOWN", "Event", "EventFilter", "Gallery", "GalleryError", "GalleryUnavailable", "InvalidName", "LiveMatcher", "Person",
     "PersonExists", "PersonNotFound", "Template", "default_gallery_path", "open_gallery",
     "validate_name",
 ]

@@ -10,9 +10,15 @@ validation, embedder separation, the matcher cache, export and import); a store
 (:mod:`~maskwatch.gallery.sqlite`, :mod:`~maskwatch.gallery.mongo`) implements a few
 primitives, each of which is atomic: either all of it is written or none of it.
 
-Every write bumps a change stamp kept *in the store*, so a second process (the web
-app beside the engine) that writes to the same gallery is noticed by the first one's
-cached matcher.
+Every write to people or templates bumps a change stamp kept *in the store*, so a
+second process (the web app beside the engine) that writes to the same gallery is
+noticed by the first one's cached matcher.
+
+The same store keeps *events* (:class:`~maskwatch.events.Event`: one face track
+from appearance to end) in their own table or collection, indexed by end time,
+source, person and mask state. Events point at their person by id, so a rename
+shows in them at once and a removal deletes them with the person; event writes do
+not bump the change stamp (they do not change what the matcher sees).
 """
 
 from __future__ import annotations
@@ -28,13 +34,16 @@ import time
 import unicodedata
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from maskwatch.events import UNCLASSIFIED, UNKNOWN, Event
 from maskwatch.recognition import EmbeddingMatcher
+from maskwatch.types import MASK_CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +56,12 @@ EXPORT_FORMAT = "maskwatch-gallery"
 EXPORT_VERSION = 1
 #: How to re-enrol, quoted in messages about templates of another embedder.
 REENROL_HINT = "re-enrol them with `maskwatch people add NAME PHOTO...`"
+#: Largest page of :meth:`Gallery.query_events`.
+MAX_EVENTS_PAGE = 1000
+#: Most non-empty buckets :meth:`Gallery.event_stats` returns (else it asks for larger buckets).
+MAX_BUCKETS = 10_000
+#: Longest event source text, in characters.
+MAX_SOURCE_CHARS = 500
 
 
 class GalleryError(Exception):
@@ -182,6 +197,95 @@ def check_templates(templates: Iterable[Template]) -> list[Template]:
     return out
 
 
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events a query selects (all fields validated by :meth:`Gallery.query_events`).
+
+    Attributes:
+        since, until: ``since <= ended < until`` in Unix seconds; None: open.
+        source: exact source text; None: any.
+        identity: a person's name; None: anyone (see ``unknown``).
+        unknown: only unknown faces (``identity`` is then None).
+        mask_state: one of ``MASK_CLASSES``; None: any (see ``unclassified``).
+        unclassified: only events never classified (``mask_state`` is then None).
+    """
+
+    since: float | None = None
+    until: float | None = None
+    source: str | None = None
+    identity: str | None = None
+    unknown: bool = False
+    mask_state: str | None = None
+    unclassified: bool = False
+
+
+def _event_time(value: object, what: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+        raise GalleryError(f"{what} must be a time in Unix seconds, got {value!r}")
+    return float(value)
+
+
+def event_filter(*, since: object = None, until: object = None, source: object = None,
+                 identity: object = None, mask_state: object = None) -> EventFilter:
+    """A validated :class:`EventFilter`; :class:`GalleryError` (or InvalidName) for bad values."""
+    lo, hi = _event_time(since, "since"), _event_time(until, "until")
+    if source is not None and not isinstance(source, str):
+        raise GalleryError(f"source must be text, got {type(source).__name__}")
+    name, unknown = None, False
+    if identity is not None:
+        if identity in ("", UNKNOWN):
+            unknown = True
+        else:
+            name = validate_name(identity)
+    state, unclassified = None, False
+    if mask_state is not None:
+        if mask_state in ("", UNCLASSIFIED):
+            unclassified = True
+        elif mask_state in MASK_CLASSES:
+            state = str(mask_state)
+        else:
+            raise GalleryError(f"unknown mask state {mask_state!r}: use one of "
+                               f"{', '.join(MASK_CLASSES)} or {UNCLASSIFIED}")
+    return EventFilter(lo, hi, source, name, unknown, state, unclassified)
+
+
+def check_events(events: Iterable[Event]) -> list[Event]:
+    """Validated copies of events (names cleaned); :class:`GalleryError` names the bad one."""
+    out: list[Event] = []
+    for e in events:
+        if not isinstance(e, Event):
+            raise GalleryError(f"expected an Event, got {type(e).__name__}")
+        where = f"event {e.id!r}"
+        if not isinstance(e.id, str) or not re.fullmatch(r"[0-9a-f]{32}", e.id):
+            raise GalleryError(f"{where}: an event id must be 32 lowercase hex characters (uuid4 hex)")
+        if not isinstance(e.source, str) or not e.source.strip() or len(e.source) > MAX_SOURCE_CHARS:
+            raise GalleryError(f"{where}: the source must be text of 1 to {MAX_SOURCE_CHARS} characters")
+        try:
+            started, ended = float(e.started), float(e.ended)
+            track_id, frames = int(e.track_id), int(e.frames)
+            sim = None if e.best_similarity is None else float(e.best_similarity)
+            counts = {str(k): int(v) for k, v in dict(e.mask_frames or {}).items()}
+        except (TypeError, ValueError) as exc:
+            raise GalleryError(f"{where}: malformed ({exc})") from exc
+        if not (math.isfinite(started) and math.isfinite(ended)) or started > ended:
+            raise GalleryError(f"{where}: started and ended must be finite Unix seconds, started <= ended")
+        if frames < 0 or track_id < 0 or any(v < 0 for v in counts.values()):
+            raise GalleryError(f"{where}: frame counts and the track id cannot be negative")
+        bad = sorted(set(counts) - set(MASK_CLASSES))
+        if bad:
+            raise GalleryError(f"{where}: unknown mask states in mask_frames: {', '.join(bad)}")
+        if e.mask_state is not None and e.mask_state not in MASK_CLASSES:
+            raise GalleryError(f"{where}: unknown mask state {e.mask_state!r}")
+        if sim is not None and not math.isfinite(sim):
+            raise GalleryError(f"{where}: best_similarity must be a finite number or None")
+        identity = None if e.identity in (None, "") else validate_name(e.identity)
+        out.append(Event(e.id, e.source.strip(), track_id, started, ended, frames, e.mask_state,
+                         {k: counts.get(k, 0) for k in MASK_CLASSES}, identity, sim))
+    return out
+
+
 class Gallery(ABC):
     """People and their face templates in one store.
 
@@ -249,6 +353,32 @@ class Gallery(ABC):
     @abstractmethod
     def _dim(self, embedder: str, embedder_version: str) -> int | None:
         """Dimension of this embedder's stored templates, None when there are none."""
+
+    @abstractmethod
+    def _add_events(self, events: Sequence[Event]) -> int:
+        """Store events whose id is not stored yet, in one transaction; identities that
+        are not enrolled (at the time of writing) are stored as unknown. Returns the
+        number stored."""
+
+    @abstractmethod
+    def _query_events(self, f: EventFilter, limit: int, offset: int,
+                      newest_first: bool) -> tuple[list[Event], int]:
+        """(page ordered by (ended, id), total matching)."""
+
+    @abstractmethod
+    def _event_counts(self, f: EventFilter, bucket_s: float, origin: float) -> dict[str, Any]:
+        """``{"total", "unknown", "people": {name: n}, "by_mask": {state or None: n},
+        "buckets": [(k, total, with_mask, without_mask, mask_incorrect), ...]}`` with
+        buckets ``k = floor((ended - origin) / bucket_s)`` ascending, at most
+        MAX_BUCKETS + 1 of them."""
+
+    @abstractmethod
+    def _purge_events(self, older_than: float) -> int:
+        """Delete events with ``ended < older_than``; the number deleted."""
+
+    @abstractmethod
+    def _event_sources(self) -> list[str]:
+        """Distinct sources, sorted."""
 
     @abstractmethod
     def change_stamp(self) -> int:
@@ -325,7 +455,7 @@ class Gallery(ABC):
         return self.get_person(new_c)
 
     def remove_person(self, name: str) -> int:
-        """Delete a person and everything about them (templates, thumbnail).
+        """Delete a person and everything about them (templates, thumbnail, events).
 
         Returns:
             The number of templates deleted.
@@ -345,6 +475,141 @@ class Gallery(ABC):
             raise PersonNotFound(f"no person named {clean!r} is enrolled")
         return self._templates_of(clean)
 
+    # ------------------------------------------------------------------ events
+
+    def add_events(self, events: Sequence[Event]) -> int:
+        """Store events (one transaction). Ids already stored are skipped, so writing a
+        batch twice stores it once. An identity that is not enrolled when the events
+        are written (removed or renamed meanwhile) is stored as unknown.
+
+        Returns:
+            The number of events stored.
+
+        Raises:
+            GalleryError: a malformed event (nothing written); GalleryUnavailable.
+        """
+        checked = check_events(events)
+        if not checked:
+            return 0
+        return self._add_events(checked)
+
+    def query_events(self, *, since: float | None = None, until: float | None = None,
+                     source: str | None = None, identity: str | None = None,
+                     mask_state: str | None = None, limit: int = 50, offset: int = 0,
+                     newest_first: bool = True) -> tuple[list[Event], int]:
+        """One page of events and the number of all events that match.
+
+        Args:
+            since, until: Unix seconds; events with ``since <= ended < until``.
+            source: exact source (see :meth:`event_sources`).
+            identity: a person's name, or ``""`` / :data:`~maskwatch.events.UNKNOWN`
+                for unknown faces.
+            mask_state: ``with_mask``, ``without_mask``, ``mask_incorrect``, or ``""`` /
+                :data:`~maskwatch.events.UNCLASSIFIED` for events never classified.
+            limit: page size, 1 to :data:`MAX_EVENTS_PAGE`.
+            offset: events to skip (>= 0).
+            newest_first: order by end time, newest first (ties by id, so pages
+                never overlap); False: oldest first.
+
+        Returns:
+            ``(events, total)``.
+
+        Raises:
+            GalleryError / InvalidName: bad arguments (one clear sentence); GalleryUnavailable.
+        """
+        f = event_filter(since=since, until=until, source=source, identity=identity, mask_state=mask_state)
+        for value, what, lo, hi in ((limit, "limit", 1, MAX_EVENTS_PAGE), (offset, "offset", 0, None)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi and value > hi):
+                raise GalleryError(f"{what} must be a whole number from {lo}" + (f" to {hi}" if hi else " up")
+                                   + f", got {value!r}")
+        return self._query_events(f, int(limit), int(offset), bool(newest_first))
+
+    def iter_events(self, *, since: float | None = None, until: float | None = None,
+                    source: str | None = None, identity: str | None = None,
+                    mask_state: str | None = None, batch: int = MAX_EVENTS_PAGE) -> Iterator[Event]:
+        """Every matching event, oldest first, read page by page (for exports).
+
+        ``until`` defaults to the time of the call, so that events written while
+        iterating do not shift the pages.
+        """
+        until = time.time() if until is None else until
+        offset = 0
+        while True:
+            page, _ = self.query_events(since=since, until=until, source=source, identity=identity,
+                                        mask_state=mask_state, limit=batch, offset=offset, newest_first=False)
+            yield from page
+            if len(page) < batch:
+                return
+            offset += len(page)
+
+    def event_stats(self, *, since: float | None = None, until: float | None = None,
+                    source: str | None = None, bucket_s: float = 3600,
+                    bucket_origin: float = 0.0) -> dict[str, Any]:
+        """Counts for a dashboard, computed in the store.
+
+        Args:
+            since, until, source: as in :meth:`query_events`.
+            bucket_s: bucket width in seconds (>= 1), by end time.
+            bucket_origin: Unix seconds where buckets are aligned (default 0: with
+                ``bucket_s=3600`` buckets are whole UTC hours; pass a local midnight
+                to get local days with ``bucket_s=86400``).
+
+        Returns:
+            ``{"total": n, "unknown": n, "unclassified": n, "people_seen": {name: n},
+            "by_mask": {state: n for every state}, "compliance": f | None,
+            "bucket_s": s, "buckets": [{"start": t, "total": n, "with_mask": n,
+            "without_mask": n, "mask_incorrect": n, "compliance": f | None}, ...]}``,
+            where compliance is the fraction of classified events whose mask state is
+            ``with_mask`` (None when none was classified) and only non-empty buckets
+            are listed, ascending.
+
+        Raises:
+            GalleryError: bad arguments, or more than :data:`MAX_BUCKETS` non-empty
+                buckets; GalleryUnavailable.
+        """
+        f = event_filter(since=since, until=until, source=source)
+        width = _event_time(bucket_s, "bucket_s")
+        origin = _event_time(bucket_origin, "bucket_origin")
+        if width is None or width < 1:
+            raise GalleryError(f"bucket_s must be at least 1 second, got {bucket_s!r}")
+        raw = self._event_counts(f, width, origin or 0.0)
+        if len(raw["buckets"]) > MAX_BUCKETS:
+            raise GalleryError(f"more than {MAX_BUCKETS} buckets of {width:g} s: choose larger buckets or a shorter period")
+
+        def compliance(w: int, classified: int) -> float | None:
+            return w / classified if classified else None
+
+        by_mask = {k: int(raw["by_mask"].get(k, 0)) for k in MASK_CLASSES}
+        buckets = [{"start": (origin or 0.0) + k * width, "total": int(n), "with_mask": int(w),
+                    "without_mask": int(wo), "mask_incorrect": int(inc), "compliance": compliance(w, w + wo + inc)}
+                   for k, n, w, wo, inc in raw["buckets"]]
+        return {
+            "total": int(raw["total"]), "unknown": int(raw["unknown"]),
+            "unclassified": int(raw["by_mask"].get(None, 0)),
+            "people_seen": dict(sorted(raw["people"].items(), key=lambda kv: (-kv[1], kv[0]))),
+            "by_mask": by_mask, "compliance": compliance(by_mask["with_mask"], sum(by_mask.values())),
+            "bucket_s": width, "buckets": buckets,
+        }
+
+    def purge_events(self, older_than: float) -> int:
+        """Delete every event that ended before ``older_than`` (Unix seconds): retention.
+
+        Returns:
+            The number deleted.
+        """
+        cutoff = _event_time(older_than, "older_than")
+        if cutoff is None:
+            raise GalleryError("older_than must be a time in Unix seconds")
+        n = self._purge_events(cutoff)
+        if n:
+            log.info("deleted %d events that ended before %s from %s", n,
+                     time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(cutoff)), self.location)
+        return n
+
+    def event_sources(self) -> list[str]:
+        """Every source that has events, sorted."""
+        return self._event_sources()
+
     # ------------------------------------------------------------------ templates and search
 
     def templates(self, embedder: str, embedder_version: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -361,11 +626,14 @@ class Gallery(ABC):
         """(embedder, version) -> number of people with templates of it."""
         return {k: v[0] for k, v in self._embedder_counts().items()}
 
-    def other_embedders_message(self, embedder: str, embedder_version: str) -> str | None:
+    def other_embedders_message(self, embedder: str, embedder_version: str,
+                                reenrol_hint: str = REENROL_HINT) -> str | None:
         """A sentence about people whose templates this embedder cannot match, or None.
 
         Example: ``"3 people were enrolled with another embedder (arcface v2) and will
-        not be recognised: re-enrol them with `maskwatch people add NAME PHOTO...`"``.
+        not be recognised: re-enrol them with `maskwatch people add NAME PHOTO...`"``;
+        ``reenrol_hint`` replaces the part after the colon (the command line passes
+        one naming ``--add --embedder``).
         """
         others = sorted(k for k in self._embedder_counts() if k != (embedder, embedder_version))
         if not others:
@@ -376,7 +644,7 @@ class Gallery(ABC):
         which = ", ".join(f"{n} v{v}" for n, v in others)
         word = "person was" if people_other == 1 else "people were"
         return (f"{people_other} {word} enrolled with another embedder ({which}) and will not be "
-                f"recognised: {REENROL_HINT}")
+                f"recognised: {reenrol_hint}")
 
     def _people_without(self, embedder: str, embedder_version: str) -> int:
         """People with no template of this embedder (they cannot be recognised)."""
@@ -480,7 +748,7 @@ class Gallery(ABC):
     # ------------------------------------------------------------------ export / import
 
     def export(self, path: str | os.PathLike[str]) -> int:
-        """Write every person and template to a JSON-lines file.
+        """Write every person and template to a JSON-lines file (events are not exported).
 
         The first line is a header ``{"format": "maskwatch-gallery", "version": 1}``;
         then one line per person: name, created, thumbnail (base64 JPEG or null) and
@@ -525,7 +793,8 @@ class Gallery(ABC):
         Args:
             path: the export file.
             replace: replace people who are already enrolled (with all their
-                templates); by default any name already enrolled refuses the import.
+                templates; their events stay theirs); by default any name already
+                enrolled refuses the import.
 
         Returns:
             The number of people imported.

@@ -3,7 +3,10 @@
 Collections: ``people`` (``_id`` = person id, unique ``name``, ``created``,
 ``thumbnail``), ``templates`` (``person_id``, ``embedder``, ``embedder_version``,
 ``dim``, ``embedding`` as little-endian float32 bytes, ``masked``, ``synthetic``,
-``source``) and ``meta`` (the change stamp document ``{_id: "stamp", value}``).
+``source``), ``events`` (``_id`` = event id, ``source``, ``track_id``, ``started``,
+``ended``, ``frames``, ``mask_state``, ``mask_frames``, ``person_id`` or null,
+``best_similarity``; indexed by ``ended`` and by source, person and mask state with
+``ended``) and ``meta`` (the change stamp document ``{_id: "stamp", value}``).
 
 Writes run in a multi-document transaction when the server supports them (replica
 sets, sharded clusters, SecantusDB). On a standalone server they are ordered so that
@@ -26,7 +29,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from maskwatch.events import Event
 from maskwatch.gallery.base import (
+    MAX_BUCKETS,
+    EventFilter,
     Gallery,
     GalleryError,
     GalleryUnavailable,
@@ -37,6 +43,7 @@ from maskwatch.gallery.base import (
     Template,
     mask_url_password,
 )
+from maskwatch.types import MASK_CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +90,7 @@ class MongoGallery(Gallery):
         self._people_c = self._db["people"]
         self._templates_c = self._db["templates"]
         self._meta_c = self._db["meta"]
+        self._events_c = self._db["events"]
         self._ready = False
         self._transactions = False
         self._ready_lock = threading.Lock()
@@ -120,13 +128,18 @@ class MongoGallery(Gallery):
             self._people_c.create_index("name", unique=True, name="unique_name")
             self._templates_c.create_index([("embedder", 1), ("embedder_version", 1)], name="by_embedder")
             self._templates_c.create_index("person_id", name="by_person")
+            self._events_c.create_index([("ended", 1), ("_id", 1)], name="by_ended")
+            self._events_c.create_index([("source", 1), ("ended", 1)], name="by_source")
+            self._events_c.create_index([("person_id", 1), ("ended", 1)], name="by_person")
+            self._events_c.create_index([("mask_state", 1), ("ended", 1)], name="by_mask_state")
             self._ready = True
             if not self._transactions:
                 log.info("%s has no transactions (standalone server): writes are ordered instead", self.location)
 
-    def _atomic(self, what: str, fn: Callable[[Any], T]) -> T:
+    def _atomic(self, what: str, fn: Callable[[Any], T], bump: bool = True) -> T:
         """Run ``fn(session)`` in a transaction (retried on write conflicts), or
-        ``fn(None)`` where the server has none; then bump the change stamp.
+        ``fn(None)`` where the server has none; then bump the change stamp (unless
+        ``bump`` is False: events do not change what a matcher sees).
 
         The stamp is bumped after the commit, never before: a reader that sees the
         new stamp then also sees the new data.
@@ -148,7 +161,8 @@ class MongoGallery(Gallery):
                         if not exc.has_error_label("TransientTransactionError") or attempt == 11:
                             raise
                         time.sleep(random.uniform(0.005, 0.02) * 2 ** min(attempt, 5))
-            self._meta_c.update_one({"_id": "stamp"}, {"$inc": {"value": 1}}, upsert=True)
+            if bump:
+                self._meta_c.update_one({"_id": "stamp"}, {"$inc": {"value": 1}}, upsert=True)
         return result
 
     def close(self) -> None:
@@ -193,6 +207,10 @@ class MongoGallery(Gallery):
                     self._templates_c.delete_many({"person_id": {"$in": ids}})
                 raise PersonExists("one of these names was enrolled meanwhile: "
                                    f"{', '.join(repr(n) for n in names[:3])}") from exc
+            new_ids = {r.person.name: r.person.person_id for r in records}
+            for doc in old:  # a replaced person keeps their events
+                self._events_c.update_many({"person_id": doc["_id"]},
+                                           {"$set": {"person_id": new_ids[doc["name"]]}}, session=s)
 
         self._atomic("add people", write)
 
@@ -251,9 +269,11 @@ class MongoGallery(Gallery):
             # the person first: from then on their templates are invisible to readers
             self._people_c.delete_one({"_id": pid}, session=s)
             n = self._templates_c.delete_many({"person_id": pid}, session=s).deleted_count
-            if s is None:  # also sweep templates orphaned by an interrupted earlier write
+            self._events_c.delete_many({"person_id": pid}, session=s)
+            if s is None:  # also sweep templates and events orphaned by an interrupted earlier write
                 live = [d["_id"] for d in self._people_c.find({}, {"_id": 1})]
                 self._templates_c.delete_many({"person_id": {"$nin": live}})
+                self._events_c.delete_many({"person_id": {"$nin": [*live, None]}})
             return int(n)
 
         return self._atomic(f"remove {name!r}", write)
@@ -308,3 +328,124 @@ class MongoGallery(Gallery):
             people, n, dim = out.get(key, (0, 0, 0))
             out[key] = (people + 1, n + int(r["n"]), max(dim, int(r["dim"])))
         return out
+
+    # ------------------------------------------------------------------ events
+
+    def _add_events(self, events: Sequence[Event]) -> int:
+        e = self._errors_mod
+
+        def write(s: Any) -> int:
+            names = sorted({ev.identity for ev in events if ev.identity})
+            pids = ({d["name"]: d["_id"] for d in self._people_c.find({"name": {"$in": names}}, {"name": 1},
+                                                                       session=s)} if names else {})
+            ids = list(dict.fromkeys(ev.id for ev in events))
+            stored = {d["_id"] for d in self._events_c.find({"_id": {"$in": ids}}, {"_id": 1}, session=s)}
+            docs, seen = [], set(stored)
+            for ev in events:
+                if ev.id in seen:
+                    continue
+                seen.add(ev.id)
+                docs.append({"_id": ev.id, "source": ev.source, "track_id": ev.track_id, "started": ev.started,
+                             "ended": ev.ended, "frames": ev.frames, "mask_state": ev.mask_state,
+                             "mask_frames": {k: int(ev.mask_frames[k]) for k in MASK_CLASSES},
+                             "person_id": pids.get(ev.identity) if ev.identity else None,
+                             "best_similarity": ev.best_similarity})
+            if not docs:
+                return 0
+            try:
+                return len(self._events_c.insert_many(docs, ordered=False, session=s).inserted_ids)
+            except e.BulkWriteError as exc:  # written meanwhile by a retry elsewhere: not an error
+                if s is None and all(w.get("code") == 11000 for w in exc.details.get("writeErrors", [])):
+                    return int(exc.details.get("nInserted", 0))
+                raise
+
+        return self._atomic(f"record {len(events)} events", write, bump=False)
+
+    def _event_match(self, f: EventFilter) -> dict[str, Any] | None:
+        """The query document, or None when it can match nothing (a name not enrolled)."""
+        q: dict[str, Any] = {}
+        if f.since is not None or f.until is not None:
+            q["ended"] = {**({"$gte": f.since} if f.since is not None else {}),
+                          **({"$lt": f.until} if f.until is not None else {})}
+        if f.source is not None:
+            q["source"] = f.source
+        if f.unknown:
+            q["person_id"] = None
+        elif f.identity is not None:
+            doc = self._people_c.find_one({"name": f.identity}, {"_id": 1})
+            if doc is None:
+                return None
+            q["person_id"] = doc["_id"]
+        if f.unclassified:
+            q["mask_state"] = None
+        elif f.mask_state is not None:
+            q["mask_state"] = f.mask_state
+        return q
+
+    def _names_of(self, pids: set[Any]) -> dict[Any, str]:
+        pids.discard(None)
+        if not pids:
+            return {}
+        return {d["_id"]: d["name"] for d in self._people_c.find({"_id": {"$in": list(pids)}}, {"name": 1})}
+
+    def _query_events(self, f: EventFilter, limit: int, offset: int,
+                      newest_first: bool) -> tuple[list[Event], int]:
+        self._ensure()
+        with self._errors("read events"):
+            q = self._event_match(f)
+            if q is None:
+                return [], 0
+            total = self._events_c.count_documents(q)
+            d = -1 if newest_first else 1
+            docs = list(self._events_c.find(q).sort([("ended", d), ("_id", d)]).skip(offset).limit(limit))
+            names = self._names_of({doc.get("person_id") for doc in docs})
+        out = []
+        for doc in docs:
+            mf = doc.get("mask_frames") or {}
+            sim = doc.get("best_similarity")
+            out.append(Event(doc["_id"], doc["source"], int(doc["track_id"]), float(doc["started"]),
+                             float(doc["ended"]), int(doc["frames"]), doc.get("mask_state"),
+                             {k: int(mf.get(k, 0)) for k in MASK_CLASSES}, names.get(doc.get("person_id")),
+                             None if sim is None else float(sim)))
+        return out, int(total)
+
+    def _event_counts(self, f: EventFilter, bucket_s: float, origin: float) -> dict[str, Any]:
+        self._ensure()
+        is_state = {k: {"$sum": {"$cond": [{"$eq": ["$mask_state", k]}, 1, 0]}} for k in MASK_CLASSES}
+        with self._errors("count events"):
+            q = self._event_match(f)
+            if q is None:  # pragma: no cover - stats take no identity filter
+                q = {"_id": None}
+            by_person = list(self._events_c.aggregate([{"$match": q},
+                                                       {"$group": {"_id": "$person_id", "n": {"$sum": 1}}}]))
+            by_mask = list(self._events_c.aggregate([{"$match": q},
+                                                     {"$group": {"_id": "$mask_state", "n": {"$sum": 1}}}]))
+            buckets = list(self._events_c.aggregate([
+                {"$match": q},
+                {"$group": {"_id": {"$floor": {"$divide": [{"$subtract": ["$ended", origin]}, bucket_s]}},
+                            "n": {"$sum": 1}, **is_state}},
+                {"$sort": {"_id": 1}},
+                {"$limit": MAX_BUCKETS + 1},
+            ]))
+            names = self._names_of({r["_id"] for r in by_person})
+        people: dict[str, int] = {}
+        unknown = 0
+        for r in by_person:  # events of a person removed meanwhile count as unknown
+            name = names.get(r["_id"])
+            if name is None:
+                unknown += int(r["n"])
+            else:
+                people[name] = people.get(name, 0) + int(r["n"])
+        return {"total": sum(int(r["n"]) for r in by_person), "unknown": unknown, "people": people,
+                "by_mask": {r["_id"]: int(r["n"]) for r in by_mask},
+                "buckets": [(int(r["_id"]), int(r["n"]), *(int(r[k]) for k in MASK_CLASSES)) for r in buckets]}
+
+    def _purge_events(self, older_than: float) -> int:
+        self._ensure()
+        with self._errors("delete old events"):
+            return int(self._events_c.delete_many({"ended": {"$lt": older_than}}).deleted_count)
+
+    def _event_sources(self) -> list[str]:
+        self._ensure()
+        with self._errors("list event sources"):
+            return sorted(str(x) for x in self._events_c.distinct("source"))

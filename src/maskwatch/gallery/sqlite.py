@@ -7,6 +7,9 @@ transaction, so nothing is ever half-written. ``secure_delete`` overwrites delet
 rows with zeros and a removal is followed by a WAL checkpoint, so a removed person's
 name, thumbnail and templates do not linger in the file. The file and its folder are
 created readable by the owner only: face templates are personal data.
+
+Schema 2 added the ``events`` table; a schema 1 file is migrated in place (in one
+transaction) the first time this version opens it, keeping its people.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from maskwatch.events import Event
 from maskwatch.gallery.base import (
+    MAX_BUCKETS,
+    EventFilter,
     Gallery,
     GalleryError,
     GalleryUnavailable,
@@ -31,10 +37,11 @@ from maskwatch.gallery.base import (
     PersonRecord,
     Template,
 )
+from maskwatch.types import MASK_CLASSES
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -62,6 +69,35 @@ CREATE TABLE IF NOT EXISTS templates (
 CREATE INDEX IF NOT EXISTS templates_by_embedder ON templates (embedder, embedder_version);
 CREATE INDEX IF NOT EXISTS templates_by_person ON templates (person_id);
 """
+
+# Migrations from schema N to N + 1, run in the opening transaction. person_id is no
+# foreign key: the events of a person replaced by an import are handed to the new id,
+# and remove() deletes them explicitly in its own transaction.
+_MIGRATIONS = {
+    1: """
+CREATE TABLE IF NOT EXISTS events (
+    id                    TEXT PRIMARY KEY,
+    source                TEXT NOT NULL,
+    track_id              INTEGER NOT NULL,
+    started               REAL NOT NULL,
+    ended                 REAL NOT NULL,
+    frames                INTEGER NOT NULL,
+    mask_state            TEXT,
+    with_mask_frames      INTEGER NOT NULL,
+    without_mask_frames   INTEGER NOT NULL,
+    mask_incorrect_frames INTEGER NOT NULL,
+    person_id             TEXT,
+    best_similarity       REAL
+);
+CREATE INDEX IF NOT EXISTS events_by_ended ON events (ended, id);
+CREATE INDEX IF NOT EXISTS events_by_source ON events (source, ended);
+CREATE INDEX IF NOT EXISTS events_by_person ON events (person_id, ended);
+CREATE INDEX IF NOT EXISTS events_by_mask ON events (mask_state, ended);
+""",
+}
+
+_EVENT_COLUMNS = ("e.id, e.source, e.track_id, e.started, e.ended, e.frames, e.mask_state, "
+                  "e.with_mask_frames, e.without_mask_frames, e.mask_incorrect_frames, p.name, e.best_similarity")
 
 
 class SQLiteGallery(Gallery):
@@ -101,12 +137,20 @@ class SQLiteGallery(Gallery):
                     if stmt.strip():
                         con.execute(stmt)
                 version = con.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0]
+                while version in _MIGRATIONS and version < SCHEMA_VERSION:
+                    for stmt in _MIGRATIONS[version].split(";"):
+                        if stmt.strip():
+                            con.execute(stmt)
+                    version += 1
+                    con.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (version,))
+                    log.info("%s: gallery schema migrated to version %d", self.path, version)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
         if version != SCHEMA_VERSION:
-            raise GalleryError(f"{self.path} has gallery schema {version}; this maskwatch knows schema {SCHEMA_VERSION}")
+            raise GalleryError(f"{self.path} has gallery schema {version}; this maskwatch knows schema {SCHEMA_VERSION}"
+                               + (" (it was written by a newer maskwatch)" if version > SCHEMA_VERSION else ""))
 
     # ------------------------------------------------------------------ connections
 
@@ -158,15 +202,17 @@ class SQLiteGallery(Gallery):
             raise self._translate(exc, what) from exc
 
     @contextmanager
-    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
-        """One write transaction that also bumps the change stamp; rolled back on any error."""
+    def _write(self, what: str, bump: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction that also bumps the change stamp (unless ``bump`` is
+        False: events do not change what a matcher sees); rolled back on any error."""
         con = self._con()
         with self._errors(what):
             con.execute("BEGIN IMMEDIATE")
         try:
             yield con
             with self._errors(what):
-                con.execute("UPDATE meta SET value = value + 1 WHERE key = 'stamp'")
+                if bump:
+                    con.execute("UPDATE meta SET value = value + 1 WHERE key = 'stamp'")
                 con.execute("COMMIT")
         except BaseException:
             if con.in_transaction:
@@ -176,6 +222,18 @@ class SQLiteGallery(Gallery):
     def _read(self, sql: str, args: Sequence[object] = (), what: str = "read") -> list[tuple]:
         with self._errors(what):
             return self._con().execute(sql, args).fetchall()
+
+    @contextmanager
+    def _snapshot(self, what: str) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every query in it sees the same state of the file."""
+        con = self._con()
+        with self._errors(what):
+            con.execute("BEGIN")
+            try:
+                yield con
+            finally:
+                if con.in_transaction:
+                    con.execute("COMMIT")
 
     def close(self) -> None:
         """Close every thread's connection."""
@@ -207,7 +265,9 @@ class SQLiteGallery(Gallery):
         with self._write("add people") as con:
             for rec in records:
                 p = rec.person
+                old = None
                 if replace:
+                    old = con.execute("SELECT id FROM people WHERE name = ?", (p.name,)).fetchone()
                     con.execute("DELETE FROM people WHERE name = ?", (p.name,))
                 try:
                     con.execute("INSERT INTO people (id, name, created, thumbnail) VALUES (?, ?, ?, ?)",
@@ -215,6 +275,8 @@ class SQLiteGallery(Gallery):
                 except sqlite3.IntegrityError as exc:
                     raise PersonExists(f"a person named {p.name!r} is already enrolled") from exc
                 con.executemany(self._INSERT_TEMPLATE, self._template_rows(p.person_id, rec.templates))
+                if old is not None:  # a replaced person keeps their events
+                    con.execute("UPDATE events SET person_id = ? WHERE person_id = ?", (p.person_id, old[0]))
 
     def _person_id(self, con: sqlite3.Connection, name: str) -> str:
         row = con.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
@@ -249,6 +311,7 @@ class SQLiteGallery(Gallery):
             pid = self._person_id(con, name)
             n = con.execute("SELECT COUNT(*) FROM templates WHERE person_id = ?", (pid,)).fetchone()[0]
             con.execute("DELETE FROM templates WHERE person_id = ?", (pid,))
+            con.execute("DELETE FROM events WHERE person_id = ?", (pid,))
             con.execute("DELETE FROM people WHERE id = ?", (pid,))
         self.checkpoint()
         return int(n)
@@ -282,6 +345,95 @@ class SQLiteGallery(Gallery):
         rows = self._read("SELECT embedder, embedder_version, COUNT(DISTINCT person_id), COUNT(*), MAX(dim) "
                           "FROM templates GROUP BY embedder, embedder_version", what="count templates")
         return {(r[0], r[1]): (int(r[2]), int(r[3]), int(r[4])) for r in rows}
+
+    # ------------------------------------------------------------------ events
+
+    def _add_events(self, events: Sequence[Event]) -> int:
+        with self._write(f"record {len(events)} events", bump=False) as con:
+            names = sorted({e.identity for e in events if e.identity})
+            ids: dict[str, str] = {}
+            for i in range(0, len(names), 500):  # SQLite's limit on parameters
+                chunk = names[i:i + 500]
+                ids.update(con.execute(f"SELECT name, id FROM people WHERE name IN ({','.join('?' * len(chunk))})",
+                                       chunk).fetchall())
+            before = con.total_changes
+            con.executemany(
+                "INSERT OR IGNORE INTO events (id, source, track_id, started, ended, frames, mask_state, "
+                "with_mask_frames, without_mask_frames, mask_incorrect_frames, person_id, best_similarity) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(e.id, e.source, e.track_id, e.started, e.ended, e.frames, e.mask_state,
+                  *(e.mask_frames[k] for k in MASK_CLASSES), ids.get(e.identity) if e.identity else None,
+                  e.best_similarity) for e in events])
+            return con.total_changes - before
+
+    @staticmethod
+    def _event_where(f: EventFilter) -> tuple[str, list[object]]:
+        sql, args = [], []
+        if f.since is not None:
+            sql.append("e.ended >= ?")
+            args.append(f.since)
+        if f.until is not None:
+            sql.append("e.ended < ?")
+            args.append(f.until)
+        if f.source is not None:
+            sql.append("e.source = ?")
+            args.append(f.source)
+        if f.unknown:
+            sql.append("e.person_id IS NULL")
+        elif f.identity is not None:
+            sql.append("e.person_id = (SELECT id FROM people WHERE name = ?)")
+            args.append(f.identity)
+        if f.unclassified:
+            sql.append("e.mask_state IS NULL")
+        elif f.mask_state is not None:
+            sql.append("e.mask_state = ?")
+            args.append(f.mask_state)
+        return ("WHERE " + " AND ".join(sql)) if sql else "", args
+
+    def _query_events(self, f: EventFilter, limit: int, offset: int,
+                      newest_first: bool) -> tuple[list[Event], int]:
+        where, args = self._event_where(f)
+        order = "DESC" if newest_first else "ASC"
+        with self._snapshot("read events") as con:
+            total = con.execute(f"SELECT COUNT(*) FROM events e {where}", args).fetchone()[0]
+            rows = con.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events e LEFT JOIN people p ON p.id = e.person_id {where} "
+                f"ORDER BY e.ended {order}, e.id {order} LIMIT ? OFFSET ?", [*args, limit, offset]).fetchall()
+        return [Event(r[0], r[1], int(r[2]), float(r[3]), float(r[4]), int(r[5]), r[6],
+                      dict(zip(MASK_CLASSES, (int(r[7]), int(r[8]), int(r[9])), strict=True)), r[10],
+                      None if r[11] is None else float(r[11])) for r in rows], int(total)
+
+    def _event_counts(self, f: EventFilter, bucket_s: float, origin: float) -> dict[str, object]:
+        where, args = self._event_where(f)
+        states = ", ".join(f"SUM(e.mask_state = '{k}')" for k in MASK_CLASSES)  # fixed names, not input
+        # floor() without SQLite's optional math functions: CAST truncates towards zero
+        x = "((e.ended - ?) / ?)"
+        with self._snapshot("count events") as con:
+            total, unknown, unclassified, *by_state = con.execute(
+                f"SELECT COUNT(*), SUM(e.person_id IS NULL), SUM(e.mask_state IS NULL), {states} "
+                f"FROM events e {where}", args).fetchone()
+            people = con.execute(
+                f"SELECT p.name, COUNT(*) FROM events e JOIN people p ON p.id = e.person_id {where} "
+                "GROUP BY e.person_id", args).fetchall()
+            buckets = con.execute(
+                f"SELECT k, COUNT(*), {states} FROM (SELECT CAST({x} AS INTEGER) - ({x} < CAST({x} AS INTEGER)) "
+                f"AS k, e.mask_state FROM events e {where}) e GROUP BY k ORDER BY k LIMIT ?",
+                [origin, bucket_s] * 3 + args + [MAX_BUCKETS + 1]).fetchall()
+        by_mask: dict[str | None, int] = {k: int(v or 0) for k, v in zip(MASK_CLASSES, by_state, strict=True)}
+        by_mask[None] = int(unclassified or 0)
+        return {"total": int(total), "unknown": int(unknown or 0), "people": {n: int(c) for n, c in people},
+                "by_mask": by_mask, "buckets": [tuple(int(v or 0) for v in r) for r in buckets]}
+
+    def _purge_events(self, older_than: float) -> int:
+        with self._write("delete old events", bump=False) as con:
+            n = con.execute("DELETE FROM events WHERE ended < ?", (older_than,)).rowcount
+        if n:
+            self.checkpoint()
+        return int(n)
+
+    def _event_sources(self) -> list[str]:
+        return [r[0] for r in self._read("SELECT DISTINCT source FROM events ORDER BY source",
+                                         what="list event sources")]
 
     # ------------------------------------------------------------------ maintenance
 
