@@ -1,0 +1,371 @@
+"""Events in the gallery store: the same behaviour from SQLite and MongoDB (a real server)."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from maskwatch.events import UNCLASSIFIED, UNKNOWN, Event, new_event_id
+from maskwatch.gallery import (
+    GalleryError,
+    GalleryUnavailable,
+    InvalidName,
+    Template,
+    open_gallery,
+)
+from maskwatch.gallery.base import MAX_EVENTS_PAGE
+from maskwatch.gallery.sqlite import SCHEMA_VERSION, SQLiteGallery
+
+EMB, VER = "test-embedder", "1"
+T0 = 472_222 * 3600.0  # a whole UTC hour (2023-11-14 22:00:00Z)
+
+
+def templates(n: int = 2, seed: int = 0) -> list[Template]:
+    emb = np.random.default_rng(seed).normal(size=(n, 8)).astype(np.float32)
+    return [Template("", e / np.linalg.norm(e), EMB, VER) for e in emb]
+
+
+def event(ended: float, *, identity: str | None = None, mask: str | None = "with_mask",
+          source: str = "camera:0", duration: float = 4.0, sim: float | None = 0.5, track_id: int = 1) -> Event:
+    frames = {"with_mask": 0, "without_mask": 0, "mask_incorrect": 0}
+    if mask is not None:
+        frames[mask] = 10
+    return Event(new_event_id(), source, track_id, ended - duration, ended, 12, mask, frames, identity, sim)
+
+
+@pytest.fixture
+def people(gallery):
+    gallery.add_person("Ann", templates=templates(2, 1))
+    gallery.add_person("Bob", templates=templates(2, 2))
+    return gallery
+
+
+def scene() -> list[Event]:
+    """40 events over 4 hours from T0; known mix of people, mask states and sources.
+
+    Hour h (0..3) holds 10 events at T0 + h*3600 + 60*i (i = 0..9):
+    i in 0..3: Ann, with_mask; i in 4..5: Bob, without_mask; i = 6: unknown, mask_incorrect;
+    i = 7: unknown, never classified; i in 8..9: unknown, with_mask (source file:clip.mp4).
+    """
+    out = []
+    for h in range(4):
+        for i in range(10):
+            t = T0 + h * 3600 + 60 * i
+            if i < 4:
+                out.append(event(t, identity="Ann", mask="with_mask", track_id=i))
+            elif i < 6:
+                out.append(event(t, identity="Bob", mask="without_mask", track_id=i))
+            elif i == 6:
+                out.append(event(t, mask="mask_incorrect", sim=0.1, track_id=i))
+            elif i == 7:
+                out.append(event(t, mask=None, sim=None, track_id=i))
+            else:
+                out.append(event(t, mask="with_mask", source="file:clip.mp4", track_id=i))
+    return out
+
+
+def test_add_and_read_back(people):
+    evs = scene()
+    assert people.add_events(evs) == 40
+    assert people.add_events(evs[:10]) == 0  # a batch written twice is stored once
+    page, total = people.query_events(limit=MAX_EVENTS_PAGE)
+    assert total == 40 and len(page) == 40
+    by_id = {e.id: e for e in evs}
+    for got in page:
+        want = by_id[got.id]
+        assert got.to_dict() == want.to_dict()
+    assert people.event_sources() == ["camera:0", "file:clip.mp4"]
+    assert people.add_events([]) == 0
+
+
+def test_event_writes_do_not_change_the_matcher_stamp(people):
+    stamp = people.change_stamp()
+    people.add_events(scene())
+    people.purge_events(T0 + 3600)
+    assert people.change_stamp() == stamp
+
+
+@pytest.mark.parametrize(
+    "filters, expected",
+    [
+        ({}, 40),
+        ({"since": T0 + 3600}, 30),                     # since is inclusive
+        ({"until": T0 + 3600}, 10),                     # until is exclusive
+        ({"since": T0 + 3600, "until": T0 + 7200}, 10),
+        ({"since": T0 + 60 * 3, "until": T0 + 60 * 5}, 2),
+        ({"source": "file:clip.mp4"}, 8),
+        ({"source": "camera:9"}, 0),
+        ({"identity": "Ann"}, 16),
+        ({"identity": "  Bob "}, 8),                    # names are cleaned as everywhere
+        ({"identity": "Carol"}, 0),                     # not enrolled
+        ({"identity": ""}, 16),
+        ({"identity": UNKNOWN}, 16),
+        ({"mask_state": "with_mask"}, 24),
+        ({"mask_state": "mask_incorrect"}, 4),
+        ({"mask_state": UNCLASSIFIED}, 4),
+        ({"mask_state": ""}, 4),
+        ({"identity": UNKNOWN, "mask_state": "with_mask", "source": "file:clip.mp4"}, 8),
+        ({"identity": "Ann", "mask_state": "without_mask"}, 0),
+        ({"identity": "Bob", "since": T0 + 7200}, 4),
+    ],
+)
+def test_filters(people, filters, expected):
+    people.add_events(scene())
+    page, total = people.query_events(**filters, limit=MAX_EVENTS_PAGE)
+    assert total == expected and len(page) == expected
+    for e in page:
+        if "since" in filters:
+            assert e.ended >= filters["since"]
+        if "until" in filters:
+            assert e.ended < filters["until"]
+        if filters.get("identity") in ("", UNKNOWN):
+            assert e.identity is None
+        elif "identity" in filters:
+            assert e.identity == filters["identity"].strip()
+
+
+@pytest.mark.parametrize("newest_first", [True, False])
+def test_paging_covers_everything_once_in_order(people, newest_first):
+    evs = scene()
+    # ties on the end time must not make pages overlap
+    evs += [event(T0 + 120, identity="Ann", track_id=100 + k) for k in range(7)]
+    people.add_events(evs)
+    seen, offset = [], 0
+    while True:
+        page, total = people.query_events(limit=7, offset=offset, newest_first=newest_first)
+        assert total == 47
+        if not page:
+            break
+        seen += page
+        offset += 7
+    assert len(seen) == 47 and len({e.id for e in seen}) == 47
+    keys = [(e.ended, e.id) for e in seen]
+    assert keys == sorted(keys, reverse=newest_first)
+    page, total = people.query_events(identity="Ann", limit=5, offset=20)
+    assert total == 23 and len(page) == 3  # the last, partial page of one filter
+    page, total = people.query_events(limit=5, offset=1000)
+    assert page == [] and total == 47
+
+
+def test_stats(people):
+    people.add_events(scene())
+    s = people.event_stats()
+    assert s["total"] == 40 and s["unknown"] == 16 and s["unclassified"] == 4
+    assert s["people_seen"] == {"Ann": 16, "Bob": 8}
+    assert s["by_mask"] == {"with_mask": 24, "without_mask": 8, "mask_incorrect": 4}
+    assert s["compliance"] == pytest.approx(24 / 36)
+    assert [b["start"] for b in s["buckets"]] == [T0 + h * 3600 for h in range(4)]
+    for b in s["buckets"]:
+        assert (b["total"], b["with_mask"], b["without_mask"], b["mask_incorrect"]) == (10, 6, 2, 1)
+        assert b["compliance"] == pytest.approx(6 / 9)
+
+    s = people.event_stats(since=T0 + 3600, until=T0 + 3 * 3600, source="camera:0", bucket_s=1800)
+    assert s["total"] == 16 and s["unknown"] == 4 and s["people_seen"] == {"Ann": 8, "Bob": 4}
+    # 30-minute buckets: each hour's events (minutes 0..7) fall in its first half; empty ones are left out
+    assert [b["start"] for b in s["buckets"]] == [T0 + 3600, T0 + 7200]
+    assert [b["total"] for b in s["buckets"]] == [8, 8]
+
+    # buckets aligned to another origin, e.g. a local midnight 90 minutes after a UTC hour
+    s = people.event_stats(bucket_s=86400, bucket_origin=T0 + 90 * 60)
+    assert [(b["start"], b["total"]) for b in s["buckets"]] == [(T0 + 90 * 60 - 86400, 20), (T0 + 90 * 60, 20)]
+
+    empty = people.event_stats(since=T0 + 10 * 86400)
+    assert empty["total"] == 0 and empty["compliance"] is None and empty["buckets"] == []
+    assert empty["people_seen"] == {} and empty["by_mask"] == {"with_mask": 0, "without_mask": 0, "mask_incorrect": 0}
+
+
+def test_stats_bucket_compliance_none_when_nothing_classified(people):
+    people.add_events([event(T0 + 10, mask=None), event(T0 + 20, mask=None)])
+    s = people.event_stats()
+    assert s["compliance"] is None and s["buckets"][0]["compliance"] is None and s["buckets"][0]["total"] == 2
+
+
+def test_purge_by_retention(people):
+    people.add_events(scene())
+    assert people.purge_events(T0 + 2 * 3600) == 20
+    page, total = people.query_events(limit=MAX_EVENTS_PAGE)
+    assert total == 20 and min(e.ended for e in page) == T0 + 2 * 3600
+    assert people.purge_events(T0 + 2 * 3600) == 0
+    assert people.purge_events(T0 + 10 * 3600) == 20
+    assert people.query_events()[1] == 0 and people.event_sources() == []
+
+
+def test_remove_person_deletes_their_events(people, store):
+    people.add_events(scene())
+    people.rename("Ann", "Ann Lee")  # rename shows in the events at once
+    page, total = people.query_events(identity="Ann Lee", limit=MAX_EVENTS_PAGE)
+    assert total == 16 and {e.identity for e in page} == {"Ann Lee"}
+    assert people.query_events(identity="Ann")[1] == 0
+    assert people.event_stats()["people_seen"] == {"Ann Lee": 16, "Bob": 8}
+
+    people.remove_person("Ann Lee")
+    page, total = people.query_events(limit=MAX_EVENTS_PAGE)
+    assert total == 24 and all(e.identity in ("Bob", None) for e in page)
+    assert people.event_stats()["people_seen"] == {"Bob": 8}
+    # a person enrolled later under the same name does not inherit anything
+    people.add_person("Ann Lee", templates=templates(1, 9))
+    assert people.query_events(identity="Ann Lee")[1] == 0
+    if store == "mongo":
+        assert people._db["events"].count_documents({}) == 24
+    else:
+        con = sqlite3.connect(people.path)
+        assert con.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 24
+        con.close()
+
+
+def test_events_of_names_not_enrolled_are_unknown(people):
+    # e.g. buffered while the person was removed: nothing about them is kept
+    people.add_events([event(T0, identity="Zed"), event(T0 + 1, identity="Ann")])
+    page, _ = people.query_events(newest_first=False)
+    assert [e.identity for e in page] == [None, "Ann"]
+
+
+def test_export_import_leave_events_alone(people, tmp_path):
+    people.add_events(scene())
+    path = tmp_path / "people.jsonl"
+    people.export(path)
+    assert all('"ended"' not in line for line in path.read_text().splitlines())
+    assert people.import_(path, replace=True) == 2  # replaced people keep their events
+    assert people.query_events(identity="Ann")[1] == 16 and people.query_events(identity="Bob")[1] == 8
+    assert people.event_stats()["people_seen"] == {"Ann": 16, "Bob": 8}
+
+
+@pytest.mark.parametrize(
+    "filters, exc, message",
+    [
+        ({"since": "yesterday"}, GalleryError, "since must be a time"),
+        ({"until": float("nan")}, GalleryError, "until must be a time"),
+        ({"identity": "a/b"}, InvalidName, "cannot contain"),
+        ({"mask_state": "masked"}, GalleryError, "unknown mask state"),
+        ({"limit": 0}, GalleryError, "limit must be"),
+        ({"limit": MAX_EVENTS_PAGE + 1}, GalleryError, "limit must be"),
+        ({"offset": -1}, GalleryError, "offset must be"),
+        ({"limit": "10"}, GalleryError, "limit must be"),
+    ],
+)
+def test_bad_queries_are_one_clear_error(gallery, filters, exc, message):
+    with pytest.raises(exc, match=message):
+        gallery.query_events(**filters)
+
+
+def test_bad_stats_arguments(gallery):
+    with pytest.raises(GalleryError, match="bucket_s"):
+        gallery.event_stats(bucket_s=0)
+    with pytest.raises(GalleryError, match="older_than"):
+        gallery.purge_events(None)
+
+
+def test_bad_events_refused_nothing_written(people):
+    good = event(T0)
+    bad = [
+        Event("not-hex", "camera:0", 1, T0 - 1, T0, 3, None),
+        Event(new_event_id(), "", 1, T0 - 1, T0, 3, None),
+        Event(new_event_id(), "camera:0", 1, T0, T0 - 1, 3, None),
+        Event(new_event_id(), "camera:0", 1, T0 - 1, float("inf"), 3, None),
+        Event(new_event_id(), "camera:0", 1, T0 - 1, T0, 3, "masked"),
+        Event(new_event_id(), "camera:0", 1, T0 - 1, T0, 3, None, {"masked": 3}),
+        Event(new_event_id(), "camera:0", 1, T0 - 1, T0, -3, None),
+        Event(new_event_id(), "camera:0", 1, T0 - 1, T0, 3, None, identity="a/b"),
+        Event(new_event_id(), "camera:0", 1, T0 - 1, T0, 3, None, best_similarity=float("nan")),
+    ]
+    for b in bad:
+        with pytest.raises(GalleryError):
+            people.add_events([good, b])
+    with pytest.raises(GalleryError, match="expected an Event"):
+        people.add_events([good.to_dict()])
+    assert people.query_events()[1] == 0
+
+
+def test_mongo_down_is_unavailable_fast():
+    pytest.importorskip("pymongo")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    g = open_gallery(f"mongodb://127.0.0.1:{port}/x")
+    try:
+        start = time.monotonic()
+        with pytest.raises(GalleryUnavailable, match="cannot be reached"):
+            g.add_events([event(T0)])
+        with pytest.raises(GalleryUnavailable):
+            g.query_events()
+        assert time.monotonic() - start < 10
+    finally:
+        g.close()
+
+
+def test_mongo_indexes(mongo_server):
+    g = open_gallery(f"{mongo_server}/idx_{uuid.uuid4().hex[:8]}")
+    try:
+        g.add_events([event(T0)])
+        info = g._db["events"].index_information()
+        keys = {tuple(k for k, _ in v["key"]) for v in info.values()}
+        assert {("ended", "_id"), ("source", "ended"), ("person_id", "ended"), ("mask_state", "ended")} <= keys
+    finally:
+        g._db.client.drop_database(g._db.name)
+        g.close()
+
+
+# --------------------------------------------------------------------------- SQLite schema
+
+#: The schema of maskwatch 0.1 galleries (version 1), frozen here as it was shipped.
+SCHEMA_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO meta (key, value) VALUES ('schema', 1), ('stamp', 7);
+CREATE TABLE people (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created REAL NOT NULL, thumbnail BLOB);
+CREATE TABLE templates (
+    id INTEGER PRIMARY KEY, person_id TEXT NOT NULL REFERENCES people (id) ON DELETE CASCADE,
+    embedder TEXT NOT NULL, embedder_version TEXT NOT NULL, dim INTEGER NOT NULL, embedding BLOB NOT NULL,
+    masked INTEGER NOT NULL, synthetic INTEGER NOT NULL, source TEXT NOT NULL);
+CREATE INDEX templates_by_embedder ON templates (embedder, embedder_version);
+CREATE INDEX templates_by_person ON templates (person_id);
+"""
+
+
+def test_v1_gallery_file_is_migrated_keeping_its_people(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    con = sqlite3.connect(path)
+    con.executescript(SCHEMA_V1)
+    emb = templates(3, 4)
+    con.execute("INSERT INTO people VALUES ('p1', 'Ann', 1.5, NULL)")
+    con.executemany("INSERT INTO templates (person_id, embedder, embedder_version, dim, embedding, masked, "
+                    "synthetic, source) VALUES ('p1', ?, ?, 8, ?, 0, 0, 'a.jpg')",
+                    [(EMB, VER, t.embedding.astype("<f4").tobytes()) for t in emb])
+    con.commit()
+    con.close()
+
+    g = SQLiteGallery(path)
+    try:
+        assert [(p.name, p.templates) for p in g.list_people()] == [("Ann", 3)]
+        assert g.search(emb[1].embedding[None], embedder=EMB, embedder_version=VER)[0][0] == "Ann"
+        assert g.change_stamp() == 7
+        assert g.add_events([event(T0, identity="Ann")]) == 1
+        assert g.query_events(identity="Ann")[0][0].identity == "Ann"
+    finally:
+        g.close()
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == SCHEMA_VERSION == 2
+    indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'")}
+    assert {"events_by_ended", "events_by_source", "events_by_person", "events_by_mask"} <= indexes
+    plan = " ".join(str(r) for r in con.execute(
+        "EXPLAIN QUERY PLAN SELECT * FROM events e WHERE e.ended >= 1 ORDER BY e.ended DESC, e.id DESC LIMIT 5"))
+    assert "events_by_ended" in plan and "TEMP B-TREE" not in plan
+    con.close()
+    g = SQLiteGallery(path)  # opening a migrated file again changes nothing
+    assert g.query_events()[1] == 1 and len(g.list_people()) == 1
+    g.close()
+
+
+def test_newer_schema_refused(tmp_path):
+    path = tmp_path / "new.sqlite3"
+    SQLiteGallery(path).close()
+    con = sqlite3.connect(path)
+    con.execute("UPDATE meta SET value = 99 WHERE key = 'schema'")
+    con.commit()
+    con.close()
+    with pytest.raises(GalleryError, match="schema 99.*newer maskwatch"):
+        SQLiteGallery(path)
