@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from maskwatch import __version__
+from maskwatch.config import DEFAULT_MASKED_THRESHOLD, DEFAULT_THRESHOLD
 
 log = logging.getLogger("maskwatch")
 
@@ -175,6 +176,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faces", default="1,3,10", help="comma-separated faces per frame")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads for the classifier")
     p.add_argument("--json", help="also write the figures to this JSON file")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "serve",
+        help="run the web app: live camera page, people, events dashboard, REST API",
+        description="Start the web app (FastAPI on uvicorn) and print the URL to open. The live page "
+        "analyses this browser's camera; --source adds cameras, video files or RTSP/HTTP URLs read on "
+        "the server and shown as MJPEG streams. Changing people, events or sources needs the admin "
+        "password: set MASKWATCH_ADMIN_PASSWORD, or one is generated and printed at the first start.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--db", help="gallery and events store: SQLite path or mongodb://host:port/db "
+                   "(default: gallery.sqlite3 in your data folder)")
+    p.add_argument("--source", action="append", default=[], metavar="SOURCE",
+                   help="server-side camera index, video file or rtsp/http URL (repeatable)")
+    p.add_argument("--retention-days", type=float, default=30.0, help="delete events older than this (default 30)")
+    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload, MB (default 10)")
+    p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest accepted image, pixels (default 40M)")
     _add_common(p)
     return parser
 
@@ -351,14 +371,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-#: Operating thresholds of SFace cosine similarity, unmasked and masked probes, set by
-#: ``maskwatch evaluate --task recognition`` on LFW: the lowest values that named at most
-#: 0.5% of probes of 53 people not enrolled (held out: 0.71% named, with 98.6% of known
-#: unmasked and 87.7% of known masked probes named right).
-DEFAULT_THRESHOLD = 0.422
-DEFAULT_MASKED_THRESHOLD = 0.500
-
-
 def _recognition(db: str, threshold: float | None) -> tuple[Any, Any]:
     from maskwatch.gallery import open_gallery
     from maskwatch.models.embedder import SFaceEmbedder
@@ -460,6 +472,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from maskwatch.web import WebSettings, serve
+    except ImportError as exc:  # pragma: no cover - the web deps are core dependencies
+        raise UserError(f"the web app needs {exc.name}: pip install maskwatch") from exc
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port {args.port}: expected 0 to 65535")
+    if args.retention_days <= 0 or args.max_upload_mb <= 0 or args.max_pixels <= 0:
+        raise UserError("--retention-days, --max-upload-mb and --max-pixels must be positive")
+    settings = WebSettings(host=args.host, port=args.port, db=args.db, sources=list(args.source),
+                           retention_days=args.retention_days, max_upload_bytes=int(args.max_upload_mb * 2**20),
+                           max_pixels=args.max_pixels)
+    serve(settings, log_level="debug" if args.verbose else "warning" if args.quiet else "info")
+    return 0
+
+
 def _evaluate_recognition(args: argparse.Namespace) -> int:
     from maskwatch.evaluate.recognition import evaluate_recognition, summary_lines
 
@@ -516,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     from maskwatch.ops.image import ImageError
 
     handlers = {"analyze": cmd_analyze, "train": cmd_train, "evaluate": cmd_evaluate, "bench": cmd_bench,
-                "people": cmd_people}
+                "people": cmd_people, "serve": cmd_serve}
     from maskwatch.gallery import GalleryError
     from maskwatch.train.data import DataError  # numpy/OpenCV only: no [train] extra needed
 

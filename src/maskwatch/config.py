@@ -1,0 +1,14 @@
+"""Settings shared by the command line and the web app.
+
+Recognition thresholds are SFace cosine similarities (-1..1; higher is stricter), set by
+``maskwatch evaluate --task recognition`` on LFW: the lowest values that named at most
+0.5% of probes of 53 people not enrolled (held out: 0.71% named, with 98.6% of known
+unmasked and 87.7% of known masked probes named right).
+"""
+
+from __future__ import annotations
+
+#: Operating threshold for unmasked probes (cosine similarity).
+DEFAULT_THRESHOLD = 0.422
+#: Operating threshold for masked probes, matched against masked templates.
+DEFAULT_MASKED_THRESHOLD = 0.500

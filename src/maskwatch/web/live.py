@@ -1,0 +1,79 @@
+"""The live WebSocket: a browser's camera frames in, the engine's results out.
+
+Protocol (``/ws/live``): the server first sends ``{"type": "hello", "source": ...}``.
+The client then sends binary messages, each a 4-byte big-endian sequence number
+followed by one JPEG frame; for each, the server replies with one text message: the
+engine JSON of that frame (``analyze --json`` schema) plus ``"seq"`` and
+``"server_ms"`` (decode + analysis time), or ``{"seq": n, "error": "..."}`` for a
+frame it cannot use. Frames are handled one after another per connection, so a client
+that keeps at most one or two frames in flight holds at most that much memory here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from maskwatch.web.uploads import UploadError, check_image
+
+log = logging.getLogger(__name__)
+
+router = APIRouter()
+
+
+def _same_origin(ws: WebSocket) -> bool:
+    """Browsers send Origin; refuse pages of other sites (cross-site WebSocket hijacking)."""
+    origin = ws.headers.get("origin")
+    if not origin:
+        return True  # not a browser
+    host = ws.headers.get("host", "")
+    return urlsplit(origin).netloc == host
+
+
+@router.websocket("/ws/live")
+async def live_socket(ws: WebSocket) -> None:
+    if not _same_origin(ws):
+        await ws.close(code=1008, reason="cross-origin WebSocket refused")
+        return
+    await ws.accept()
+    svc = ws.app.state.service
+    settings = ws.app.state.settings
+    try:
+        stream = svc.open_stream()
+    except RuntimeError as exc:
+        await ws.send_text(json.dumps({"type": "error", "error": str(exc)}))
+        await ws.close(code=1013)
+        return
+    await ws.send_text(json.dumps({"type": "hello", "source": stream.source}))
+    try:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            data = message.get("bytes")
+            if data is None:
+                await ws.send_text(json.dumps({"error": "send frames as binary messages: 4-byte sequence "
+                                                        "number + JPEG"}))
+                continue
+            seq = int.from_bytes(data[:4], "big") if len(data) >= 4 else -1
+            t0 = time.perf_counter()
+            try:
+                image = await asyncio.to_thread(check_image, data[4:], name=f"frame {seq}",
+                                                max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+            except UploadError as exc:
+                await ws.send_text(json.dumps({"seq": seq, "error": str(exc)}))
+                continue
+            result = await svc.run(stream.process, image)
+            out = result.to_dict()
+            out["seq"] = seq
+            out["server_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
+            await ws.send_text(json.dumps(out))
+    except WebSocketDisconnect:
+        pass
+    finally:
+        await svc.close_stream(stream)

@@ -1,0 +1,221 @@
+"""Admin authentication, sessions, CSRF tokens and login rate limiting.
+
+No HTTP here: the routes in :mod:`maskwatch.web.auth` call these.
+
+- The admin password is stored only as a salted scrypt hash in ``admin.json`` in the
+  data folder (mode 0600). It comes from ``MASKWATCH_ADMIN_PASSWORD`` or, at first
+  start, is generated and returned once so the server can print it.
+- A session is a random id kept in memory (a restart logs everyone out); the cookie
+  carries the id and an HMAC of it under a key kept in ``web-secret`` (0600).
+- CSRF: every browser gets a random ``seed`` cookie; the token put into forms and
+  ``X-CSRF-Token`` headers is HMAC(key, seed). A cross-site page can neither read the
+  cookie nor compute the token (signed double-submit).
+- API clients send ``Authorization: Bearer <admin password>`` and need no CSRF token.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+ADMIN_FILE = "admin.json"
+SECRET_FILE = "web-secret"
+#: scrypt cost parameters (about 50 ms per check on a 2-core CPU, 16 MB of memory).
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def hash_password(password: str, salt: bytes | None = None) -> dict[str, object]:
+    """A JSON-ready record of a salted scrypt hash of ``password``."""
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
+    return {"algorithm": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P,
+            "salt": _b64(salt), "hash": _b64(digest)}
+
+
+def verify_password(password: str, record: dict[str, object]) -> bool:
+    """True when ``password`` matches a record made by :func:`hash_password`."""
+    try:
+        salt = _unb64(str(record["salt"]))
+        want = _unb64(str(record["hash"]))
+        got = hashlib.scrypt(password.encode(), salt=salt, n=int(record["n"]), r=int(record["r"]),
+                             p=int(record["p"]), dklen=len(want))
+    except (KeyError, ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got, want)
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+@dataclass
+class Session:
+    sid: str
+    created: float
+    expires: float
+
+
+class AdminAuth:
+    """The admin credential, sessions and CSRF tokens of one server.
+
+    Args:
+        home: data folder holding ``admin.json`` and ``web-secret``.
+        password: set (or replace) the admin password; None keeps the stored one or,
+            when none is stored, generates one (see :attr:`generated_password`).
+        session_s: lifetime of a login, seconds.
+        attempts, window_s: failed logins allowed per client within ``window_s`` seconds.
+    """
+
+    def __init__(self, home: Path, password: str | None = None, *, session_s: float = 12 * 3600,
+                 attempts: int = 5, window_s: float = 300.0) -> None:
+        self.home = Path(home)
+        self.session_s = float(session_s)
+        self.attempts, self.window_s = int(attempts), float(window_s)
+        self.generated_password: str | None = None
+        admin = self.home / ADMIN_FILE
+        record = None
+        if admin.is_file():
+            try:
+                record = json.loads(admin.read_text())
+            except (OSError, ValueError) as exc:
+                raise RuntimeError(f"{admin}: unreadable ({exc}); delete it to set a new admin password") from exc
+        if password is not None:
+            if record is None or not verify_password(password, record):
+                record = hash_password(password)
+                _write_private(admin, json.dumps(record))
+        elif record is None:
+            self.generated_password = secrets.token_urlsafe(15)
+            record = hash_password(self.generated_password)
+            _write_private(admin, json.dumps(record))
+        self._record = record
+        secret_file = self.home / SECRET_FILE
+        if secret_file.is_file() and len(secret_file.read_bytes()) >= 32:
+            self._key = secret_file.read_bytes()
+        else:
+            self._key = secrets.token_bytes(32)
+            self.home.mkdir(parents=True, exist_ok=True)
+            fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(self._key)
+        self._lock = threading.Lock()
+        self._sessions: dict[str, Session] = {}
+        self._failures: dict[str, deque[float]] = {}
+        self._good_tokens: set[bytes] = set()  # sha256 of bearer tokens already verified
+
+    # -- password and bearer tokens ------------------------------------------------
+
+    def check_password(self, password: str) -> bool:
+        """True for the admin password (slow on purpose: scrypt)."""
+        return verify_password(password, self._record)
+
+    def check_bearer(self, token: str) -> bool:
+        """True for ``Authorization: Bearer <token>`` with the admin password; the
+        result is cached by digest so API clients pay scrypt once."""
+        digest = hashlib.sha256(token.encode()).digest()
+        with self._lock:
+            if digest in self._good_tokens:
+                return True
+        ok = self.check_password(token)
+        if ok:
+            with self._lock:
+                self._good_tokens = {digest}
+        return ok
+
+    # -- rate limiting --------------------------------------------------------------
+
+    def retry_after(self, client: str) -> float:
+        """Seconds before ``client`` may try to log in again (0 = now)."""
+        now = time.monotonic()
+        with self._lock:
+            fails = self._failures.get(client)
+            if not fails:
+                return 0.0
+            while fails and fails[0] <= now - self.window_s:
+                fails.popleft()
+            if len(fails) < self.attempts:
+                return 0.0
+            return max(fails[0] + self.window_s - now, 0.0)
+
+    def record_failure(self, client: str) -> None:
+        with self._lock:
+            if len(self._failures) > 10_000:  # bounded memory under a flood of addresses
+                self._failures.clear()
+            self._failures.setdefault(client, deque(maxlen=self.attempts)).append(time.monotonic())
+
+    def clear_failures(self, client: str) -> None:
+        with self._lock:
+            self._failures.pop(client, None)
+
+    # -- sessions ---------------------------------------------------------------
+
+    def _sign(self, text: str) -> str:
+        return _b64(hmac.new(self._key, text.encode(), hashlib.sha256).digest())
+
+    def new_session(self) -> str:
+        """A new login; returns the cookie value."""
+        now = time.time()
+        sid = secrets.token_urlsafe(24)
+        with self._lock:
+            self._sessions = {k: s for k, s in self._sessions.items() if s.expires > now}
+            self._sessions[sid] = Session(sid, now, now + self.session_s)
+        return f"{sid}.{self._sign('session:' + sid)}"
+
+    def session_from_cookie(self, value: str | None) -> Session | None:
+        """The live session a cookie names, or None (bad signature, unknown, expired)."""
+        if not value or "." not in value:
+            return None
+        sid, sig = value.rsplit(".", 1)
+        if not hmac.compare_digest(sig, self._sign("session:" + sid)):
+            return None
+        with self._lock:
+            s = self._sessions.get(sid)
+            if s is None or s.expires <= time.time():
+                self._sessions.pop(sid, None)
+                return None
+            return s
+
+    def end_session(self, value: str | None) -> None:
+        s = self.session_from_cookie(value)
+        if s is not None:
+            with self._lock:
+                self._sessions.pop(s.sid, None)
+
+    # -- CSRF -------------------------------------------------------------------
+
+    @staticmethod
+    def new_csrf_seed() -> str:
+        return secrets.token_urlsafe(24)
+
+    def csrf_token(self, seed: str) -> str:
+        """The token forms and fetch() calls send, bound to the browser's seed cookie."""
+        return self._sign("csrf:" + seed)
+
+    def check_csrf(self, seed: str | None, token: str | None) -> bool:
+        if not seed or not token:
+            return False
+        return hmac.compare_digest(self.csrf_token(seed), token)

@@ -1,0 +1,68 @@
+"""Settings of the web app: one object, built by ``maskwatch serve`` or by tests."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from maskwatch.config import DEFAULT_MASKED_THRESHOLD, DEFAULT_THRESHOLD
+
+
+def default_home() -> Path:
+    """The maskwatch data folder: where the default gallery and the admin secret live.
+
+    ``$MASKWATCH_HOME`` when set, else ``$XDG_DATA_HOME/maskwatch`` (``~/.local/share``).
+    """
+    from maskwatch.gallery import default_gallery_path
+
+    return default_gallery_path().parent
+
+
+@dataclass
+class WebSettings:
+    """Everything the server needs to know.
+
+    Attributes:
+        host, port: where uvicorn listens (localhost by default).
+        db: gallery and events store, as for ``--db`` (None: the default SQLite file).
+        sources: server-side sources analysed at start (camera index, video file, URL).
+        home: data folder for the admin password hash and the session key
+            (default: :func:`default_home`).
+        admin_password: sets the admin password (default: ``$MASKWATCH_ADMIN_PASSWORD``;
+            when neither is given and none is stored, one is generated and printed once).
+        max_upload_bytes: largest accepted upload, bytes per file.
+        max_upload_files: most photos in one enrolment.
+        max_pixels: largest accepted image or frame, width x height.
+        retention_days: events older than this are deleted.
+        threshold, masked_threshold: recognition thresholds (cosine similarity).
+        max_live_clients: live WebSocket sessions served at once; more are refused.
+        session_hours: how long a login lasts.
+        login_attempts, login_window_s: failed logins allowed per client address
+            within the window before further attempts get 429.
+        https: mark cookies Secure (None: when the request came over https).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    db: str | None = None
+    sources: list[str] = field(default_factory=list)
+    home: Path | None = None
+    admin_password: str | None = None
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_upload_files: int = 20
+    max_pixels: int = 40_000_000
+    retention_days: float = 30.0
+    threshold: float = DEFAULT_THRESHOLD
+    masked_threshold: float = DEFAULT_MASKED_THRESHOLD
+    max_live_clients: int = 16
+    session_hours: float = 12.0
+    login_attempts: int = 5
+    login_window_s: float = 300.0
+    https: bool | None = None
+
+    def resolved_home(self) -> Path:
+        return Path(self.home).expanduser() if self.home else default_home()
+
+    def resolved_admin_password(self) -> str | None:
+        return self.admin_password or os.environ.get("MASKWATCH_ADMIN_PASSWORD") or None

@@ -1,0 +1,229 @@
+"""Server-side sources: a camera, a video file or an RTSP/HTTP stream read on the server.
+
+Each source has a reader thread that takes frames from
+:func:`maskwatch.sources.open_source` (which reconnects cameras and URLs with
+back-off), runs them through the engine on the inference thread, draws the results
+(:class:`maskwatch.draw.FaceAnnotator`) and keeps the latest annotated JPEG, which
+any number of MJPEG viewers read. Frames that arrive while the engine is busy are
+dropped rather than queued, so a slow machine shows fewer frames, not older ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from maskwatch.web.service import EngineService
+
+log = logging.getLogger(__name__)
+
+#: JPEG quality of the MJPEG frames.
+JPEG_QUALITY = 80
+#: A live source with no frame for this long (seconds) is shown as reconnecting.
+STALE_S = 3.0
+
+
+class SourceRefused(ValueError):
+    """A source the web form may not open (a file path, a malformed spec)."""
+
+
+@dataclass
+class SourceInfo:
+    id: str
+    spec: str          # as shown: URL passwords masked
+    state: str         # connecting, live, reconnecting, finished, failed, stopped
+    message: str
+    frames: int
+    fps: float
+    faces: int
+
+
+class ServerSource:
+    """One source read on the server, with its own thread and tracker."""
+
+    def __init__(self, source_id: str, spec: str, service: EngineService) -> None:
+        from maskwatch.sources import mask_url
+
+        self.id = source_id
+        self.spec = spec
+        self.shown = mask_url(spec) if "://" in spec else spec
+        self.service = service
+        self.state = "connecting"
+        self.message = ""
+        self.frames = 0
+        self.faces = 0
+        self.jpeg: bytes | None = None
+        self.jpeg_index = 0
+        self._times: list[float] = []
+        self._last_frame = 0.0
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._source: Any = None
+        self._thread = threading.Thread(target=self._run, name=f"maskwatch-source-{source_id}", daemon=True)
+        self._thread.start()
+
+    def info(self) -> SourceInfo:
+        state = self.state
+        if state == "live" and self._last_frame and time.monotonic() - self._last_frame > STALE_S:
+            state = "reconnecting"
+        fps = 0.0
+        if len(self._times) >= 2 and self._times[-1] > self._times[0]:
+            fps = (len(self._times) - 1) / (self._times[-1] - self._times[0])
+        return SourceInfo(self.id, self.shown, state, self.message, self.frames, round(fps, 1), self.faces)
+
+    def wait_frame(self, after: int, timeout: float) -> tuple[int, bytes | None]:
+        """Block until a JPEG newer than ``after`` exists (or ``timeout`` seconds)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.jpeg_index > after or self._stop.is_set(), timeout=timeout)
+            return self.jpeg_index, self.jpeg
+
+    def _run(self) -> None:
+        from maskwatch.draw import FaceAnnotator
+        from maskwatch.sources import SourceError, SourceProblem, open_source
+
+        annotator = FaceAnnotator()
+        stream = None
+        try:
+            try:
+                self._source = open_source(self.spec, max_pixels=self.service.settings.max_pixels)
+            except SourceError as exc:
+                self.state, self.message = "failed", str(exc)
+                log.warning("source %s: %s", self.shown, exc)
+                return
+            if self._stop.is_set():
+                return
+            kind = self._source.kind
+            name = f"file:{Path(self.spec).name}" if kind in ("video", "image", "folder") else self._source.source
+            stream = self.service.open_stream(f"{name}#{self.id}" if self.service.has_stream(name) else name)
+            pace = None if self._source.is_live else (self._source.fps or 25.0)
+            self.state, self.message = "live", self._source.description
+            t_start = time.monotonic()
+            for n, item in enumerate(self._source):
+                if self._stop.is_set():
+                    break
+                if isinstance(item, SourceProblem):
+                    self.state, self.message = "reconnecting", item.message
+                    continue
+                if pace:  # a file plays at its own frame rate, as a camera would
+                    delay = t_start + n / pace - time.monotonic()
+                    if delay > 0 and self._stop.wait(delay):
+                        break
+                result = self.service.submit(stream.process, item.image).result()
+                drawn = annotator.annotate(item.image, result.faces, result.names, labels=result.mask_labels)
+                ok, buf = cv2.imencode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+                if not ok:
+                    continue
+                now = time.monotonic()
+                self._times = (self._times + [now])[-30:]
+                self._last_frame = now
+                self.frames += 1
+                self.faces = len(result.faces)
+                self.state = "live"
+                self.message = self._source.description
+                with self._cond:
+                    self.jpeg, self.jpeg_index = buf.tobytes(), self.jpeg_index + 1
+                    self._cond.notify_all()
+            if not self._stop.is_set():
+                self.state = "finished" if self.state != "reconnecting" else "failed"
+                if self.state == "finished":
+                    self.message = f"end of {self.shown}"
+        except Exception as exc:  # noqa: BLE001 - a source must never take the server down
+            log.exception("source %s stopped", self.shown)
+            self.state, self.message = "failed", f"stopped: {exc}"
+        finally:
+            if self._stop.is_set():
+                self.state = "stopped"
+            if self._source is not None:
+                self._source.close()
+            if stream is not None:
+                try:
+                    self.service.close_stream_sync(stream)
+                except Exception:  # noqa: BLE001 - the service may be shutting down
+                    log.debug("could not close the stream of %s", self.shown, exc_info=True)
+            with self._cond:
+                self._cond.notify_all()
+
+    def stop(self, wait: float = 5.0) -> None:
+        self._stop.set()
+        if self._source is not None:
+            self._source.close()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout=wait)
+
+
+class SourceManager:
+    """The server's sources, by id (``"1"``, ``"2"``, ...)."""
+
+    def __init__(self, service: EngineService, max_sources: int = 8) -> None:
+        self.service = service
+        self.max_sources = max_sources
+        self._lock = threading.Lock()
+        self._sources: dict[str, ServerSource] = {}
+        self._next = 1
+
+    def add(self, spec: str, *, trusted: bool = False) -> ServerSource:
+        """Start reading a source.
+
+        Args:
+            spec: camera index, ``rtsp://``/``http(s)://`` URL, or (``trusted`` only,
+                i.e. from the command line) a video file.
+            trusted: False for specs from a web request: only cameras and URLs, so no
+                request names a file on the server.
+
+        Raises:
+            SourceRefused: a malformed spec, a file from the web, too many sources.
+        """
+        from maskwatch.sources import SourceError, parse_source
+
+        spec = str(spec).strip()
+        if not spec or len(spec) > 2000 or any(ord(c) < 32 for c in spec):
+            raise SourceRefused("give a camera number (0) or an rtsp:// or http(s):// URL")
+        if not trusted and not re.fullmatch(r"(?i)(camera:)?\d{1,3}|[a-z][a-z0-9+.-]*://\S+", spec):
+            # decided before parse_source, which would look the text up as a path
+            raise SourceRefused("from the web page only a camera number or an rtsp:// or http(s):// URL can be "
+                                "added; give files with `maskwatch serve --source FILE`")
+        try:
+            kind, _ = parse_source(spec)
+        except (SourceError, ValueError) as exc:
+            raise SourceRefused(str(exc)) from exc
+        if not trusted and kind not in ("camera", "url"):
+            raise SourceRefused("from the web page only a camera number or an rtsp:// or http(s):// URL can be "
+                                "added; give files with `maskwatch serve --source FILE`")
+        with self._lock:
+            live = [s for s in self._sources.values() if s.state not in ("finished", "failed", "stopped")]
+            if len(live) >= self.max_sources:
+                raise SourceRefused(f"at most {self.max_sources} sources at once; remove one first")
+            sid = str(self._next)
+            self._next += 1
+            src = ServerSource(sid, spec, self.service)
+            self._sources[sid] = src
+        return src
+
+    def get(self, source_id: str) -> ServerSource | None:
+        return self._sources.get(source_id)
+
+    def list(self) -> list[SourceInfo]:
+        return [s.info() for s in self._sources.values()]
+
+    def remove(self, source_id: str) -> bool:
+        with self._lock:
+            src = self._sources.pop(source_id, None)
+        if src is None:
+            return False
+        src.stop()
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            sources = list(self._sources.values())
+            self._sources.clear()
+        for s in sources:
+            s.stop()
