@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 from importlib import util as importlib_util
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from maskwatch.types import Faces
 
-DETECTORS = ("yunet", "ssd")
+DETECTORS = ("yunet", "ssd", "hog")
 
 
 def _package_file(package: str, *parts: str) -> Path:
@@ -146,10 +147,16 @@ class SSDDetector:
         return Faces(boxes=boxes[keep], scores=out[keep, 2])
 
 
-def create_detector(name: str = "yunet", **kwargs: object) -> YuNetDetector | SSDDetector:
-    """Detector by name: ``"yunet"`` (default) or ``"ssd"`` (the original's res10 SSD)."""
+def create_detector(name: str = "yunet", **kwargs: object) -> YuNetDetector | SSDDetector | Any:
+    """Detector by name: ``"yunet"`` (default), ``"ssd"`` (the original's res10 SSD) or
+    ``"hog"`` (the original's recogniser's detector, dlib HOG; needs the ``[dlib]`` extra,
+    see :mod:`maskwatch.models.hog_detector`)."""
     if name == "yunet":
         return YuNetDetector(**kwargs)  # type: ignore[arg-type]
     if name == "ssd":
         return SSDDetector(**kwargs)  # type: ignore[arg-type]
+    if name == "hog":
+        from maskwatch.models.hog_detector import HogDetector  # optional dlib: imported on demand
+
+        return HogDetector(**kwargs)  # type: ignore[arg-type]
     raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")

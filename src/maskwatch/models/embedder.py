@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -62,3 +63,25 @@ class SFaceEmbedder:
     def embed(self, image: np.ndarray, faces: Faces) -> np.ndarray:
         """Embeddings (N, 128) float32, unit length, of ``faces`` in a BGR uint8 image."""
         return self.embed_aligned(self.align(image, faces))
+
+
+#: Embedder names for ``--embedder``: SFace (default) and the original's dlib ResNet.
+EMBEDDERS = ("sface", "dlib")
+
+
+def create_embedder(name: str = "sface", **kwargs: object) -> SFaceEmbedder | Any:
+    """Embedder by name: ``"sface"`` (default, :class:`SFaceEmbedder`) or ``"dlib"``
+    (the original's dlib ResNet, :class:`~maskwatch.models.dlib_embedder.DlibEmbedder`;
+    needs the ``[dlib]`` extra and raises ``DlibUnavailable`` saying how to install it).
+
+    Both give (N, 128) unit-length float32 embeddings and carry ``name`` and
+    ``version``, which every gallery template records: templates of one embedder are
+    never matched against another's.
+    """
+    if name == "sface":
+        return SFaceEmbedder(**kwargs)  # type: ignore[arg-type]
+    if name == "dlib":
+        from maskwatch.models.dlib_embedder import DlibEmbedder  # optional: imported on demand
+
+        return DlibEmbedder(**kwargs)  # type: ignore[arg-type]
+    raise ValueError(f"unknown embedder {name!r}; choose one of {', '.join(EMBEDDERS)}")
