@@ -1,0 +1,261 @@
+"""events_from_tracks, EventRecorder and the CSV export, on tracks from a real FaceTracker
+and a real gallery store."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import socket
+import sqlite3
+import threading
+import time
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from maskwatch.events import (
+    CSV_COLUMNS,
+    Event,
+    EventRecorder,
+    events_from_tracks,
+    events_to_csv,
+    new_event_id,
+    parse_duration,
+    parse_time,
+)
+from maskwatch.gallery import Template, open_gallery
+from maskwatch.gallery.sqlite import SQLiteGallery
+from maskwatch.tracking import FaceTracker
+from maskwatch.types import Faces
+
+NOW = 1_800_000_000.0
+WITH, WITHOUT, BELOW = [0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9]
+
+
+def run_tracks(frames: int = 30, *, t0: float = 100.0, fps: float = 10.0) -> list:
+    """Three faces through a real tracker; returns its ended tracks (ids 1, 2, 3).
+
+    Track 1 (left): 30 frames, with_mask for 20 then classified without_mask, named Ann.
+    Track 2 (right): 30 frames, never classified, unknown (best similarity 0.2).
+    Track 3 (middle): 2 frames only (noise), from frame 5.
+    """
+    tracker = FaceTracker(max_missed=2, switch_frames=1, switch_margin=0.1, ema=1.0)
+    ended = []
+    for f in range(frames):
+        boxes = [[10 + f, 10, 60 + f, 60], [300, 10, 350, 60]]
+        if f in (5, 6):
+            boxes.append([150, 150, 200, 200])
+        faces = tracker.update(Faces(boxes=boxes), frame_index=f, timestamp=t0 + f / fps)
+        ids = faces.track_ids.tolist()
+        tracker.update_mask(ids[0], np.array(WITH if f < 20 else WITHOUT), f)
+        tracker.set_identity(ids[0], "Ann" if f % 3 == 0 else None, 0.6 + f / 1000, f)
+        tracker.set_identity(ids[1], None, 0.2, f)
+        ended += tracker.pop_ended()
+    return ended + tracker.end_all()
+
+
+def test_events_from_real_tracks():
+    tracks = run_tracks()
+    assert sorted(t.track_id for t in tracks) == [1, 2, 3]
+    events = events_from_tracks(tracks, "file:clip.mp4", clock=lambda: NOW)
+    by_track = {e.track_id: e for e in events}
+    assert set(by_track) == {1, 2}  # the 2-frame track is noise
+    a, b = by_track[1], by_track[2]
+    assert a.source == b.source == "file:clip.mp4"
+    assert a.frames == 30 and a.identity == "Ann" and a.best_similarity == pytest.approx(0.627)
+    # frame 20 is counted under the label held when it was matched, before its classification
+    assert a.mask_frames == {"with_mask": 21, "without_mask": 9, "mask_incorrect": 0}
+    assert a.mask_state == "with_mask"  # dominant over its life, not its last label
+    assert b.identity is None and b.best_similarity == pytest.approx(0.2)
+    assert b.mask_state is None and sum(b.mask_frames.values()) == 0
+    # both ended at the last frame (video time 102.9 s): anchored to the clock
+    assert a.ended == b.ended == NOW
+    assert a.duration == pytest.approx(2.9, abs=1e-6) and a.started == pytest.approx(NOW - 2.9, abs=1e-6)
+    assert len({a.id, b.id}) == 2 and len(a.id) == 32
+    d = a.to_dict()
+    assert d["duration_s"] == pytest.approx(2.9) and d["mask_frames"]["without_mask"] == 9
+    assert events_from_tracks(tracks, "x", clock=lambda: NOW, min_frames=31) == []
+    assert {e.track_id for e in events_from_tracks(tracks, "x", min_frames=1)} == {1, 2, 3}
+
+
+def test_anchoring_keeps_offsets_within_a_batch():
+    tracks = run_tracks()
+    t3 = next(t for t in tracks if t.track_id == 3)  # ended at video time 100.6 + misses
+    events = {e.track_id: e for e in events_from_tracks(tracks, "x", clock=lambda: NOW, min_frames=1)}
+    assert events[3].ended == pytest.approx(NOW - (102.9 - t3.last_time))
+    assert events[3].ended < events[1].ended
+
+
+def make_event(ended: float, identity: str | None = None) -> Event:
+    return Event(new_event_id(), "camera:0", 1, ended - 2, ended, 20, "with_mask",
+                 {"with_mask": 20, "without_mask": 0, "mask_incorrect": 0}, identity, 0.7)
+
+
+@pytest.fixture
+def gallery(tmp_path):
+    g = SQLiteGallery(tmp_path / "g.sqlite3", busy_timeout_s=0.2)
+    emb = np.ones(8, np.float32) / np.sqrt(8)
+    g.add_person("Ann", templates=[Template("", emb, "e", "1")])
+    yield g
+    g.close()
+
+
+def test_recorder_writes_in_the_background_and_purges_old_events(gallery):
+    now = time.time()
+    gallery.add_events([make_event(now - 40 * 86400), make_event(now - 10 * 86400)])
+    rec = EventRecorder(gallery, "camera:0", flush_every_s=0.05, retention_days=30)
+    try:
+        rec.add_tracks(run_tracks())
+        deadline = time.monotonic() + 10
+        while gallery.query_events(source="camera:0")[1] < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        page, total = gallery.query_events(source="camera:0", newest_first=False)
+        assert total == 3  # 2 tracks + the 10-day-old event; the 40-day-old one is purged
+        assert page[0].ended == pytest.approx(now - 10 * 86400)
+        assert {e.identity for e in page[1:]} == {"Ann", None}
+        assert all(abs(e.ended - now) < 10 for e in page[1:])
+        assert rec.pending == 0 and rec.written == 2
+    finally:
+        rec.close()
+
+
+def test_recorder_flush_and_close(gallery):
+    rec = EventRecorder(gallery, "browser:abc", flush_every_s=3600, retention_days=None)
+    rec.add_tracks(run_tracks())
+    assert rec.pending == 2
+    assert rec.flush() == 2 and rec.pending == 0 and rec.flush() == 0
+    rec.add_tracks(run_tracks())
+    rec.close()
+    rec.close()
+    assert gallery.query_events(source="browser:abc")[1] == 4
+    rec.add_tracks(run_tracks())  # after close: logged, not raised
+    assert gallery.query_events()[1] == 4
+
+
+def test_store_down_keeps_a_bounded_buffer_and_logs(gallery, caplog):
+    caplog.set_level(logging.INFO, logger="maskwatch.events")
+    other = sqlite3.connect(gallery.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the file: the store is unavailable
+    rec = EventRecorder(gallery, "camera:0", flush_every_s=0.05, max_buffer=5, retention_days=None)
+    try:
+        events = [make_event(NOW + i) for i in range(8)]
+        start = time.monotonic()
+        rec.add_events(events[:4])
+        rec.add_tracks(run_tracks())
+        rec.add_events(events[4:])
+        assert time.monotonic() - start < 0.1  # buffering never waits for the store
+        time.sleep(0.5)  # several background attempts fail
+        assert rec.flush() == 0  # does not raise
+        assert rec.pending == 5 and rec.dropped == 5 and rec.written == 0
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert sum("cannot be written" in w for w in warnings) == 1
+        assert sum("is full" in w for w in warnings) == 1
+        assert "locked" in next(w for w in warnings if "cannot be written" in w)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert rec.flush() == 5
+    rec.close()
+    page, total = gallery.query_events(limit=10, newest_first=False)
+    stored = {e.id for e in page}
+    assert total == 5 and {e.id for e in events[4:]} <= stored  # the newest are kept
+    assert not stored & {e.id for e in events[:4]}
+    assert any("written again" in r.getMessage() for r in caplog.records)
+
+
+def test_mongo_down_never_blocks_the_engine(caplog):
+    pytest.importorskip("pymongo")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    g = open_gallery(f"mongodb://127.0.0.1:{port}/x")
+    rec = EventRecorder(g, "camera:0", flush_every_s=0.01)
+    try:
+        start = time.monotonic()
+        for _ in range(50):
+            rec.add_tracks(run_tracks(frames=5))
+        assert time.monotonic() - start < 2.0  # 50 calls while every write times out
+        assert rec.pending == 100
+    finally:
+        rec.close()
+        g.close()
+    assert any("could not be recorded" in r.getMessage() for r in caplog.records)
+
+
+def test_recorder_is_thread_safe(gallery):
+    rec = EventRecorder(gallery, "camera:0", flush_every_s=0.01, batch_size=7, retention_days=None)
+    tracks = run_tracks()
+
+    def feed() -> None:
+        for _ in range(20):
+            rec.add_tracks(tracks)
+
+    threads = [threading.Thread(target=feed) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rec.close()
+    page, total = gallery.query_events(limit=1000)
+    assert total == 160 == rec.written and len({e.id for e in page}) == 160
+
+
+def test_recorder_never_raises_into_the_engine(gallery, caplog):
+    rec = EventRecorder(gallery, "camera:0", flush_every_s=3600)
+    rec.add_tracks([object()])  # not a track: logged
+    rec.add_tracks([])
+    rec.close()
+    assert any(r.levelno == logging.ERROR for r in caplog.records)
+
+
+def test_csv_export(tmp_path):
+    a = Event(new_event_id(), "=cmd|' /C calc'!A0", 4, NOW - 2.5, NOW, 25, "without_mask",
+              {"with_mask": 3, "without_mask": 20, "mask_incorrect": 2}, "Ann", 0.61234)
+    b = Event(new_event_id(), "camera:0", 5, NOW, NOW, 3, None)
+    path = tmp_path / "events.csv"
+    assert events_to_csv(iter([a, b]), path) == 2
+    rows = list(csv.DictReader(path.open(newline="", encoding="utf-8")))
+    assert tuple(rows[0]) == CSV_COLUMNS
+    r = rows[0]
+    assert r["id"] == a.id and r["track_id"] == "4" and r["frames"] == "25"
+    assert r["source"].startswith("'=")  # not run as a spreadsheet formula
+    assert r["ended_iso"] == datetime.fromtimestamp(NOW, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    assert r["duration_s"] == "2.500" and r["mask_state"] == "without_mask"
+    assert (r["with_mask_frames"], r["without_mask_frames"], r["mask_incorrect_frames"]) == ("3", "20", "2")
+    assert r["identity"] == "Ann" and r["best_similarity"] == "0.6123"
+    assert rows[1]["identity"] == "" and rows[1]["mask_state"] == "" and rows[1]["best_similarity"] == ""
+    buf = io.StringIO()
+    assert events_to_csv([], buf) == 0 and buf.getvalue().strip() == ",".join(CSV_COLUMNS)
+    assert [p.name for p in tmp_path.iterdir()] == ["events.csv"]  # no temporary file left
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("90", 90), ("90s", 90), ("15m", 900), ("1h", 3600), ("1.5h", 5400), ("7d", 604800), ("2w", 1209600)],
+)
+def test_parse_duration(text, expected):
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("24h", NOW - 86400),
+        ("7d", NOW - 7 * 86400),
+        ("now", NOW),
+        ("1700000000", 1_700_000_000),
+        ("2024-05-01T10:30:00Z", datetime(2024, 5, 1, 10, 30, tzinfo=UTC).timestamp()),
+        ("2024-05-01T12:30+02:00", datetime(2024, 5, 1, 10, 30, tzinfo=UTC).timestamp()),
+        ("2024-05-01", datetime(2024, 5, 1).astimezone().timestamp()),
+    ],
+)
+def test_parse_time(text, expected):
+    assert parse_time(text, now=NOW) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text", ["", "yesterday", "2024-13-01", "-5h", "1h ago"])
+def test_parse_time_refuses(text):
+    with pytest.raises(ValueError, match="not a time"):
+        parse_time(text, now=NOW)
