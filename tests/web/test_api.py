@@ -1,0 +1,394 @@
+"""Every route of the web app through FastAPI's TestClient, on the real engine and a
+SQLite store in tmp: answers, authentication and CSRF failures, bad uploads."""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from tests.web.conftest import BEARER, PASSWORD, csrf_of, login
+
+
+def png_bytes(w: int, h: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), (120, 130, 140)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def jpeg_of(path) -> bytes:
+    return path.read_bytes()
+
+
+@pytest.fixture
+def anon(client):
+    """The shared client with no cookies (logged out, no CSRF seed)."""
+    client.cookies.clear()
+    yield client
+    client.cookies.clear()
+
+
+# -- open routes -------------------------------------------------------------------------
+
+
+def test_health_and_docs(anon):
+    r = anon.get("/api/health")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ok" and body["events"] is True
+    assert anon.get("/docs").status_code == 200
+    paths = anon.get("/openapi.json").json()["paths"]
+    for p in ("/api/analyze", "/api/people", "/api/people/{name}", "/api/events", "/api/stats", "/api/health",
+              "/api/events.csv", "/api/sources"):
+        assert p in paths, p
+
+
+def test_analyze_group_photo(anon, datasets):
+    data = jpeg_of(datasets / "group-photos" / "t1.jpg")
+    r = anon.post("/api/analyze", files={"file": ("t1.jpg", data, "image/jpeg")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["width"] == 1280 and len(body["faces"]) >= 5
+    assert all(f["mask"] in ("with_mask", "without_mask", "mask_incorrect") for f in body["faces"])
+    assert {"detect", "classify", "total"} <= set(body["timings_ms"])
+
+
+@pytest.mark.parametrize("name, data, status, message", [
+    ("empty.jpg", b"", 400, "empty"),
+    ("notes.jpg", b"hello, this is text and not a photo" * 10, 415, "not an image"),
+    ("broken.jpg", b"\xff\xd8\xff\xe0" + b"\x00" * 200, 422, "cannot be read"),
+    ("huge.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * (2 * 1024 * 1024 + 10), 413, "over the limit"),
+    ("wide.png", None, 413, "pixels is over the limit"),
+])
+def test_analyze_bad_uploads(anon, name, data, status, message):
+    if data is None:
+        data = png_bytes(3000, 2000)  # 6 MP, limit 4 MP; a small file
+    r = anon.post("/api/analyze", files={"file": (name, data, "application/octet-stream")})
+    assert r.status_code == status, r.text
+    assert message in r.json()["detail"]
+    assert anon.get("/api/health").status_code == 200  # still serving
+
+
+def test_analyze_without_file_and_oversized_body(anon):
+    r = anon.post("/api/analyze")
+    assert r.status_code == 422 and "file" in r.json()["detail"]
+    # a body over the server's whole-request limit is refused before it is stored
+    r = anon.post("/api/analyze", content=b"x" * 100, headers={"content-length": str(10**10),
+                                                                 "content-type": "application/octet-stream"})
+    assert r.status_code == 413
+
+
+# -- authentication and CSRF -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("method, path", [
+    ("get", "/api/people"), ("post", "/api/people"), ("get", "/api/people/ann"), ("patch", "/api/people/ann"),
+    ("delete", "/api/people/ann"), ("post", "/api/people/ann/photos"), ("get", "/api/people/ann/thumbnail"),
+    ("get", "/api/events"), ("get", "/api/events.csv"), ("get", "/api/stats"), ("post", "/api/sources"),
+    ("delete", "/api/sources/1"),
+])
+def test_admin_routes_need_credentials(anon, method, path):
+    r = getattr(anon, method)(path)
+    assert r.status_code == 401, (path, r.text)
+    r = getattr(anon, method)(path, headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401
+
+
+def test_pages_redirect_to_login(anon):
+    for path in ("/people", "/events"):
+        r = anon.get(path, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"].startswith("/login?next=")
+    assert anon.get("/").status_code == 200
+    assert anon.get("/login").status_code == 200
+
+
+def test_login_csrf_session_and_logout(anon):
+    token = csrf_of(anon, "/login")
+    # no CSRF token in the form
+    r = anon.post("/login", data={"password": PASSWORD}, follow_redirects=False)
+    assert r.status_code == 403
+    status, token = login(anon)
+    assert status == 303
+    assert anon.get("/people").status_code == 200
+    assert anon.get("/api/people").status_code == 200  # reads need no CSRF header
+    # state changes from a session need the CSRF header
+    r = anon.delete("/api/people/nobody")
+    assert r.status_code == 403 and "CSRF" in r.json()["detail"]
+    r = anon.delete("/api/people/nobody", headers={"X-CSRF-Token": "forged"})
+    assert r.status_code == 403
+    r = anon.delete("/api/people/nobody", headers={"X-CSRF-Token": token})
+    assert r.status_code == 404
+    # a tampered session cookie is no session
+    sid = anon.cookies.get("mw_session")
+    anon.cookies.set("mw_session", sid[:-3] + "abc")
+    assert anon.get("/api/people").status_code == 401
+    anon.cookies.set("mw_session", sid)
+    r = anon.post("/logout", data={"csrf_token": token}, follow_redirects=False)
+    assert r.status_code == 303
+    anon.cookies.set("mw_session", sid)  # the old cookie no longer works
+    assert anon.get("/api/people").status_code == 401
+
+
+def test_session_cookie_flags(anon):
+    token = csrf_of(anon, "/login")
+    r = anon.post("/login", data={"password": PASSWORD, "csrf_token": token}, follow_redirects=False)
+    set_cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in set_cookie and "samesite=strict" in set_cookie
+    assert "secure" not in set_cookie  # plain http on localhost
+    assert r.headers["location"] == "/"
+
+
+def test_login_rate_limit(anon):
+    auth = anon.app.state.auth
+    try:
+        for _ in range(3):
+            assert login(anon, "wrong password")[0] == 401
+        assert login(anon, "wrong password")[0] == 429
+        assert login(anon)[0] == 429  # even the right one, until the window passes
+    finally:
+        auth.clear_failures("testclient")
+    assert login(anon)[0] == 303
+
+
+def test_open_redirect_refused(anon):
+    token = csrf_of(anon, "/login")
+    r = anon.post("/login", data={"password": PASSWORD, "csrf_token": token, "next": "//evil.example/"},
+                  follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/"
+
+
+# -- people -----------------------------------------------------------------------------
+
+
+def test_people_crud_with_photos(anon, datasets):
+    photo = jpeg_of(datasets / "identity-examples" / "examples" / "lin-manuel-miranda.png")
+    files = [("photos", ("lmm.png", photo, "image/png"))]
+    r = anon.post("/api/people", data={"name": "Lin", "thumbnail": "true"}, files=files, headers=BEARER)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["created"] and body["templates"] == 5 and body["synthetic_templates"] == 4
+    assert body["person"]["thumbnail"] == "/api/people/Lin/thumbnail"
+    # taken name, bad name, photo without a face, bad upload
+    assert anon.post("/api/people", data={"name": "Lin"}, files=files, headers=BEARER).status_code == 409
+    r = anon.post("/api/people", data={"name": "a/b"}, files=files, headers=BEARER)
+    assert r.status_code == 422 and "cannot contain" in r.json()["detail"]
+    r = anon.post("/api/people", data={"name": "Blank"}, files=[("photos", ("b.png", png_bytes(200, 200), "image/png"))],
+                  headers=BEARER)
+    assert r.status_code == 422 and "no face" in r.json()["detail"]
+    r = anon.post("/api/people", data={"name": "Text"}, files=[("photos", ("t.jpg", b"not an image", "image/jpeg"))],
+                  headers=BEARER)
+    assert r.status_code == 415
+    assert anon.post("/api/people", data={"name": "Nobody"}, headers=BEARER).status_code == 422
+
+    people = anon.get("/api/people", headers=BEARER).json()
+    assert [p["name"] for p in people] == ["Lin"]
+    r = anon.get("/api/people/Lin/thumbnail", headers=BEARER)
+    assert r.status_code == 200 and r.content[:3] == b"\xff\xd8\xff"
+    r = anon.post("/api/people/Lin/photos", files=files, headers=BEARER)
+    assert r.status_code == 200 and r.json()["person"]["templates"] == 10
+    r = anon.patch("/api/people/Lin", json={"name": "Lin-Manuel"}, headers=BEARER)
+    assert r.status_code == 200 and r.json()["name"] == "Lin-Manuel"
+    assert anon.patch("/api/people/Lin", json={"name": "X"}, headers=BEARER).status_code == 404
+    assert anon.patch("/api/people/Lin-Manuel", json={"nom": "X"}, headers=BEARER).status_code == 422
+    assert anon.get("/api/people/Lin-Manuel", headers=BEARER).json()["templates"] == 10
+    r = anon.delete("/api/people/Lin-Manuel", headers=BEARER)
+    assert r.status_code == 200 and r.json() == {"removed": "Lin-Manuel", "templates": 10}
+    assert anon.get("/api/people/Lin-Manuel", headers=BEARER).status_code == 404
+    assert anon.get("/api/people", headers=BEARER).json() == []
+
+
+def test_people_forms(anon, datasets):
+    status, token = login(anon)
+    assert status == 303
+    photo = jpeg_of(datasets / "identity-examples" / "examples" / "alex-lacamoire.png")
+    # a form without its CSRF token changes nothing
+    r = anon.post("/people", data={"name": "Alex"}, files=[("photos", ("a.png", photo, "image/png"))],
+                  follow_redirects=False)
+    assert r.status_code == 403
+    r = anon.post("/people", data={"name": "Alex", "csrf_token": token},
+                  files=[("photos", ("a.png", photo, "image/png"))], follow_redirects=True)
+    assert r.status_code == 200 and "Enrolled Alex" in r.text
+    assert re.search(r'<td class="name">Alex</td>', r.text)
+    r = anon.post("/people/Alex/rename", data={"new_name": "Alex L", "csrf_token": token}, follow_redirects=True)
+    assert "Renamed Alex to Alex L" in r.text
+    r = anon.post("/people/Alex%20L/delete", data={"csrf_token": token, "confirm": ""}, follow_redirects=True)
+    assert "Not deleted" in r.text and '<td class="name">Alex L</td>' in r.text
+    r = anon.post("/people/Alex%20L/delete", data={"csrf_token": token, "confirm": "Alex L"}, follow_redirects=True)
+    assert "Deleted Alex L" in r.text and "Nobody is enrolled yet" in r.text
+    # errors come back as a message on the page, not a traceback
+    r = anon.post("/people", data={"name": "Bad", "csrf_token": token},
+                  files=[("photos", ("x.jpg", b"text", "image/jpeg"))], follow_redirects=True)
+    assert r.status_code == 200 and "not an image" in r.text
+
+
+# -- live WebSocket, events, statistics ----------------------------------------------------
+
+
+def clip_frames(datasets, n: int, start: int = 0) -> list[bytes]:
+    cap = cv2.VideoCapture(str(datasets / "videos" / "short_hamilton_clip.mp4"))
+    out = []
+    i = 0
+    while len(out) < n:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if i >= start:
+            out.append(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes())
+        i += 1
+    cap.release()
+    return out
+
+
+def send_frames(ws, frames: list[bytes], first_seq: int = 0) -> list[dict]:
+    results = []
+    for k, jpg in enumerate(frames):
+        ws.send_bytes((first_seq + k).to_bytes(4, "big") + jpg)
+        msg = ws.receive_json()
+        assert msg.get("seq") == first_seq + k, msg
+        results.append(msg)
+    return results
+
+
+def test_live_websocket_names_and_events(anon, datasets):
+    frames = clip_frames(datasets, 90)
+    photo = jpeg_of(datasets / "identity-examples" / "examples" / "lin-manuel-miranda.png")
+    r = anon.post("/api/people", data={"name": "Lin"}, files=[("photos", ("l.png", photo, "image/png"))],
+                  headers=BEARER)
+    assert r.status_code == 201
+    try:
+        with anon.websocket_connect("/ws/live") as ws:
+            hello = ws.receive_json()
+            assert hello["type"] == "hello" and hello["source"].startswith("browser:")
+            results = send_frames(ws, frames[:60])
+            assert all(r["width"] == 640 and r["height"] == 360 for r in results)
+            assert sum(len(r["faces"]) for r in results) > 60
+            assert all(f["track_id"] >= 1 and f["mask"] for r in results[10:] for f in r["faces"])
+            names = {f.get("identity") for r in results for f in r["faces"]}
+            assert "Lin" in names, names
+            # a bad frame gets an error message, and the stream goes on
+            ws.send_bytes((999).to_bytes(4, "big") + b"not a jpeg")
+            err = ws.receive_json()
+            assert err["seq"] == 999 and "not an image" in err["error"]
+            ws.send_text("hello")
+            assert "binary" in ws.receive_json()["error"]
+            # deleting the person takes the name off live tracks at once
+            assert anon.delete("/api/people/Lin", headers=BEARER).status_code == 200
+            time.sleep(0.1)
+            after = send_frames(ws, frames[60:75], first_seq=60)
+            assert all(f.get("identity") is None for r in after for f in r["faces"])
+    finally:
+        anon.delete("/api/people/Lin", headers=BEARER)
+    # the connection's tracks became events (written by the recorder when the stream closed)
+    deadline = time.time() + 10
+    total = 0
+    while time.time() < deadline:
+        body = anon.get("/api/events", headers=BEARER).json()
+        total = body["total"]
+        if total:
+            break
+        time.sleep(0.3)
+    assert total >= 2
+    ev = body["events"][0]
+    assert ev["source"] == hello["source"] and ev["frames"] >= 3
+    # removal deleted Lin's events: nobody is named any more
+    assert all(e["identity"] != "Lin" for e in body["events"])
+
+    page = anon.get("/api/events", params={"limit": 1, "offset": 1}, headers=BEARER).json()
+    assert page["total"] == total and len(page["events"]) == 1
+    unknown = anon.get("/api/events", params={"identity": ""}, headers=BEARER).json()
+    assert unknown["total"] == total
+    masked = anon.get("/api/events", params={"mask_state": "with_mask"}, headers=BEARER).json()
+    assert masked["total"] < total
+    assert anon.get("/api/events", params={"mask_state": "beard"}, headers=BEARER).status_code == 422
+    assert anon.get("/api/events", params={"limit": 0}, headers=BEARER).status_code == 422
+    assert anon.get("/api/events", params={"since": "yesterday"}, headers=BEARER).status_code == 422
+
+    stats = anon.get("/api/stats", params={"bucket_s": 60}, headers=BEARER).json()
+    assert stats["total"] == total and stats["unknown"] == total
+    assert stats["buckets"] and sum(b["total"] for b in stats["buckets"]) == total
+    assert hello["source"] in stats["sources"]
+    assert anon.get("/api/stats", params={"bucket_s": 0}, headers=BEARER).status_code == 422
+
+    csv_text = anon.get("/api/events.csv", headers=BEARER).text
+    lines = csv_text.strip().splitlines()
+    assert lines[0].startswith("id,source,track_id,started_iso") and len(lines) == total + 1
+
+    # the dashboard page renders for the admin
+    login(anon)
+    assert "Mask compliance over time" in anon.get("/events").text
+
+
+def test_websocket_refuses_other_origins(anon):
+    from starlette.websockets import WebSocketDisconnect
+
+    with pytest.raises(WebSocketDisconnect):
+        with anon.websocket_connect("/ws/live", headers={"origin": "http://evil.example"}) as ws:
+            ws.receive_json()
+
+
+# -- server sources -----------------------------------------------------------------------
+
+
+def test_sources_api(anon, datasets):
+    # the web may not name files on the server
+    r = anon.post("/api/sources", json={"spec": str(datasets / "videos" / "short_hamilton_clip.mp4")},
+                  headers=BEARER)
+    assert r.status_code == 422 and "--source FILE" in r.json()["detail"]
+    assert anon.post("/api/sources", json={"spec": "../../etc/passwd"}, headers=BEARER).status_code == 422
+    assert anon.post("/api/sources", json={"spec": "ftp://host/x"}, headers=BEARER).status_code == 422
+    # an unreachable URL is accepted and then reported as failed, the server keeps going
+    r = anon.post("/api/sources", json={"spec": "http://127.0.0.1:9/stream.mjpg"}, headers=BEARER)
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    deadline = time.time() + 20
+    state = None
+    while time.time() < deadline:
+        state = {s["id"]: s for s in anon.get("/api/sources").json()}[sid]
+        if state["state"] == "failed":
+            break
+        time.sleep(0.3)
+    assert state["state"] == "failed" and "cannot open stream" in state["message"]
+    assert anon.get(f"/stream/{sid}.jpg").status_code == 404
+    assert anon.delete(f"/api/sources/{sid}", headers=BEARER).json() == {"removed": sid}
+    assert anon.delete(f"/api/sources/{sid}", headers=BEARER).status_code == 404
+    assert anon.get("/stream/77.mjpg").status_code == 404
+
+
+def test_server_video_source_mjpeg(web_tmp, datasets):
+    """A video file given at start (as --source) is analysed and served as MJPEG."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    from tests.web.conftest import make_settings
+
+    from maskwatch.web import create_app
+
+    settings = make_settings(web_tmp / "src", sources=[str(datasets / "videos" / "short_hamilton_clip.mp4")])
+    with TestClient(create_app(settings)) as c:
+        deadline = time.time() + 20
+        while time.time() < deadline and c.get("/stream/1.jpg").status_code != 200:
+            time.sleep(0.2)
+        snap = c.get("/stream/1.jpg")
+        assert snap.status_code == 200
+        img = cv2.imdecode(np.frombuffer(snap.content, np.uint8), cv2.IMREAD_COLOR)
+        assert img.shape == (360, 640, 3)
+        info = c.get("/api/sources").json()[0]
+        assert info["state"] in ("live", "finished") and info["spec"].endswith("short_hamilton_clip.mp4")
+        assert info["frames"] >= 1
+        with c.stream("GET", "/stream/1.mjpg") as r:
+            assert r.headers["content-type"].startswith("multipart/x-mixed-replace")
+            chunk = b""
+            for part in r.iter_bytes():
+                chunk += part
+                if chunk.count(b"--maskwatchframe") >= 2:
+                    break
+        assert b"Content-Type: image/jpeg" in chunk
+        page = c.get("/").text
+        assert '/stream/1.mjpg' in page
