@@ -163,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "load":
             q.add_argument("--replace", action="store_true", help="replace people who already exist")
 
+    _add_events_parser(sub)
+
     p = sub.add_parser(
         "bench",
         help="measure per-stage latency and end-to-end frames per second on this CPU",
@@ -236,8 +238,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.no_track:
         config.track = False
     embedder = matcher = None
+    recorder = None
     if args.db:
         embedder, matcher = _recognition(args.db, args.threshold)
+        if config.track:  # one event per face track, in the gallery's store
+            from maskwatch.events import EventRecorder, event_source_name
+
+            recorder = EventRecorder(matcher.gallery, event_source_name(source.kind, source.source))
     engine = Pipeline(config, embedder=embedder, matcher=matcher)
     annotator = FaceAnnotator()
     out = Path(args.out) if args.out else None
@@ -263,6 +270,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 bar.update(1)
                 continue
             result = engine.process(item.image, frame_index=item.index, timestamp=item.timestamp)
+            if recorder is not None:
+                recorder.add_tracks(result.ended)
             frames += 1
             faces_seen += len(result.faces)
             for lab in result.mask_labels:
@@ -298,7 +307,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     finally:
         bar.close()
         source.close()
-        engine.finish()
+        ended = engine.finish()
+        if recorder is not None:
+            recorder.add_tracks(ended)
+            recorder.close()
+            print(f"maskwatch: {recorder.written} event(s) recorded in {recorder.gallery.location}", file=sys.stderr)
         if writer is not None:
             writer.release()
         if json_file and json_file is not sys.stdout:
@@ -449,6 +462,119 @@ def cmd_people(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_events_parser(sub: Any) -> None:
+    ev = sub.add_parser(
+        "events",
+        help="list, export, purge and summarise recorded events (one per face track)",
+        description="An event is one face track from appearance to end: time, source, mask state over its "
+        "life, identity or unknown, best similarity. analyze --db (video, camera, stream) and the web app "
+        "record them in the gallery's store. --since/--until take an ISO date or time (2024-05-01, "
+        "2024-05-01T10:30; local time unless a zone is given), a duration ago (24h, 7d) or Unix seconds; "
+        "an event's time is when it ended.",
+    )
+    ev.set_defaults(verbose=False, quiet=False)  # `maskwatch events` alone: a clear error, not a traceback
+    esub = ev.add_subparsers(dest="events_command", metavar="ACTION")
+    for name, help_text in (
+        ("list", "list events, newest first"),
+        ("export", "write events to a CSV file"),
+        ("purge", "delete events older than the retention period"),
+        ("stats", "mask compliance, people seen and unknown faces, in total and per time bucket"),
+    ):
+        q = esub.add_parser(name, help=help_text, description=help_text)
+        q.add_argument("--db", help="gallery: SQLite path or mongodb://host:port/db (default: user data folder)")
+        _add_common(q)
+        if name == "export":
+            q.add_argument("file", help="CSV file to write")
+        if name != "purge":
+            q.add_argument("--since", help="from this time (inclusive)")
+            q.add_argument("--until", help="before this time")
+            q.add_argument("--source", help="only this source (e.g. camera:0, file:clip.mp4)")
+        if name in ("list", "export"):
+            q.add_argument("--identity", help="only this person ('' for unknown faces)")
+            q.add_argument("--unknown", action="store_true", help="only unknown faces")
+            q.add_argument("--mask", choices=("with_mask", "without_mask", "mask_incorrect", "unclassified"),
+                           help="only this mask state")
+        if name == "list":
+            q.add_argument("--limit", type=int, default=50, help="events to show (1-1000, default 50)")
+            q.add_argument("--offset", type=int, default=0, help="events to skip")
+            q.add_argument("--json", action="store_true", help="one JSON object per line")
+        if name == "purge":
+            q.add_argument("--older-than-days", type=float, default=30.0,
+                           help="delete events that ended more than this many days ago (default 30)")
+        if name == "stats":
+            q.add_argument("--bucket", default="1h", help="bucket width: 15m, 1h, 1d... (default 1h)")
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from maskwatch.events import UNKNOWN, events_to_csv, parse_duration, parse_time
+    from maskwatch.gallery import open_gallery
+
+    action = args.events_command
+    if not action:
+        raise UserError("choose an action: list, export, purge or stats")
+    filters: dict[str, Any] = {}
+    try:
+        for key in ("since", "until"):
+            if getattr(args, key, None):
+                filters[key] = parse_time(getattr(args, key))
+        bucket_s = parse_duration(args.bucket) if action == "stats" else 0.0
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    if getattr(args, "source", None):
+        filters["source"] = args.source
+    if getattr(args, "unknown", False):
+        filters["identity"] = UNKNOWN
+    elif getattr(args, "identity", None) is not None:
+        filters["identity"] = args.identity
+    if getattr(args, "mask", None):
+        filters["mask_state"] = args.mask
+
+    def when(t: float) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+    gallery = open_gallery(args.db)
+    try:
+        if action == "list":
+            page, total = gallery.query_events(**filters, limit=args.limit, offset=args.offset)
+            for e in page:
+                if args.json:
+                    print(json.dumps(e.to_dict(), ensure_ascii=False))
+                    continue
+                who = e.identity or "unknown"
+                sim = f" ({e.best_similarity:.2f})" if e.best_similarity is not None else ""
+                print(f"{when(e.ended)}\t{e.duration:.1f} s\t{e.source}\t{who}{sim}\t"
+                      f"{e.mask_state or 'unclassified'}\t{e.frames} frames")
+            shown = f"{args.offset + 1}-{args.offset + len(page)}" if page else "none"
+            print(f"{shown} of {total} event(s)", file=sys.stderr)
+        elif action == "export":
+            n = events_to_csv(gallery.iter_events(**filters), args.file)
+            print(f"exported {n} event(s) to {args.file}")
+        elif action == "purge":
+            days = args.older_than_days
+            if not days >= 0:
+                raise UserError(f"--older-than-days must be 0 or more, got {days}")
+            n = gallery.purge_events(time.time() - days * 86400.0)
+            print(f"deleted {n} event(s) older than {days:g} days")
+        elif action == "stats":
+            midnight = time.mktime(time.localtime()[:3] + (0, 0, 0, 0, 0, -1))  # buckets on local hours/days
+            s = gallery.event_stats(**filters, bucket_s=bucket_s, bucket_origin=midnight)
+            comp = f"{100 * s['compliance']:.0f}% of classified wear a mask properly" if s["compliance"] is not None \
+                else "none classified"
+            print(f"{s['total']} event(s): {comp}; {s['unknown']} unknown; "
+                  f"{len(s['people_seen'])} {'person' if len(s['people_seen']) == 1 else 'people'} seen")
+            if s["people_seen"]:
+                print("people seen: " + ", ".join(f"{n} {c}" for n, c in s["people_seen"].items()))
+            print("by mask: " + ", ".join(f"{k} {v}" for k, v in s["by_mask"].items())
+                  + f", unclassified {s['unclassified']}")
+            for b in s["buckets"]:
+                c = f"{100 * b['compliance']:.0f}%" if b["compliance"] is not None else "-"
+                print(f"{when(b['start'])}\t{b['total']} events\twith {b['with_mask']}\twithout "
+                      f"{b['without_mask']}\tbelow nose {b['mask_incorrect']}\tcompliance {c}")
+    finally:
+        gallery.close()
+    return 0
+
+
 def _is_user_error(exc: Exception) -> bool:
     from maskwatch.gallery import GalleryError
     from maskwatch.ops.image import ImageError
@@ -544,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     from maskwatch.ops.image import ImageError
 
     handlers = {"analyze": cmd_analyze, "train": cmd_train, "evaluate": cmd_evaluate, "bench": cmd_bench,
-                "people": cmd_people, "serve": cmd_serve}
+                "people": cmd_people, "serve": cmd_serve, "events": cmd_events}
     from maskwatch.gallery import GalleryError
     from maskwatch.train.data import DataError  # numpy/OpenCV only: no [train] extra needed
 

@@ -108,6 +108,21 @@ def new_event_id() -> str:
     return uuid.uuid4().hex
 
 
+def event_source_name(kind: str, source: str) -> str:
+    """The event source for a frame source: ``file:<file name>`` for a video file (no
+    folders), ``camera:N`` for a camera, the URL with its password masked for a stream.
+
+    Args:
+        kind: ``FrameSource.kind`` (``"video"``, ``"camera"``, ``"url"``, ...).
+        source: ``FrameSource.source`` (a path, ``camera:N`` or a masked URL).
+    """
+    if kind == "video":
+        return f"file:{Path(source).name}"
+    if kind == "url":
+        return re.sub(r"(://[^/@:]*:)[^@/]*@", r"\1***@", source)
+    return source
+
+
 def dominant_mask_state(counts: dict[str, int], last_label: str | None = None) -> str | None:
     """The label with the most frames; on a tie the track's last label if tied, else
     the first in ``MASK_CLASSES`` order; ``last_label`` when no frame was counted."""
