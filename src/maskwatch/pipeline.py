@@ -51,6 +51,13 @@ class PipelineConfig:
         max_side: longest side given to YuNet, pixels; larger frames are shrunk.
         upscale: enlarge small frames by this factor before detection (accurate mode).
         track: keep track ids and run the expensive stages only when needed.
+        detect_every: with tracking, frames between detections over the whole frame;
+            in between, the detector looks only around the tracked faces (a region
+            ``region_scale`` times the face, scaled to ``region_size`` px, where a face
+            that continues a track needs only ``track_score``), which costs a fraction
+            of a full pass. New faces are found within this many frames. 1 = the whole
+            frame every frame.
+        region_size, region_scale, track_score: see ``detect_every``.
         classify_every: frames between mask classifications of a tracked face.
         identify_every: frames between identity look-ups of a tracked face.
         model: mask classifier ONNX file (None: the shipped one).
@@ -64,6 +71,10 @@ class PipelineConfig:
     max_side: int = 640
     upscale: float = 1.0
     track: bool = True
+    detect_every: int = 5
+    region_size: int = 160
+    region_scale: float = 2.5
+    track_score: float = 0.3
     classify_every: int = 10
     identify_every: int = 30
     model: str | None = None
@@ -166,6 +177,7 @@ class Pipeline:
         self.matcher = matcher
         self.tracker = self._new_tracker()
         self._frame = -1
+        self._last_full = -(10**9)
 
     def _new_tracker(self) -> FaceTracker:
         c = self.config
@@ -178,6 +190,7 @@ class Pipeline:
         ended = self.tracker.end_all()
         self.tracker = self._new_tracker()
         self._frame = -1
+        self._last_full = -(10**9)
         return ended
 
     def process(self, image: np.ndarray, frame_index: int | None = None, timestamp: float | None = None) -> FrameResult:
@@ -194,7 +207,7 @@ class Pipeline:
         timings: dict[str, float] = {}
 
         t0 = time.perf_counter()
-        faces = self.detector.detect(image)
+        faces = self._detect(image)
         timings["detect"] = (time.perf_counter() - t0) * 1e3
 
         if self.config.track:
@@ -214,6 +227,32 @@ class Pipeline:
         return self.tracker.end_all()
 
     # -- stages -----------------------------------------------------------------
+
+    def _detect(self, image: np.ndarray) -> Faces:
+        """The whole frame, or only the regions around live tracks between full passes."""
+        c = self.config
+        boxes = self._expected_boxes(image) if c.track and c.detect_every > 1 else None
+        if boxes is None:
+            self._last_full = self._frame
+            return self.detector.detect(image)
+        return self.detector.detect_around(image, boxes, scale=c.region_scale, size=c.region_size,
+                                           track_score=c.track_score)
+
+    def _expected_boxes(self, image: np.ndarray) -> np.ndarray | None:
+        """Predicted boxes of the tracks seen last frame, or None when the whole frame
+        should be searched: a full pass is due, no track was seen, the detector cannot
+        search regions, or the regions would cost half as much as the frame."""
+        c = self.config
+        if self._frame - self._last_full >= c.detect_every or not hasattr(self.detector, "detect_around"):
+            return None
+        tracks = [t for t in self.tracker.live.values() if t.missed == 0]
+        if not tracks:
+            return None
+        h, w = image.shape[:2]
+        full_pixels = min(1.0, c.max_side / max(h, w)) ** 2 * h * w if c.max_side > 0 else h * w
+        if len(tracks) * c.region_size ** 2 > 0.5 * full_pixels:
+            return None
+        return np.stack([t.predicted_box(self._frame) for t in tracks])
 
     def _untracked(self, image: np.ndarray, faces: Faces, timings: dict[str, float]) -> tuple[Any, ...]:
         t0 = time.perf_counter()

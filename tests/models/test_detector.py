@@ -52,3 +52,22 @@ def test_ssd_finds_the_close_up(datasets, ssd):
     img = read_image(next((datasets / "lfw-identities" / "images").rglob("*.jpg")))
     faces = ssd.detect(img)
     assert len(faces) >= 1 and not faces.has_landmarks
+
+
+def test_detect_around_finds_the_same_faces_as_the_whole_frame(datasets, yunet):
+    from maskwatch.ops.boxes import iou_matrix
+    from maskwatch.ops.image import read_image
+
+    image = read_image(datasets / "group-photos" / "t1.jpg")
+    full = yunet.detect(image)
+    assert len(full) == 6
+    again = yunet.detect_around(image, full.boxes)
+    assert len(again) == 6
+    assert again.has_landmarks
+    iou = iou_matrix(full.boxes, again.boxes)
+    assert (iou.max(axis=1) > 0.7).all(), iou.max(axis=1)
+    # Looking around one face finds that face only (its neighbours are cut by the region's edge).
+    one = yunet.detect_around(image, full.boxes[:1], scale=1.5)
+    assert len(one) == 1 and iou_matrix(full.boxes[:1], one.boxes)[0, 0] > 0.7
+    # Nothing is expected where there is no face.
+    assert len(yunet.detect_around(image, [[0, 0, 20, 20]])) == 0

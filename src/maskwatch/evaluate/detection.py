@@ -37,7 +37,7 @@ def match_boxes(gt: np.ndarray, det: np.ndarray, min_iou: float) -> tuple[np.nda
     Returns:
         ``(gt_matched, det_matched)``: bool arrays, True where a box found a partner.
     """
-    from maskwatch.tracking import iou_matrix
+    from maskwatch.ops.boxes import iou_matrix
 
     gm, dm = np.zeros(len(gt), bool), np.zeros(len(det), bool)
     if not len(gt) or not len(det):

@@ -15,6 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from maskwatch.ops.boxes import iou_matrix
 from maskwatch.types import Faces
 
 DETECTORS = ("yunet", "ssd", "hog")
@@ -110,6 +111,79 @@ class YuNetDetector:
         landmarks = raw[:, 4:14].reshape(-1, 5, 2) * np.array([sx, sy], np.float32)
         keep = (boxes[:, 2] - boxes[:, 0] > 1) & (boxes[:, 3] - boxes[:, 1] > 1)
         return Faces(boxes=boxes[keep], scores=raw[keep, 14], landmarks=landmarks[keep])
+
+    def detect_around(self, image: np.ndarray, boxes: np.ndarray, *, scale: float = 2.5, size: int = 160,
+                      track_score: float = 0.3) -> Faces:
+        """Look for faces again only around known face boxes (where tracked faces are).
+
+        A square region ``scale`` times each box's longer side, centred on it, is cut
+        out and scaled so its side is ``size`` pixels: a 160 px region costs about a
+        tenth of a 640x480 frame. A face cut by a region's edge (not the image's) is
+        dropped; finds from overlapping regions are merged. Within a region YuNet
+        scores a face lower than in the whole frame (it sees less context), so a find
+        that overlaps the box it was looked for (IoU >= 0.3) needs only
+        ``track_score``; any other find needs the detector's ``score_threshold``.
+
+        Args:
+            image: (H, W, 3) BGR uint8.
+            boxes: (R, 4) xyxy pixel boxes where faces are expected.
+            scale: region side over the box's longer side.
+            size: region side, in pixels, given to the network.
+            track_score: least confidence, 0-1, of a find overlapping its box.
+
+        Returns:
+            Faces with boxes and landmarks in ``image`` pixels.
+        """
+        h, w = image.shape[:2]
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        found: list[Faces] = []
+        self._net.setScoreThreshold(min(float(track_score), self.score_threshold))
+        try:
+            for box in boxes:
+                faces = self._detect_region(image, box, scale, size)
+                if len(faces):
+                    near = iou_matrix(box[None], faces.boxes)[0] >= 0.3
+                    keep = near | (faces.scores >= self.score_threshold)
+                    if keep.any():
+                        found.append(faces[keep])
+        finally:
+            self._net.setScoreThreshold(self.score_threshold)
+        if not found:
+            return Faces()
+        if len(found) == 1:
+            return found[0]
+        faces = Faces.concatenate(found)
+        rects = [[float(x1), float(y1), float(x2 - x1), float(y2 - y1)] for x1, y1, x2, y2 in faces.boxes]
+        keep_idx = cv2.dnn.NMSBoxes(rects, faces.scores.tolist(), 0.0, self.nms_threshold)
+        return faces[np.sort(np.asarray(keep_idx, np.int64).reshape(-1))]
+
+    def _detect_region(self, image: np.ndarray, box: np.ndarray, scale: float, size: int) -> Faces:
+        h, w = image.shape[:2]
+        centre = (box[:2] + box[2:]) / 2
+        half = scale * max(float(box[2] - box[0]), float(box[3] - box[1]), 4.0) / 2
+        x1, y1 = max(int(np.floor(centre[0] - half)), 0), max(int(np.floor(centre[1] - half)), 0)
+        x2, y2 = min(int(np.ceil(centre[0] + half)), w), min(int(np.ceil(centre[1] + half)), h)
+        if x2 - x1 < 8 or y2 - y1 < 8:
+            return Faces()
+        f = size / max(x2 - x1, y2 - y1)
+        cw, ch = max(int(round((x2 - x1) * f)), 2), max(int(round((y2 - y1) * f)), 2)
+        crop = cv2.resize(image[y1:y2, x1:x2], (cw, ch), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+        self._net.setInputSize((cw, ch))
+        _, raw = self._net.detect(crop)
+        if raw is None or len(raw) == 0:
+            return Faces()
+        raw = raw.astype(np.float32)
+        rx, ry = (x2 - x1) / cw, (y2 - y1) / ch
+        found = np.stack([raw[:, 0] * rx + x1, raw[:, 1] * ry + y1,
+                          (raw[:, 0] + raw[:, 2]) * rx + x1, (raw[:, 1] + raw[:, 3]) * ry + y1], 1)
+        landmarks = raw[:, 4:14].reshape(-1, 5, 2) * np.array([rx, ry], np.float32) + np.array([x1, y1], np.float32)
+        edge = max(rx, ry)
+        cut = (((found[:, 0] <= x1 + edge) & (x1 > 0)) | ((found[:, 1] <= y1 + edge) & (y1 > 0))
+               | ((found[:, 2] >= x2 - edge) & (x2 < w)) | ((found[:, 3] >= y2 - edge) & (y2 < h)))
+        found[:, [0, 2]] = found[:, [0, 2]].clip(0, w)
+        found[:, [1, 3]] = found[:, [1, 3]].clip(0, h)
+        keep = ~cut & (found[:, 2] - found[:, 0] > 1) & (found[:, 3] - found[:, 1] > 1)
+        return Faces(boxes=found[keep], scores=raw[keep, 14], landmarks=landmarks[keep])
 
 
 class SSDDetector:

@@ -32,9 +32,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from maskwatch.ops.boxes import iou_matrix
 from maskwatch.ops.crop import face_crop
 from maskwatch.ops.image import ImageError, list_files, list_images, read_image
-from maskwatch.tracking import iou_matrix
 from maskwatch.types import MASK_CLASSES
 
 log = logging.getLogger(__name__)
