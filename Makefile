@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 IMAGE  ?= ../shared/datasets/group-photos/t1.jpg
 OUT    ?= annotated.jpg
 
-.PHONY: run test lint bench train-default evaluate-default clean
+.PHONY: run demo test lint bench bench-web train-default evaluate-default clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,14 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --no-deps face_recognition==1.3.0
 	touch $@ $(VENV)/.runtime
 
+# The web app: open the URL it prints (the admin password is printed at the first start).
+HOST ?= 127.0.0.1
+PORT ?= 8000
 run: $(VENV)/.runtime
+	$(BIN)/maskwatch serve --host $(HOST) --port $(PORT)
+
+# The command-line demo: analyse one photo (or video) and write an annotated copy.
+demo: $(VENV)/.runtime
 	$(BIN)/maskwatch analyze $(IMAGE) --out $(OUT) --json -
 
 test: $(VENV)/.dev
@@ -37,6 +44,10 @@ lint: $(VENV)/.dev
 
 bench: $(VENV)/.runtime
 	$(BIN)/python benchmarks/bench_classifier.py
+
+# Live page fps, latency and server memory in headless Chromium (needs /usr/bin/chromium).
+bench-web: $(VENV)/.dev
+	$(BIN)/python benchmarks/bench_web.py
 
 # Reproduces the shipped model (see docs/model-card.md); about an hour on 2 cores.
 DATA ?= ../shared/datasets
@@ -51,4 +62,4 @@ evaluate-default: $(VENV)/.dev
 	  --split test --out runs/eval-default
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache test-artefacts
