@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="annotated output: an image file for an image, a folder for a folder, "
                    "a .mp4/.avi file for video, camera or URL")
     p.add_argument("--json", help="write one JSON line per frame to this file ('-' for stdout)")
+    p.add_argument("--show", action="store_true",
+                   help="show the annotated frames in a window as they are analysed (q or Esc stops; a key "
+                   "moves on to the next photo); needs an OpenCV build with windows and a display")
     p.add_argument("--detector", choices=("yunet", "ssd"), default="yunet", help="face detector (default yunet)")
     p.add_argument("--model", help="mask classifier ONNX file (default: the shipped model)")
     p.add_argument("--mode", choices=("live", "accurate"),
@@ -64,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help="recognise people from this gallery (SQLite path or mongodb://...); "
                    "'default' for the one in your data folder")
     p.add_argument("--threshold", type=float, default=None, help="recognition threshold (cosine, -1..1)")
+    p.add_argument("--embedder", choices=("sface", "dlib"), default="sface",
+                   help="face embedder for --db (default sface; dlib: the original's, needs the [dlib] extra); "
+                   "only templates enrolled with the same embedder are matched")
     _add_common(p)
 
     p = sub.add_parser(
@@ -120,7 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=2, help="enrolment photos per person for --task recognition")
     p.add_argument("--probe-face-px", type=int, default=48,
                    help="also probe with faces scaled to about this width (small faces; 0 = off)")
-    p.add_argument("--detector", choices=("yunet", "ssd"), default="yunet", help="detector for --task detection")
+    p.add_argument("--detector", choices=("yunet", "ssd", "hog"), default="yunet",
+                   help="detector: yunet or ssd for --task detection; yunet or hog (the original's dlib HOG, "
+                   "[dlib] extra) for --task recognition")
+    p.add_argument("--embedder", choices=("sface", "dlib"), default="sface",
+                   help="embedder for --task recognition (dlib: the original's ResNet, [dlib] extra)")
     _add_common(p)
 
     people = sub.add_parser(
@@ -160,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--masks", type=int, default=4, help="synthetic masked templates per photo (default 4)")
             q.add_argument("--thumbnail", action="store_true", help="keep a small face thumbnail (off by default)")
             q.add_argument("--add", action="store_true", help="add the photos to an existing person")
+            q.add_argument("--embedder", choices=("sface", "dlib"), default="sface",
+                           help="face embedder of the templates (default sface; dlib: the original's, needs "
+                           "the [dlib] extra); recognition uses only templates of its own embedder")
         if name == "load":
             q.add_argument("--replace", action="store_true", help="replace people who already exist")
 
@@ -215,6 +229,21 @@ def _sources(texts: list[str]) -> list[Any]:
     return specs
 
 
+def _open_window(title: str) -> str:
+    """Open the ``--show`` window, or fail with what to do instead."""
+    import cv2
+
+    instead = "or watch in the browser: maskwatch serve --source INPUT"
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise UserError(f"--show needs a display (DISPLAY is not set); write the annotated video with --out {instead}")
+    try:
+        cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+    except cv2.error as exc:
+        raise UserError(f"--show needs an OpenCV build with windows, and this one has none "
+                        f"(opencv-python-headless); write the annotated video with --out {instead}") from exc
+    return title
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     import cv2
     from tqdm import tqdm
@@ -223,6 +252,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from maskwatch.pipeline import Pipeline, PipelineConfig
     from maskwatch.sources import SourceError, SourceProblem, open_source
 
+    window = _open_window(f"maskwatch: {args.input}") if args.show else None
     try:
         source = open_source(args.input, max_pixels=args.max_pixels, max_retries=args.max_retries)
     except SourceError as exc:
@@ -240,7 +270,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     embedder = matcher = None
     recorder = None
     if args.db:
-        embedder, matcher = _recognition(args.db, args.threshold)
+        embedder, matcher = _recognition(args.db, args.threshold, args.embedder)
         if config.track:  # one event per face track, in the gallery's store
             from maskwatch.events import EventRecorder, event_source_name
 
@@ -278,8 +308,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 if lab in counts:
                     counts[lab] += 1
             tracks_seen.update(int(t) for t in result.faces.track_ids if t >= 0)
-            if out is not None:
+            drawn = None
+            if out is not None or window is not None:
                 drawn = annotator.annotate(item.image, result.faces, result.names, labels=result.mask_labels)
+            if window is not None and drawn is not None:
+                cv2.imshow(window, drawn)
+                if cv2.waitKey(0 if photos else 1) & 0xFF in (ord("q"), 27):
+                    print("maskwatch: stopped from the window", file=sys.stderr)
+                    break
+            if out is not None and drawn is not None:
                 if photos:
                     dest = out
                     if source.kind == "folder":
@@ -314,6 +351,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             print(f"maskwatch: {recorder.written} event(s) recorded in {recorder.gallery.location}", file=sys.stderr)
         if writer is not None:
             writer.release()
+        if window is not None:
+            cv2.destroyAllWindows()
         if json_file and json_file is not sys.stdout:
             json_file.close()
     elapsed = max(time.perf_counter() - started, 1e-9)
@@ -384,17 +423,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recognition(db: str, threshold: float | None) -> tuple[Any, Any]:
+def _embedder(name: str) -> Any:
+    """The embedder called ``name``; a missing optional backend becomes a UserError."""
+    from maskwatch.models.dlib_embedder import DlibUnavailable
+    from maskwatch.models.embedder import create_embedder
+
+    try:
+        return create_embedder(name)
+    except DlibUnavailable as exc:
+        raise UserError(str(exc)) from exc
+
+
+def _reenrol_hint(name: str) -> str:
+    return (f"re-enrol them with `maskwatch people add NAME PHOTO... --add --embedder {name}` "
+            f"(or `maskwatch people import DIR --add --embedder {name}`)")
+
+
+def _recognition(db: str, threshold: float | None, embedder_name: str = "sface") -> tuple[Any, Any]:
     from maskwatch.gallery import open_gallery
-    from maskwatch.models.embedder import SFaceEmbedder
+    from maskwatch.models.dlib_embedder import DLIB_MASKED_THRESHOLD, DLIB_THRESHOLD
 
     gallery = open_gallery(None if db == "default" else db)
-    embedder = SFaceEmbedder()
-    note = gallery.other_embedders_message(embedder.name, embedder.version)
+    embedder = _embedder(embedder_name)
+    note = gallery.other_embedders_message(embedder.name, embedder.version, _reenrol_hint(embedder_name))
     if note:
         log.warning(note)
-    thr = DEFAULT_THRESHOLD if threshold is None else threshold
-    mthr = DEFAULT_MASKED_THRESHOLD if threshold is None else threshold
+    thr, mthr = ((DLIB_THRESHOLD, DLIB_MASKED_THRESHOLD) if embedder_name == "dlib"
+                 else (DEFAULT_THRESHOLD, DEFAULT_MASKED_THRESHOLD))
+    if threshold is not None:
+        thr = mthr = threshold
     return embedder, gallery.live_matcher(embedder.name, embedder.version, thr, mthr)
 
 
@@ -415,7 +472,6 @@ def cmd_people(args: argparse.Namespace) -> int:
         elif action in ("add", "import"):
             from maskwatch.enrol import enrol_photos
             from maskwatch.models.detector import YuNetDetector
-            from maskwatch.models.embedder import SFaceEmbedder
             from maskwatch.ops.image import list_images
 
             if action == "add":
@@ -428,7 +484,7 @@ def cmd_people(args: argparse.Namespace) -> int:
                 jobs = [(n, ph) for n, ph in jobs if ph]
                 if not jobs:
                     raise UserError(f"{root}: expected one sub-folder of photos per person")
-            detector, embedder = YuNetDetector(score_threshold=0.5, max_side=1280), SFaceEmbedder()
+            detector, embedder = YuNetDetector(score_threshold=0.5, max_side=1280), _embedder(args.embedder)
             failures = 0
             for name, photos in jobs:
                 try:
@@ -616,16 +672,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _evaluate_recognition(args: argparse.Namespace) -> int:
     from maskwatch.evaluate.recognition import evaluate_recognition, summary_lines
+    from maskwatch.models.dlib_embedder import DlibUnavailable, load_face_recognition
 
     if len(args.sources) != 1:
         raise UserError("recognition takes one folder with one sub-folder of photos per person")
+    if args.detector not in ("yunet", "hog"):
+        raise UserError("recognition needs a detector that gives landmarks: --detector yunet or hog")
+    if args.embedder == "dlib" or args.detector == "hog":
+        try:
+            load_face_recognition()
+        except DlibUnavailable as exc:
+            raise UserError(str(exc)) from exc
     root = Path(args.sources[0].split(":", 1)[1] if args.sources[0].startswith("synthetic:") else args.sources[0])
     if not root.is_dir() or not any(d.is_dir() for d in root.iterdir()):
         raise UserError(f"{root}: expected one sub-folder of photos per person (LFW layout)")
     res = evaluate_recognition(
         root, args.out, k=args.k, seed=args.seed, probe_face_px=args.probe_face_px or None,
         mask_templates=args.mask_templates, progress=not args.quiet,
-        limit_people=args.max_per_source,
+        limit_people=args.max_per_source, embedder=args.embedder, detector=args.detector,
     )
     for line in summary_lines(res):
         print(line)
@@ -636,6 +700,8 @@ def _evaluate_recognition(args: argparse.Namespace) -> int:
 def _evaluate_detection(args: argparse.Namespace) -> int:
     from maskwatch.evaluate.detection import evaluate_detection
 
+    if args.detector not in ("yunet", "ssd"):
+        raise UserError(f"--task detection evaluates yunet or ssd, not {args.detector}")
     specs = _sources(args.sources)
     bad = [s for s in specs if s.kind != "voc"]
     if bad:

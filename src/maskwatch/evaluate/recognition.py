@@ -9,6 +9,12 @@ another random stream than enrolment (and MaskTheFace templates when given, whic
 enrolment never uses). A masked probe is detected again after the mask is drawn, as
 the live system sees it; faces lost there count as failures to detect.
 
+The embedder (SFace or the original's dlib ResNet) and the detector under test (YuNet
+or the original's dlib HOG) are chosen per run. YuNet always finds the probe face on
+which the mask is drawn (the reference), so every configuration is probed with the
+same images; the detector under test must then find that face again (IoU >= 0.3),
+unmasked and masked, or the probe counts as a failure to detect.
+
 Matching schemes (each probe gets one score per enrolled person, the best over that
 person's templates):
 
@@ -271,6 +277,10 @@ class _Data:
     p_mask_shape: list[str]
     sets: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # name -> {"emb", "ok"}
     face_px: dict[str, list[float]] = field(default_factory=dict)
+    embedder: dict[str, str] = field(default_factory=lambda: {"name": "sface-2021dec-int8", "version": "1",
+                                                                "key": "sface"})
+    detector: str = "yunet"
+    timing_ms: dict[str, float | None] = field(default_factory=dict)
 
 
 def person_folders(root: str | Path) -> list[Path]:
@@ -299,7 +309,7 @@ def _central_face(faces: Any, shape: tuple[int, ...]) -> Any:
 
 def _same_face(faces: Any, box: np.ndarray) -> Any:
     """The detection that overlaps ``box`` most (IoU >= 0.3), or None."""
-    from maskwatch.tracking import iou_matrix
+    from maskwatch.ops.boxes import iou_matrix
 
     if len(faces) == 0:
         return None
@@ -317,17 +327,25 @@ def _extract(
     probe_face_px: int | None,
     templates: Any,
     progress: bool,
+    embedder: str = "sface",
+    detector: str = "yunet",
 ) -> _Data:
     from tqdm import tqdm
 
     from maskwatch.enrol import mask_styles
-    from maskwatch.models.detector import YuNetDetector
-    from maskwatch.models.embedder import SFaceEmbedder
+    from maskwatch.models.detector import YuNetDetector, create_detector
+    from maskwatch.models.embedder import create_embedder
     from maskwatch.ops.image import ImageError, list_images, read_image
     from maskwatch.ops.synthmask import random_mask_style, render_mask
 
-    det, emb = YuNetDetector(), SFaceEmbedder()
+    # YuNet is the reference: it places the probes' masks, so every detector and
+    # embedder sees the same probe images; `det` is the detector under test.
+    ref = YuNetDetector()
+    det = ref if detector == "yunet" else create_detector(detector)
+    emb = create_embedder(embedder)
     dim = emb.dim
+    detect_s: list[float] = []
+    embed_s: list[float] = []
     t_emb: list[np.ndarray] = []
     t_person: list[int] = []
     t_masked: list[bool] = []
@@ -343,7 +361,16 @@ def _extract(
     face_px: dict[str, list[float]] = {n: [] for n in names}
 
     def embed(image: np.ndarray, face: Any) -> np.ndarray:
-        return emb.embed(image, face)[0]
+        t = time.perf_counter()
+        out = emb.embed(image, face)[0]
+        embed_s.append(time.perf_counter() - t)
+        return out
+
+    def detect(image: np.ndarray) -> Any:
+        t = time.perf_counter()
+        out = det.detect(image)
+        detect_s.append(time.perf_counter() - t)
+        return out
 
     for pi, folder in enumerate(tqdm(people, desc="recognition", unit="person", disable=not progress)):
         photos = list_images(folder)
@@ -355,7 +382,7 @@ def _extract(
             except ImageError as exc:
                 enrol_fail.append(f"{photo}: {exc}")
                 continue
-            face = _central_face(det.detect(image), image.shape)
+            face = _central_face(detect(image), image.shape)
             if face is None:
                 enrol_fail.append(f"{photo}: no face found")
                 continue
@@ -381,20 +408,22 @@ def _extract(
                 image = read_image(photo)
             except ImageError:
                 image = None
-            face = _central_face(det.detect(image), image.shape) if image is not None else None
-            if face is not None:
-                box = face.boxes[0]
-                got["unmasked"] = (embed(image, face), float(face.widths[0]))
-                masked = render_mask(image, face.landmarks[0], box, position="proper", style=style,
+            ref_face = _central_face(ref.detect(image), image.shape) if image is not None else None
+            if ref_face is not None:
+                box = ref_face.boxes[0]
+                face = ref_face if det is ref else _same_face(detect(image), box)
+                if face is not None:
+                    got["unmasked"] = (embed(image, face), float(face.widths[0]))
+                masked = render_mask(image, ref_face.landmarks[0], box, position="proper", style=style,
                                      rng=prng, templates=templates)
-                mface = _same_face(det.detect(masked), box)
+                mface = _same_face(detect(masked), box)
                 if mface is not None:
                     got["masked"] = (embed(masked, mface), float(mface.widths[0]))
                 if probe_face_px:
-                    scale = min(1.0, probe_face_px / max(float(face.widths[0]), 1.0))
+                    scale = min(1.0, probe_face_px / max(float(ref_face.widths[0]), 1.0))
                     for name, img in ((names[2], image), (names[3], masked)):
                         small = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-                        sface = _same_face(det.detect(small), box * scale)
+                        sface = _same_face(detect(small), box * scale)
                         if sface is not None:
                             got[name] = (embed(small, sface), float(sface.widths[0]))
             for name in names:
@@ -422,6 +451,12 @@ def _extract(
         p_mask_shape=p_shape,
         sets=sets,
         face_px=face_px,
+        embedder={"name": emb.name, "version": str(emb.version), "key": embedder},
+        detector=detector,
+        timing_ms={
+            "detect_median": round(1000 * float(np.median(detect_s)), 2) if detect_s else None,
+            "embed_per_face_median": round(1000 * float(np.median(embed_s)), 2) if embed_s else None,
+        },
     )
 
 
@@ -566,6 +601,8 @@ def evaluate_recognition(
     mask_templates: str | Path | None = None,
     progress: bool = True,
     limit_people: int = 0,
+    embedder: str = "sface",
+    detector: str = "yunet",
 ) -> dict[str, Any]:
     """Evaluate recognition with and without masks on an LFW-style folder.
 
@@ -591,6 +628,11 @@ def evaluate_recognition(
             use its templates (enrolment never does, as at run time).
         progress: show a progress bar.
         limit_people: use only the first this many people (0: all).
+        embedder: ``"sface"`` or ``"dlib"`` (:func:`~maskwatch.models.embedder.create_embedder`).
+        detector: the detector under test, one that gives landmarks: ``"yunet"`` or
+            ``"hog"`` (the original's dlib HOG). It finds the enrolment faces and the
+            probes' faces; YuNet still places the probes' synthetic masks, so every
+            configuration is probed with the same images.
 
     Returns:
         The results dict written to ``recognition.json`` (see ``recognition.md`` for a
@@ -599,8 +641,11 @@ def evaluate_recognition(
         ``recommended_thresholds`` and ``targets``.
 
     Raises:
-        ValueError: no usable person folders, ``k < 1`` or bad fractions.
+        ValueError: no usable person folders, ``k < 1`` or bad fractions, a detector
+            without landmarks.
     """
+    if detector not in ("yunet", "hog"):
+        raise ValueError(f"recognition needs a detector that gives five landmarks (yunet or hog), not {detector!r}")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if not 0.0 < calibration_people < 1.0:
@@ -621,7 +666,7 @@ def evaluate_recognition(
         raise ValueError(f"{root}: need at least 2 people with more than {k} photos each")
     t0 = time.perf_counter()
     data = _extract(people, k=k, synthetic_masks=synthetic_masks, seed=seed, probe_face_px=probe_face_px,
-                    templates=templates, progress=progress)
+                    templates=templates, progress=progress, embedder=embedder, detector=detector)
     results = summarise(
         data, k=k, synthetic_masks=synthetic_masks, seed=seed, probe_face_px=probe_face_px,
         open_set=open_set, calibration_people=calibration_people, calibration_fpir=calibration_fpir,
@@ -659,6 +704,9 @@ def summarise(
         "calibration_people": calibration_people,
         "calibration_fpir": calibration_fpir,
         "schemes": list(SCHEMES),
+        "embedder": dict(data.embedder),
+        "detector": data.detector,
+        "timing_ms": dict(data.timing_ms),
         "enrolment": {
             "photos": int(data.enrol_photos.sum()),
             "people_without_templates": int((data.enrol_photos == 0).sum()),
@@ -774,12 +822,18 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _emb_label(results: dict[str, Any]) -> str:
+    e = results.get("embedder") or {"name": "sface-2021dec-int8", "version": "1"}
+    return f"{e['name']} v{e['version']}"
+
+
 def format_recognition(results: dict[str, Any]) -> str:
     """``recognition.md``: targets, closed-set and open-set tables, trade-offs."""
     px = results["probe_face_px"]
     out = [
         "# Recognition under masks",
         "",
+        f"Embedder `{_emb_label(results)}`, detector `{results.get('detector', 'yunet')}`. "
         f"Dataset `{results.get('dataset', '?')}`: {results['people']} people, the first {results['k']} photos "
         f"of each enrolled with {results['synthetic_masks']} synthetic-mask templates per photo "
         f"({results['enrolment']['templates']} templates), the other photos probe, as they are and wearing a "
@@ -884,5 +938,9 @@ def format_recognition(results: dict[str, Any]) -> str:
                                            for t in r["tradeoff"]])
         fp = [t["fpir_target"] for t in first["tradeoff"]]
         out += _table(["probes", "scheme"] + [f"{pct(f)} named" for f in fp], rows)
+    tm = results.get("timing_ms") or {}
+    if tm.get("detect_median") is not None:
+        out.append(f"Median time per detection {tm['detect_median']:.1f} ms, per face embedding "
+                   f"{tm['embed_per_face_median']:.1f} ms.")
     out.append(f"Run time: {results.get('seconds', 'n/a')} s.")
     return "\n".join(out) + "\n"
