@@ -44,6 +44,7 @@ import numpy as np
 from maskwatch.ops.image import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
+    MIN_FACE_IMAGE_SIDE,
     ImageError,
     list_images,
     read_image,
@@ -422,7 +423,7 @@ class ImageSource(FrameSource):
     ):
         super().__init__(path, max_pixels=max_pixels, logger=logger)
         try:
-            self._image: np.ndarray | None = read_image(path, max_pixels=self._max_pixels)
+            self._image: np.ndarray | None = read_image(path, max_pixels=self._max_pixels, min_side=MIN_FACE_IMAGE_SIDE)
         except ImageError as exc:
             raise SourceError(str(exc)) from exc
         self._shape = self._image.shape
@@ -493,7 +494,7 @@ class FolderSource(FrameSource):
                 return
             name = file.relative_to(self._root).as_posix()
             try:
-                image = read_image(file, max_pixels=self._max_pixels)
+                image = read_image(file, max_pixels=self._max_pixels, min_side=MIN_FACE_IMAGE_SIDE)
             except ImageError as exc:
                 yield SourceProblem(source=self._source, name=name, message=str(exc))
                 continue

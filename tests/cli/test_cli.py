@@ -129,3 +129,72 @@ def test_evaluate_detection_needs_voc(datasets, tmp_path):
     res = run_cli("evaluate", "--task", "detection", f"folder:{datasets / 'mask-classification'}",
                   "--out", str(tmp_path / "o"))
     assert res.returncode == 2 and "voc" in res.stderr
+
+
+def _variants(datasets, folder):
+    """The same group photo as grayscale, RGBA and 16-bit PNGs."""
+    import numpy as np
+
+    img = cv2.imread(str(datasets / "group-photos" / "t1.jpg"))
+    cv2.imwrite(str(folder / "gray.png"), cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(folder / "rgba.png"), cv2.cvtColor(img, cv2.COLOR_BGR2BGRA))
+    cv2.imwrite(str(folder / "deep.png"), img.astype(np.uint16) * 257)
+    return img
+
+
+@pytest.mark.parametrize("name", ["gray.png", "rgba.png", "deep.png"])
+def test_analyze_grayscale_rgba_and_16_bit_images(datasets, tmp_path, name):
+    _variants(datasets, tmp_path)
+    res = run_cli("analyze", str(tmp_path / name), "--json", "-", "--quiet")
+    assert res.returncode == 0, res.stderr
+    rec = json.loads(res.stdout.splitlines()[0])
+    assert len(rec["faces"]) == 6 and all(f["mask"] == "without_mask" for f in rec["faces"])
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda img, p: cv2.imwrite(str(p), img[:1, :1]), "1x1 pixels is too small to hold a face"),
+        (lambda img, p: p.write_bytes(cv2.imencode(".jpg", img[:200, :200])[1].tobytes()[:3000]),
+         "not a readable image"),
+        (lambda img, p: p.write_text("no picture here"), "not a readable image"),
+        (lambda img, p: cv2.imwrite(str(p), img), "is over the limit of 100,000 pixels"),
+    ],
+    ids=["1x1", "truncated", "not-an-image", "over-pixel-limit"],
+)
+def test_analyze_refuses_bad_images_with_one_line(datasets, tmp_path, make, message):
+    img = cv2.imread(str(datasets / "group-photos" / "t1.jpg"))
+    bad = tmp_path / "bad.png"
+    make(img, bad)
+    res = run_cli("analyze", str(bad), "--max-pixels", "100000", "--quiet")
+    assert res.returncode == 2
+    assert message in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_analyze_folder_of_mixed_images_reports_the_bad_ones(datasets, tmp_path):
+    img = _variants(datasets, tmp_path)
+    cv2.imwrite(str(tmp_path / "one.png"), img[:1, :1])
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    res = run_cli("analyze", str(tmp_path), "--json", "-", "--quiet")
+    assert res.returncode == 0, res.stderr
+    recs = [json.loads(x) for x in res.stdout.splitlines()]
+    assert sorted(len(r["faces"]) for r in recs) == [6, 6, 6]
+    assert "one.png" in res.stderr and "too small" in res.stderr
+    assert "empty.jpg" in res.stderr and "empty file" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("display", ["", ":99"])
+def test_analyze_show_without_a_window_system_says_what_to_do(datasets, display):
+    """This OpenCV is the headless build: --show fails at once, before any work, with a way out."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    if display:
+        env["DISPLAY"] = display
+    res = subprocess.run([sys.executable, "-m", "maskwatch.cli", "analyze", str(datasets / "group-photos" / "t1.jpg"),
+                          "--show"], capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 2
+    assert "--show needs" in res.stderr and "maskwatch serve --source" in res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1

@@ -16,6 +16,9 @@ import numpy as np
 
 #: Default limit on decoded pixels (width * height): about a 64-megapixel photo.
 DEFAULT_MAX_PIXELS = 64_000_000
+#: Shortest side, in pixels, of an image worth looking for faces in (YuNet finds
+#: faces from about 10 px); smaller ones are refused by the analysis sources.
+MIN_FACE_IMAGE_SIDE = 8
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
@@ -62,7 +65,8 @@ def to_bgr_uint8(image: np.ndarray) -> np.ndarray:
     raise ImageError(f"unsupported image shape {img.shape}")
 
 
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> np.ndarray:
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image",
+                 min_side: int = 1) -> np.ndarray:
     """Decode image bytes by content into a BGR uint8 array.
 
     Args:
@@ -70,12 +74,14 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str
         max_pixels: refuse images with more pixels than this, checked from the header
             before the pixels are decoded.
         name: how to call the image in error messages (usually its path).
+        min_side: refuse images whose width or height is below this many pixels
+            (:data:`MIN_FACE_IMAGE_SIDE` where faces are looked for).
 
     Returns:
         (H, W, 3) BGR uint8 array.
 
     Raises:
-        ImageError: empty, undecodable, truncated, zero-size or too-large images.
+        ImageError: empty, undecodable, truncated, zero-size, too-small or too-large images.
     """
     if not data:
         raise ImageError(f"{name}: empty file")
@@ -94,6 +100,9 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str
         raise ImageError(f"{name}: image has no pixels")
     if img.shape[0] * img.shape[1] > max_pixels:
         raise ImageError(f"{name}: {img.shape[1]}x{img.shape[0]} pixels is over the limit of {max_pixels:,}")
+    if min(img.shape[:2]) < min_side:
+        raise ImageError(f"{name}: {img.shape[1]}x{img.shape[0]} pixels is too small to hold a face "
+                         f"(at least {min_side}x{min_side})")
     return to_bgr_uint8(img)
 
 
@@ -114,11 +123,13 @@ def _decode_with_pillow(data: bytes) -> np.ndarray | None:
         return None
 
 
-def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS,
+               min_side: int = 1) -> np.ndarray:
     """Read an image file by content into a BGR uint8 array.
 
     Raises:
-        ImageError: missing, unreadable, corrupt, empty or too-large files.
+        ImageError: missing, unreadable, corrupt, empty, too-small (``min_side``, see
+            :func:`decode_image`) or too-large files.
     """
     p = Path(path)
     if not p.exists():
@@ -129,7 +140,7 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
         data = p.read_bytes()
     except OSError as exc:
         raise ImageError(f"{p}: cannot read ({exc.strerror})") from exc
-    return decode_image(data, max_pixels=max_pixels, name=str(p))
+    return decode_image(data, max_pixels=max_pixels, name=str(p), min_side=min_side)
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:
