@@ -123,7 +123,8 @@ def run_config(datasets: Path, tmp: Path, faces: int, pages: int, warmup_s: floa
             for tab in tabs:
                 s = tab.evaluate("() => ({frames: window.maskwatchStats.frames, p50: window.maskwatchStats.latencyP50,"
                                  " p95: window.maskwatchStats.latencyP95, errors: window.maskwatchStats.errors,"
-                                 " faces: window.maskwatchStats.faces})")
+                                 " faces: window.maskwatchStats.faces, srv50: window.maskwatchStats.serverP50,"
+                                 " srv95: window.maskwatchStats.serverP95})")
                 s["fps"] = s["frames"] / (time.time() - t0)
                 per_page.append(s)
             context.close()
@@ -143,6 +144,9 @@ def run_config(datasets: Path, tmp: Path, faces: int, pages: int, warmup_s: floa
         "p50_ms": statistics.median(s["p50"] for s in per_page if s["p50"] is not None) if per_page[0]["p50"] else None,
         "p95_ms_max": max((s["p95"] for s in per_page if s["p95"] is not None), default=None),
         "errors": sum(s["errors"] for s in per_page),
+        "server_p50_ms": statistics.median(s["srv50"] for s in per_page if s["srv50"] is not None)
+        if any(s["srv50"] is not None for s in per_page) else None,
+        "server_p95_ms_max": max((s["srv95"] for s in per_page if s["srv95"] is not None), default=None),
         "rss_start_mb": measured[0], "rss_peak_mb": max(m for _, m in rss), "rss_end_mb": measured[-1],
         "rss_series": [(round(t), round(m)) for t, m in rss],
         "load_before": load_before, "load_after": load_average(),
@@ -155,7 +159,7 @@ def main() -> int:
     ap.add_argument("--runs", default="1x1,3x1,3x8", help="FACESxPAGES, comma-separated (default 1x1,3x1,3x8)")
     ap.add_argument("--warmup", type=float, default=8.0, help="seconds before measuring")
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds measured per run")
-    ap.add_argument("--inflight", type=int, default=2, help="frames a page keeps in flight (1-4)")
+    ap.add_argument("--inflight", type=int, default=1, help="frames a page keeps in flight (1-4; the page default is 1)")
     ap.add_argument("--out", default=str(REPO / "docs" / "results" / "web-bench.txt"))
     args = ap.parse_args()
     datasets = Path(args.datasets)
@@ -169,7 +173,7 @@ def main() -> int:
              f"640x480 fake camera at 30 fps (LFW faces composed as by `maskwatch bench`), {args.inflight} frames "
              f"in flight per page, {args.warmup:g} s warm-up, {args.seconds:g} s measured", ""]
     header = (f"{'faces':>5} {'pages':>5} | {'fps/page (min)':>14} {'fps total':>9} | {'p50 ms':>7} {'p95 ms':>7} | "
-              f"{'pages w/ results':>16} {'errors':>6} | {'RSS start/peak/end MB':>22} | load before -> after")
+              f"{'server p50/p95':>14} | {'pages w/ results':>16} {'errors':>6} | {'RSS start/peak/end MB':>22} | load before -> after")
     lines += [header, "-" * len(header)]
     print("\n".join(lines), flush=True)
     results = []
@@ -179,13 +183,16 @@ def main() -> int:
             results.append(r)
             p50 = f"{r['p50_ms']:.0f}" if r["p50_ms"] is not None else "-"
             p95 = f"{r['p95_ms_max']:.0f}" if r["p95_ms_max"] is not None else "-"
-            row = (f"{faces:>5} {pages:>5} | {r['fps_min']:>14.1f} {r['fps_total']:>9.1f} | {p50:>7} {p95:>7} | "
+            srv = (f"{r['server_p50_ms']:.0f}/{r['server_p95_ms_max']:.0f}" if r["server_p50_ms"] is not None else "-")
+            row = (f"{faces:>5} {pages:>5} | {r['fps_min']:>14.1f} {r['fps_total']:>9.1f} | {p50:>7} {p95:>7} | {srv:>14} | "
                    f"{r['pages_with_results']:>13}/{pages:<2} {r['errors']:>6} | "
                    f"{r['rss_start_mb']:>6.0f}/{r['rss_peak_mb']:>5.0f}/{r['rss_end_mb']:>5.0f}     | "
                    f"{r['load_before']} -> {r['load_after']}")
             lines.append(row)
             print(row, flush=True)
-    lines += ["", "p50: median over pages of each page's median; p95: the worst page's p95.",
+    lines += ["", "p50: median over pages of each page's median round trip; p95: the worst page's p95. server: JPEG",
+              "decode + engine time inside the server (the rest of the round trip is the browser grabbing and",
+              "encoding the frame, the WebSocket, waiting behind the page's other frame in flight, and drawing).",
               "Server RSS (seconds since the pages opened, MB) per run:"]
     for r in results:
         lines.append(f"  {r['faces']} faces x {r['pages']} pages: fps per page {r['fps_each']}; RSS {r['rss_series']}")

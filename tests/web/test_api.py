@@ -392,3 +392,27 @@ def test_server_video_source_mjpeg(web_tmp, datasets):
         assert b"Content-Type: image/jpeg" in chunk
         page = c.get("/").text
         assert '/stream/1.mjpg' in page
+
+
+def test_retention_purges_old_events(anon):
+    from maskwatch.events import Event
+
+    svc = anon.app.state.service
+    now = time.time()
+    old = Event("a" * 32, "camera:9", 1, now - 40 * 86400, now - 40 * 86400 + 5, 50, "with_mask")
+    recent = Event("b" * 32, "camera:9", 2, now - 3600, now - 3590, 50, "with_mask")
+    assert svc.gallery.add_events([old, recent]) == 2
+    assert svc.purge_events() == 1  # retention 30 days
+    left = anon.get("/api/events", params={"source": "camera:9"}, headers=BEARER).json()
+    assert [e["id"] for e in left["events"]] == ["b" * 32]
+
+
+def test_web_app_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, maskwatch.web.app, maskwatch.web.service, maskwatch.web.sources\n"
+            "print(','.join(m for m in ('torch', 'maskwatch.train', 'matplotlib') if m in sys.modules))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == ""

@@ -109,7 +109,9 @@
       tr.appendChild(cell((e.ended - e.started).toFixed(1) + " s"));
       tr.appendChild(cell(e.source));
       tr.appendChild(cell("#" + e.track_id));
-      tr.appendChild(cell(e.mask_state ? labels[e.mask_state] : "-"));
+      const life = Object.entries(e.mask_frames || {}).filter(([, n]) => n > 0)
+        .map(([k, n]) => labels[k] + " " + n).join(", ");
+      tr.appendChild(cell((e.mask_state ? labels[e.mask_state] : "-") + (life ? " (frames: " + life + ")" : "")));
       tr.appendChild(cell(e.identity || "unknown"));
       tr.appendChild(cell(e.best_similarity === null || e.best_similarity === undefined ? "-" : e.best_similarity.toFixed(2)));
       tbody.appendChild(tr);
