@@ -174,7 +174,8 @@ def test_ids_increase_from_one_and_are_not_reused():
     "every, expected",  # expected due flags of the first face, frames 0..10
     [
         (1, [True] * 11),
-        (5, [True, False, False, False, False, True, False, False, False, False, True]),
+        # A new track is classified on its first switch_frames (3) frames, then every 5.
+        (5, [True, True, True, False, False, False, False, True, False, False, False]),
     ],
 )
 def test_due_every_n_frames(every, expected):
@@ -191,6 +192,22 @@ def test_due_every_n_frames(every, expected):
             if d:
                 tracker.update_mask(int(tid), probs_for(WITH), i)
     assert flags == expected
+
+
+def test_a_track_whose_classifications_disagree_is_looked_at_every_frame_until_settled():
+    tracker = FaceTracker(switch_frames=3)
+    due_frames, labels = [], []
+    for i in range(30):
+        faces = tracker.update(faces_at(square(100, 100, 50)), i, i / 25)
+        if tracker.due(faces, i, every=10)[0]:
+            due_frames.append(i)
+            # The first look says "with mask"; every later one says "without".
+            tracker.update_mask(int(faces.track_ids[0]), probs_for(WITH if i == 0 else WITHOUT), i)
+        labels.append(tracker.stable_labels(faces)[0])
+    # Frames 0-4 settle the track (the smoothed argmax turns at frame 2 and the label
+    # switches after 3 such looks, at frame 4), then it is looked at every 10 frames.
+    assert due_frames == [0, 1, 2, 3, 4, 14, 24], due_frames
+    assert labels[0] == "with_mask" and labels[4:] == ["without_mask"] * 26
 
 
 def test_due_for_untracked_faces():

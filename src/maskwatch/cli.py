@@ -120,10 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="split seed (as used in training)")
     p.add_argument("--mask-templates", help="mask templates folder, as given to train")
     p.add_argument("--max-per-source", type=int, default=0, help="as given to train (0 = all)")
-    p.add_argument("--task", choices=("mask", "detection", "recognition"), default="mask",
+    p.add_argument("--task", choices=("mask", "detection", "recognition", "tracking"), default="mask",
                    help="mask: the mask classifier (default); detection: face detection recall and precision "
                    "by face size on VOC sources, live and accurate modes; recognition: enrol the first --k "
-                   "photos of each person of an LFW-style folder and probe with the rest, unmasked and masked")
+                   "photos of each person of an LFW-style folder and probe with the rest, unmasked and masked; "
+                   "tracking: on a video, how often the smoothed labels of tracked faces agree with the "
+                   "classifier run on every face of every frame, and how often labels flicker")
     p.add_argument("--k", type=int, default=2, help="enrolment photos per person for --task recognition")
     p.add_argument("--probe-face-px", type=int, default=48,
                    help="also probe with faces scaled to about this width (small faces; 0 = off)")
@@ -405,6 +407,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.task == "detection":
         return _evaluate_detection(args)
+    if args.task == "tracking":
+        return _evaluate_tracking(args)
     if args.task == "recognition":
         return _evaluate_recognition(args)
     try:
@@ -694,6 +698,24 @@ def _evaluate_recognition(args: argparse.Namespace) -> int:
     for line in summary_lines(res):
         print(line)
     print(f"report: {Path(args.out) / 'recognition.md'}")
+    return 0
+
+
+def _evaluate_tracking(args: argparse.Namespace) -> int:
+    from maskwatch.evaluate.tracking import evaluate_tracking
+    from maskwatch.sources import SourceError
+
+    if len(args.sources) != 1:
+        raise UserError("--task tracking takes one video file")
+    try:
+        res = evaluate_tracking(args.sources[0], args.out, progress=not args.quiet)
+    except SourceError as exc:
+        raise UserError(str(exc)) from exc
+    print(f"{res['face_frames']} face-frames in {res['tracks']} tracks: smoothed labels agree with the per-frame "
+          f"classifier on {100 * (res['agreement'] or 0):.1f}% ({100 * (res['agreement_confident'] or 0):.1f}% where "
+          f"it is confident); single-frame flickers {res['flickers_shown']} (per-frame: {res['flickers_per_frame']}); "
+          f"{res['classifier_calls']} classifier calls")
+    print(f"report: {Path(args.out) / 'tracking.md'}")
     return 0
 
 

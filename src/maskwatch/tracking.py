@@ -111,6 +111,8 @@ class Track:
     # label, and for how many consecutive classifications.
     _candidate: int = field(default=-1, init=False, repr=False)
     _streak: int = field(default=0, init=False, repr=False)
+    # Classifications folded in so far (the first ones settle the label).
+    _classified: int = field(default=0, init=False, repr=False)
 
     @property
     def confirmed(self) -> bool:
@@ -300,8 +302,14 @@ class FaceTracker:
             every: classify each track at most once per this many frames (1 = always).
 
         Returns:
-            (N,) bool: True for faces whose track was never classified, whose last
-            classification is ``every`` or more frames old, or that have no live track.
+            (N,) bool: True for faces that have no live track, whose track was never
+            classified, whose last classification is ``every`` or more frames old, or
+            whose track is unsettled: it has had fewer than ``switch_frames``
+            classifications (one view can be misleading, so a new track is looked at
+            on its first frames), or the latest ones disagree with its stable label.
+            An unsettled track is classified on every frame until its label switches
+            or is confirmed, so a wrong first label lasts a few frames, not
+            ``switch_frames * every``.
         """
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
@@ -309,7 +317,8 @@ class FaceTracker:
         for i, tid in enumerate(faces.track_ids.tolist()):
             track = self._live.get(tid)
             if track is not None and track.last_classified >= 0:
-                out[i] = track.last_classified <= frame_index - every
+                unsettled = track._classified < self.switch_frames or track._streak > 0
+                out[i] = unsettled or track.last_classified <= frame_index - every
         return out
 
     # -- mask state ----------------------------------------------------------------
@@ -342,6 +351,7 @@ class FaceTracker:
         if probs.shape != (_NUM_CLASSES,):
             raise ValueError(f"probs must have {_NUM_CLASSES} values, got {probs.shape}")
         track.last_classified = frame_index
+        track._classified += 1
         if track.mask_probs is None:
             track.mask_probs = probs.copy()
             track.mask_label = MASK_CLASSES[int(probs.argmax())]
