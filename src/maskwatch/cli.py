@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         "masked versions for recognition under masks); photos are kept only with --thumbnail. "
         "--db picks the store: a SQLite file (default: in your data folder) or mongodb://host:port/db.",
     )
+    people.set_defaults(group_parser=people)
     psub = people.add_subparsers(dest="people_command", metavar="ACTION")
     for name, help_text in (
         ("add", "enrol a person from one or more photos"),
@@ -532,7 +533,7 @@ def _add_events_parser(sub: Any) -> None:
         "2024-05-01T10:30; local time unless a zone is given), a duration ago (24h, 7d) or Unix seconds; "
         "an event's time is when it ended.",
     )
-    ev.set_defaults(verbose=False, quiet=False)  # `maskwatch events` alone: a clear error, not a traceback
+    ev.set_defaults(group_parser=ev)
     esub = ev.add_subparsers(dest="events_command", metavar="ACTION")
     for name, help_text in (
         ("list", "list events, newest first"),
@@ -753,6 +754,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
+        return EXIT_USAGE
+    group = getattr(args, "group_parser", None)
+    if group is not None and not getattr(args, f"{args.command}_command", None):
+        actions = ", ".join(group._subparsers._group_actions[0].choices) if group._subparsers else ""
+        print(f"maskwatch {args.command}: error: choose an action: {actions} (see maskwatch {args.command} --help)",
+              file=sys.stderr)
         return EXIT_USAGE
     _setup_logging(args)
     from maskwatch.ops.image import ImageError

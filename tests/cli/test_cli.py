@@ -198,3 +198,11 @@ def test_analyze_show_without_a_window_system_says_what_to_do(datasets, display)
     assert res.returncode == 2
     assert "--show needs" in res.stderr and "maskwatch serve --source" in res.stderr
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("group", ["people", "events"])
+def test_command_group_without_action(group):
+    res = run_cli(group)
+    assert res.returncode == 2
+    assert "choose an action" in res.stderr and "list" in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
