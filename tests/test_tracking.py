@@ -376,6 +376,18 @@ def test_identity_survives_until_the_track_ends():
     assert ended.identity == "alice" and ended.best_similarity == pytest.approx(0.8)
 
 
+def test_forget_identities_makes_every_track_due_for_a_new_look_up():
+    tracker = FaceTracker()
+    tracker.update(faces_at(square(100, 100, 50), square(300, 100, 50)), 0, 0.0)
+    tracker.set_identity(1, "alice", 0.8, 0)
+    tracker.set_identity(2, None, 0.1, 0)
+    tracker.forget_identities()
+    for track in tracker.live.values():
+        assert track.identity is None and track.best_similarity is None and track.last_identified == -1
+    tracker.set_identity(1, "bob", 0.5, 1)  # after a rename, the new name is taken at once
+    assert tracker.live[1].identity == "bob"
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{"iou_threshold": 0.0}, {"ema": 0.0}, {"ema": 1.5}, {"switch_frames": 0}, {"max_missed": -1}],

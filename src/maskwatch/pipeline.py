@@ -222,6 +222,11 @@ class Pipeline:
             ended=ended,
         )
 
+    def forget_identities(self) -> None:
+        """Look every tracked face up in the gallery again on the next frame (call it
+        after people were added, renamed or removed)."""
+        self.tracker.forget_identities()
+
     def finish(self) -> list[Track]:
         """End every live track (end of a source) and return them."""
         return self.tracker.end_all()

@@ -403,6 +403,15 @@ class FaceTracker:
 
     # -- identity --------------------------------------------------------------------
 
+    def forget_identities(self) -> None:
+        """Drop every live track's identity so each is looked up again at once (the
+        gallery changed: a removed person's name must not stay on screen)."""
+        for track in self._live.values():
+            track.identity = None
+            track.similarity = None
+            track.best_similarity = None
+            track.last_identified = -1
+
     def set_identity(
         self, track_id: int, name: str | None, similarity: float, frame_index: int
     ) -> None:

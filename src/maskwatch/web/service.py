@@ -68,11 +68,7 @@ class LiveStream:
         if gen != self._generation:
             # People were added, renamed or removed: look every live track up again, so
             # a deleted person's name disappears and a new one appears at once.
-            for track in self.pipeline.tracker.live.values():
-                track.identity = None
-                track.best_similarity = None
-                track.similarity = None
-                track.last_identified = -1
+            self.pipeline.forget_identities()
             self._generation = gen
         result = self.pipeline.process(image)
         self.frames += 1
