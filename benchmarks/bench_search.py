@@ -14,6 +14,14 @@ multi-threaded BLAS waits for a free core on every matrix product: one search th
 takes a scheduler time slice (about 8 ms) instead of a fraction of a millisecond.
 ``--blas-threads 1`` shows the time with a single-threaded BLAS (the setting to run
 the engine with on a small CPU: ``OPENBLAS_NUM_THREADS=1``).
+
+``--approximate`` compares exact search with the approximate index that the matcher
+uses past 100,000 templates (faiss, the ``[ann]`` extra) at each of ``--sizes``
+templates held in memory (no store): build time, one-probe latency of both, and
+recall@1 against exact search (the same template; the same person) for probes
+scattered around the people's directions like real faces around their templates.
+
+    python benchmarks/bench_search.py --approximate [--sizes 100000,500000,1000000]
 """
 
 from __future__ import annotations
@@ -66,6 +74,60 @@ def fill(gallery, n_templates: int, per_person: int, dim: int, rng: np.random.Ge
     return time.perf_counter() - t0
 
 
+def clustered(n_templates: int, per_person: int, dim: int, n_probes: int, rng: np.random.Generator):
+    """Random unit templates scattered around each person's random direction (cosine
+    about 0.75 to it; two templates of one person about 0.55) and unseen probes drawn
+    the same way: (names, templates, probes)."""
+    import numpy as np
+
+    def unit(x):
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    n_people = n_templates // per_person
+    centres = unit(rng.normal(size=(n_people, dim)))
+    templates = np.empty((n_people * per_person, dim), np.float32)
+    for start in range(0, n_people, 10_000):  # in chunks: a million noise vectors at once is 0.5 GB more
+        c = centres[start:start + 10_000]
+        noise = unit(rng.normal(size=(len(c) * per_person, dim)))
+        templates[start * per_person:(start + len(c)) * per_person] = unit(np.repeat(c, per_person, 0) + 0.9 * noise)
+    who = rng.integers(0, n_people, n_probes)
+    probes = unit(centres[who] + 0.9 * unit(rng.normal(size=(n_probes, dim))))
+    names = np.repeat(np.array([f"p{i}" for i in range(n_people)], dtype=object), per_person)
+    return names, templates, probes
+
+
+def bench_approximate(sizes: list[int], per_person: int, dim: int, runs: int, n_probes: int) -> None:
+    """Exact against approximate search at each size; logs one line per size."""
+    import numpy as np
+
+    from maskwatch.recognition import EmbeddingMatcher
+
+    rng = np.random.default_rng(0)
+    log.info("%9s %10s %10s %10s %9s %9s %9s %9s", "templates", "exact ms", "approx ms", "build s", "recall@1",
+             "same who", "cells", "searched")
+    for n in sizes:
+        names, templates, probes = clustered(n, per_person, dim, n_probes, rng)
+        flags = np.zeros(len(probes), bool)  # all templates plain: one index over all of them
+        masked = np.zeros(len(names), bool)
+        exact = EmbeddingMatcher(names, templates, masked, threshold=-1.0, approximate=False)
+        approx = EmbeddingMatcher(names, templates, masked, threshold=-1.0, approximate=True)
+        t0 = time.perf_counter()
+        assert approx.uses_approximate()
+        build_s = time.perf_counter() - t0
+        index = approx._indexes["plain"][0]
+        # recall: the exact top-1 template, in batches to bound memory
+        ex_rows = np.concatenate([np.argmax(probes[i:i + 100] @ exact._unit.T, axis=1)
+                                  for i in range(0, len(probes), 100)])
+        ap_rows, _ = index.search(probes)
+        recall = float(np.mean(ap_rows == ex_rows))
+        same = float(np.mean(names[ap_rows] == names[ex_rows]))
+        one, flag = probes[:1], flags[:1]
+        t_ex = timeit(lambda m=exact, p=one, f=flag: m.identify(p, f), max(runs // 10, 5), warmup=2)
+        t_ap = timeit(lambda m=approx, p=one, f=flag: m.identify(p, f), runs)
+        log.info("%9d %10.2f %10.3f %10.1f %9.4f %9.4f %9d %9d", n, np.median(t_ex), np.median(t_ap), build_s,
+                 recall, same, index.nlist, index.nprobe)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--templates", type=int, default=100_000)
@@ -74,6 +136,10 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--db", help="gallery URL or path (default: a temporary SQLite file)")
     ap.add_argument("--blas-threads", type=int, help="BLAS threads (default: the library's own choice)")
+    ap.add_argument("--approximate", action="store_true",
+                    help="compare exact search with the approximate index at --sizes (in memory, no store)")
+    ap.add_argument("--sizes", default="100000,500000,1000000", help="template counts for --approximate")
+    ap.add_argument("--probes", type=int, default=1000, help="probes for recall in --approximate")
     args = ap.parse_args()
     if args.blas_threads:  # must be set before numpy loads its BLAS
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -83,6 +149,15 @@ def main() -> None:
     from maskwatch.gallery import open_gallery
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.approximate:
+        log.info("%s, Python %s, %d CPUs, numpy %s", platform.processor() or platform.machine(),
+                 platform.python_version(), os.cpu_count() or 0, np.__version__)
+        log.info("%d-d unit templates, %d per person; median ms of one probe (exact: brute force over all; "
+                 "approximate: faiss IVF); recall@1 over %d probes against exact search", args.dim,
+                 args.per_person, args.probes)
+        bench_approximate([int(x) for x in args.sizes.split(",")], args.per_person, args.dim, args.runs,
+                          args.probes)
+        return
     rng = np.random.default_rng(0)
 
     with tempfile.TemporaryDirectory() as tmp:
