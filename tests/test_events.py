@@ -88,6 +88,14 @@ def test_anchoring_keeps_offsets_within_a_batch():
     assert events[3].ended < events[1].ended
 
 
+def test_time_origin_dates_events_by_video_time():
+    tracks = run_tracks(t0=0.0)  # a video file: timestamps from its first frame
+    events = {e.track_id: e for e in events_from_tracks(tracks, "x", clock=lambda: NOW, min_frames=1,
+                                                         time_origin=1000.0)}
+    assert events[1].started == pytest.approx(1000.0) and events[1].ended == pytest.approx(1002.9)
+    assert events[3].started == pytest.approx(1000.5)  # first seen at frame 5
+
+
 def make_event(ended: float, identity: str | None = None) -> Event:
     return Event(new_event_id(), "camera:0", 1, ended - 2, ended, 20, "with_mask",
                  {"with_mask": 20, "without_mask": 0, "mask_incorrect": 0}, identity, 0.7)

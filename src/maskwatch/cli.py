@@ -277,7 +277,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         if config.track:  # one event per face track, in the gallery's store
             from maskwatch.events import EventRecorder, event_source_name
 
-            recorder = EventRecorder(matcher.gallery, event_source_name(source.kind, source.source))
+            # A video file's timestamps count from its first frame: date its events from
+            # when its analysis started, whatever the speed of the analysis.
+            recorder = EventRecorder(matcher.gallery, event_source_name(source.kind, source.source),
+                                     time_origin=time.time() if source.kind == "video" else None)
     engine = Pipeline(config, embedder=embedder, matcher=matcher)
     annotator = FaceAnnotator()
     out = Path(args.out) if args.out else None

@@ -134,20 +134,23 @@ def dominant_mask_state(counts: dict[str, int], last_label: str | None = None) -
 
 
 def events_from_tracks(tracks: Sequence[Track], source: str, *, clock: Callable[[], float] = time.time,
-                       min_frames: int = 3) -> list[Event]:
+                       min_frames: int = 3, time_origin: float | None = None) -> list[Event]:
     """Events for ended tracks.
 
     ``Track.first_time``/``last_time`` may be monotonic-clock or video timestamps, so
     they are converted to wall-clock time by anchoring: the latest ``last_time`` of
     the batch is taken to be ``clock()`` at the moment of this call, and every track
-    keeps its offset from it and its duration. (A video analysed faster than real
-    time thus gets events dated when it was analysed, spaced in video seconds.)
+    keeps its offset from it and its duration. With ``time_origin`` the timestamps are
+    instead seconds after that wall-clock time (a video file: its timestamps count from
+    its first frame, and the origin is when its analysis started), so events keep
+    their place in the video however fast it is analysed.
 
     Args:
         tracks: ended tracks (``FrameResult.ended``, ``Pipeline.finish()``).
         source: the events' source, e.g. ``"camera:0"`` (see :class:`Event`).
         clock: wall clock, Unix seconds.
         min_frames: tracks matched in fewer frames are dropped (mostly false detections).
+        time_origin: Unix seconds at which timestamp 0 happened (None: anchor at ``clock()``).
 
     Returns:
         One event per kept track, in the order given.
@@ -165,7 +168,7 @@ def events_from_tracks(tracks: Sequence[Track], source: str, *, clock: Callable[
     anchor = max(lasts)
     out: list[Event] = []
     for t, last in zip(kept, lasts, strict=True):
-        ended = now - max(anchor - last, 0.0)
+        ended = float(time_origin) + last if time_origin is not None else now - max(anchor - last, 0.0)
         duration = max(last - finite(t.first_time, last), 0.0)
         counts = {k: int(t.mask_counts.get(k, 0)) for k in MASK_CLASSES}
         sim = t.best_similarity
@@ -199,6 +202,9 @@ class EventRecorder:
         max_buffer: most events kept in memory while the store is down.
         batch_size: most events per write transaction.
         clock: wall clock, Unix seconds.
+        time_origin: Unix seconds of timestamp 0 of the tracks (a video file: when its
+            analysis started); None: timestamps are anchored at ``clock()`` (live sources).
+            See :func:`events_from_tracks`.
         purge_every_s: seconds between retention purges.
         max_backoff_s: longest wait, in seconds, between retries while the store is down.
     """
@@ -206,7 +212,8 @@ class EventRecorder:
     def __init__(self, gallery: Gallery, source: str, *, min_frames: int = 3,
                  retention_days: float | None = DEFAULT_RETENTION_DAYS, flush_every_s: float = 2.0,
                  max_buffer: int = 10_000, batch_size: int = 500, clock: Callable[[], float] = time.time,
-                 purge_every_s: float = 3600.0, max_backoff_s: float = 30.0) -> None:
+                 purge_every_s: float = 3600.0, max_backoff_s: float = 30.0,
+                 time_origin: float | None = None) -> None:
         if not flush_every_s > 0 or max_buffer < 1 or batch_size < 1 or min_frames < 1:
             raise ValueError("flush_every_s must be > 0, max_buffer, batch_size and min_frames >= 1")
         self.gallery = gallery
@@ -217,6 +224,7 @@ class EventRecorder:
         self.max_buffer = int(max_buffer)
         self.batch_size = int(batch_size)
         self.clock = clock
+        self.time_origin = time_origin
         self.purge_every_s = float(purge_every_s)
         self.max_backoff_s = float(max_backoff_s)
         #: Events written so far, and dropped because the buffer was full.
@@ -247,7 +255,8 @@ class EventRecorder:
         if not tracks:
             return
         try:
-            events = events_from_tracks(tracks, self.source, clock=self.clock, min_frames=self.min_frames)
+            events = events_from_tracks(tracks, self.source, clock=self.clock, min_frames=self.min_frames,
+                                        time_origin=self.time_origin)
         except Exception:  # never into the engine
             log.exception("could not make events from %d tracks of %s", len(tracks), self.source)
             return
