@@ -161,12 +161,15 @@ def _ms(v: float | None) -> str:
 
 
 def write_comparison(runs: Sequence[tuple[str, dict[str, Any]]], out: str | Path,
-                     full_reports: bool = True) -> Path:
-    """Write ``<out>.md`` and ``<out>.json``; returns the markdown path."""
+                     full_reports: bool = True, notes: str = "") -> Path:
+    """Write ``<out>.md`` and ``<out>.json``; returns the markdown path. ``notes``
+    (markdown) goes after the tables."""
     check_protocols(runs)
     base = Path(out)
     base.parent.mkdir(parents=True, exist_ok=True)
     md = format_comparison(runs)
+    if notes:
+        md += "\n" + notes.strip() + "\n"
     if full_reports:
         for label, res in runs[:-1]:
             body = format_recognition(res).split("\n", 1)[1]  # without its title
@@ -187,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("runs", nargs="+", metavar="LABEL=RUN", help="column label and report folder or json")
     ap.add_argument("--out", required=True, help="output path without extension (.md and .json are written)")
     ap.add_argument("--no-full", action="store_true", help="tables only, without each run's full report")
+    ap.add_argument("--notes", help="markdown file to put after the tables (reading notes)")
     args = ap.parse_args(argv)
     runs = []
     try:
@@ -195,7 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not sep:
                 raise ValueError(f"{item!r}: expected LABEL=RUN")
             runs.append((label, load_run(path)))
-        path = write_comparison(runs, args.out, full_reports=not args.no_full)
+        notes = Path(args.notes).read_text() if args.notes else ""
+        path = write_comparison(runs, args.out, full_reports=not args.no_full, notes=notes)
     except (OSError, ValueError, KeyError) as exc:
         print(f"compare_recognition: error: {exc}", file=sys.stderr)
         return 2
