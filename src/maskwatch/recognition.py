@@ -189,7 +189,8 @@ class EmbeddingMatcher:
         return entry
 
     def uses_approximate(self, masked: bool = False) -> bool:
-        """Whether probes of this kind (masked or not) are searched approximately."""
+        """Whether probes of this kind (masked or not) are searched approximately (builds
+        the index when it is due and not built yet)."""
         return len(self) > 0 and self._index_for(self._selection(masked)) is not None
 
     def identify(self, embeddings: np.ndarray, masked: np.ndarray) -> list[tuple[str | None, float]]:
