@@ -106,6 +106,8 @@ class OriginalWay:
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
+        # As in MaskClassifier: no spinning threads stealing the SSD's cores.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
         self.detector = SSDDetector()
 
