@@ -1,7 +1,7 @@
 """Tests for maskwatch.sources: every input kind, its failures, and stream reconnection.
 
 Videos are written into ``tmp_path`` with ``cv2.VideoWriter``; streams come from a
-small MJPEG-over-HTTP server started on 127.0.0.1 in a thread.
+small MJPEG-over-HTTP server started on 127.0.0.1 in a thread (tests/mjpeg.py).
 """
 
 from __future__ import annotations
@@ -10,14 +10,13 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from tests.mjpeg import H, MJPEGServer, W, numbered_frame
 
 from maskwatch.sources import (
     Frame,
@@ -29,14 +28,7 @@ from maskwatch.sources import (
     parse_source,
 )
 
-W, H, N_FRAMES, FPS = 160, 120, 32, 10.0
-
-
-def numbered_frame(i: int, w: int = W, h: int = H) -> np.ndarray:
-    """A BGR frame whose number can be read back from its mean brightness and text."""
-    img = np.full((h, w, 3), (i * 7) % 200, np.uint8)
-    cv2.putText(img, str(i), (10, h - 20), cv2.FONT_HERSHEY_SIMPLEX, 2, (255, 255, 255), 3)
-    return img
+N_FRAMES, FPS = 32, 10.0
 
 
 def write_video(path: Path, fourcc: str, n: int = N_FRAMES, fps: float = FPS) -> Path:
@@ -314,77 +306,8 @@ def test_missing_camera_fails_fast() -> None:
 
 
 # ------------------------------------------------------------------------ MJPEG server
-class MJPEGServer:
-    """Serves ``frames_per_connection`` JPEG frames per request as multipart MJPEG,
-    then drops the connection; after ``connections`` requests it answers 503."""
-
-    def __init__(
-        self, frames_per_connection: int = 6, connections: int = 2, size: tuple[int, int] = (W, H)
-    ):
-        self.frames_per_connection = frames_per_connection
-        self.connections = connections
-        self.size = size
-        self.served = 0
-        self.requests = 0
-        self.lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:  # keep test output quiet
-                pass
-
-            def do_GET(self) -> None:
-                with server.lock:
-                    server.requests += 1
-                    allowed = server.served < server.connections
-                    if allowed:
-                        server.served += 1
-                    number = server.served
-                if not allowed:
-                    self.send_error(503, "no more streams")
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.send_header("Cache-Control", "no-cache")
-                self.end_headers()
-                try:
-                    for i in range(server.frames_per_connection):
-                        img = numbered_frame(number * 10 + i, *server.size)
-                        data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])[
-                            1
-                        ].tobytes()
-                        self.wfile.write(
-                            b"--frame\r\nContent-Type: image/jpeg\r\n"
-                            + f"Content-Length: {len(data)}\r\n\r\n".encode()
-                            + data
-                            + b"\r\n"
-                        )
-                        self.wfile.flush()
-                        time.sleep(0.01)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-                self.close_connection = True  # the drop the client must survive
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/stream.mjpg"
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    def __enter__(self) -> MJPEGServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def mjpeg_server() -> Iterator[MJPEGServer]:
-    with MJPEGServer() as server:
-        yield server
+# The server (tests/mjpeg.py) and its ``mjpeg_server`` fixture (tests/conftest.py) are shared
+# with the web app's source tests.
 
 
 def test_url_stream_reads_reconnects_and_gives_up(
