@@ -70,13 +70,19 @@ class ServerSource:
         self._thread.start()
 
     def info(self) -> SourceInfo:
-        state = self.state
-        if state == "live" and self._last_frame and time.monotonic() - self._last_frame > STALE_S:
+        """State now; ``fps`` is frames per second over the last 30 frames, 0 unless live."""
+        state, message = self.state, self.message
+        # A lost camera or stream is being reopened inside open_source's iterator, which
+        # says nothing until it gives up: a live source without frames is reconnecting.
+        silent_s = time.monotonic() - self._last_frame if self._last_frame else 0.0
+        if state == "live" and silent_s > STALE_S:
             state = "reconnecting"
+            message = f"no frame for {silent_s:.0f} s; reconnecting to {self.shown}"
         fps = 0.0
-        if len(self._times) >= 2 and self._times[-1] > self._times[0]:
-            fps = (len(self._times) - 1) / (self._times[-1] - self._times[0])
-        return SourceInfo(self.id, self.shown, state, self.message, self.frames, round(fps, 1), self.faces)
+        times = self._times
+        if state == "live" and len(times) >= 2 and times[-1] > times[0]:
+            fps = (len(times) - 1) / (times[-1] - times[0])
+        return SourceInfo(self.id, self.shown, state, message, self.frames, round(fps, 1), self.faces)
 
     def wait_frame(self, after: int, timeout: float) -> tuple[int, bytes | None]:
         """Block until a JPEG newer than ``after`` exists (or ``timeout`` seconds)."""
@@ -121,6 +127,8 @@ class ServerSource:
                 if not ok:
                     continue
                 now = time.monotonic()
+                if self._times and now - self._times[-1] > STALE_S:
+                    self._times = []  # back after a gap: the rate is the new connection's
                 self._times = (self._times + [now])[-30:]
                 self._last_frame = now
                 self.frames += 1
