@@ -394,6 +394,133 @@ def test_server_video_source_mjpeg(web_tmp, datasets):
         assert '/stream/1.mjpg' in page
 
 
+def _source_state(client, sid: str) -> dict:
+    return {s["id"]: s for s in client.get("/api/sources").json()}[sid]
+
+
+def _wait_source(client, sid: str, ok, timeout_s: float) -> dict:
+    """Poll ``/api/sources`` until ``ok(state)`` or ``timeout_s`` seconds; the last state."""
+    deadline = time.time() + timeout_s
+    state = _source_state(client, sid)
+    while not ok(state) and time.time() < deadline:
+        time.sleep(0.2)
+        state = _source_state(client, sid)
+    return state
+
+
+def _mjpeg_parts(data: bytes) -> list[bytes]:
+    """The JPEGs of a ``/stream/{id}.mjpg`` body, in order (complete parts only)."""
+    out = []
+    for part in data.split(b"--maskwatchframe")[1:]:
+        head, sep, body = part.partition(b"\r\n\r\n")
+        length = re.search(rb"Content-Length: (\d+)", head)
+        if sep and length and len(body) >= int(length.group(1)):
+            out.append(body[: int(length.group(1))])
+    return out
+
+
+@pytest.mark.slow
+def test_url_source_drops_and_comes_back(anon, datasets):
+    """A camera URL that goes off the network for a while: the source shows it is
+    reconnecting, the server keeps answering, and when the stream is back the source is
+    live again and its MJPEG viewers get new frames without reconnecting themselves."""
+    import threading
+
+    from tests.mjpeg import MJPEGServer
+
+    from maskwatch.web.sources import STALE_S
+
+    photo = jpeg_of(datasets / "group-photos" / "t1.jpg")
+    with MJPEGServer(frames_per_connection=None, connections=None, size=(320, 240), interval_s=0.05) as cam:
+        r = anon.post("/api/sources", json={"spec": cam.url}, headers=BEARER)
+        assert r.status_code == 201, r.text
+        sid = r.json()["id"]
+        try:
+            state = _wait_source(anon, sid, lambda s: s["state"] == "live" and s["frames"] >= 10, 20)
+            assert state["state"] == "live" and state["frames"] >= 10, state
+            assert state["spec"] == cam.url and "320x240" in state["message"]
+
+            # a viewer that stays connected through the outage
+            viewer: dict = {"data": b"", "error": None}
+
+            def watch() -> None:
+                try:
+                    with anon.stream("GET", f"/stream/{sid}.mjpg") as resp:
+                        viewer["status"] = resp.status_code
+                        for chunk in resp.iter_bytes():
+                            viewer["data"] += chunk
+                except Exception as exc:  # noqa: BLE001 - reported by the assertions below
+                    viewer["error"] = exc
+
+            thread = threading.Thread(target=watch, daemon=True)
+            thread.start()
+            deadline = time.time() + 10
+            while len(_mjpeg_parts(viewer["data"])) < 2 and time.time() < deadline:
+                time.sleep(0.1)
+            assert len(_mjpeg_parts(viewer["data"])) >= 2, viewer
+
+            cam.go_down()
+            t_down = time.monotonic()
+            state = _wait_source(anon, sid, lambda s: s["state"] != "live", STALE_S + 10)
+            assert state["state"] == "reconnecting", state
+            frames_down = state["frames"]
+            parts_down = len(_mjpeg_parts(viewer["data"]))
+            stale = anon.get(f"/stream/{sid}.jpg")
+            assert stale.status_code == 200  # the last frame stays visible
+            # the server keeps serving everything else meanwhile
+            for _ in range(3):
+                t0 = time.monotonic()
+                assert anon.get("/api/health").status_code == 200
+                assert time.monotonic() - t0 < 1.0
+            r = anon.post("/api/analyze", files={"file": ("t1.jpg", photo, "image/jpeg")})
+            assert r.status_code == 200 and len(r.json()["faces"]) >= 5
+            assert anon.get("/").status_code == 200
+            # it really tried to reconnect, and no frame came in while down
+            deadline = time.time() + 10
+            while cam.refused < 2 and time.time() < deadline:
+                time.sleep(0.1)
+            assert cam.refused >= 2
+            state = _source_state(anon, sid)
+            assert state["state"] == "reconnecting" and state["frames"] == frames_down, state
+            # what the live page shows: no frame rate of a stream that sends nothing, and why
+            assert state["fps"] == 0 and "no frame for" in state["message"], state
+            served_down = cam.served
+
+            cam.come_back()
+            t_up = time.monotonic()
+            state = _wait_source(anon, sid, lambda s: s["state"] == "live" and s["frames"] >= frames_down + 10,
+                                 30)
+            assert state["state"] == "live" and state["frames"] >= frames_down + 10, state
+            assert cam.served == served_down + 1  # one new connection, not a loop of them
+            back_s = time.monotonic() - t_up
+            # the frame rate is that of the new connection (20 fps sent), not averaged over the outage
+            assert state["fps"] > 5 and "320x240" in state["message"], state
+            # the viewer that stayed connected sees the new frames
+            deadline = time.time() + 10
+            while len(_mjpeg_parts(viewer["data"])) < parts_down + 5 and time.time() < deadline:
+                time.sleep(0.1)
+            parts = _mjpeg_parts(viewer["data"])
+            assert len(parts) >= parts_down + 5, (len(parts), parts_down, viewer["error"])
+            assert parts[-1] != stale.content
+            img = cv2.imdecode(np.frombuffer(parts[-1], np.uint8), cv2.IMREAD_COLOR)
+            assert img is not None and img.shape == (240, 320, 3)
+            # and so does a new viewer
+            with anon.stream("GET", f"/stream/{sid}.mjpg") as resp:
+                data = b""
+                for chunk in resp.iter_bytes():
+                    data += chunk
+                    if len(_mjpeg_parts(data)) >= 2:
+                        break
+            assert len(_mjpeg_parts(data)) >= 2
+            print(f"source down {t_up - t_down:.1f} s, live again {back_s:.1f} s after the stream came back")
+        finally:
+            assert anon.delete(f"/api/sources/{sid}", headers=BEARER).status_code == 200
+        # removing the source ends the viewer's stream
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+        assert viewer["status"] == 200 and viewer["error"] is None
+
+
 def test_retention_purges_old_events(anon):
     from maskwatch.events import Event
 
