@@ -89,11 +89,55 @@ class YuNetDetector:
         return max(scale, 1e-3)
 
     def detect(self, image: np.ndarray) -> Faces:
-        """Find faces in a BGR uint8 image; boxes and landmarks in its pixels."""
+        """Find faces in a BGR uint8 image; boxes and landmarks in its pixels.
+
+        YuNet sees faces well from about 10 to 250 px in its input. One pass covers
+        that range at the image's scale (shrunk to ``max_side``). With ``upscale`` > 1
+        (photo mode) the image is searched at up to three scales and the finds merged
+        (overlaps resolved by score): enlarged, for faces under 10 px; as it is (up to
+        ``max_side``), since enlarging blurs faces of 40-60 px enough that YuNet misses
+        some; and shrunk to 640 px, for faces too large for the other two. Each pass
+        keeps only the faces that are at most 250 px in its input (except the smallest
+        scale) and at least 32 px (except the largest).
+        """
         h, w = image.shape[:2]
         if h < 2 or w < 2:
             return Faces()
         scale = self._scale_for(h, w)
+        if self.upscale <= 1:
+            return self._detect_at(image, scale)
+        native = min(1.0, self.max_side / max(h, w)) if self.max_side > 0 else 1.0
+        small = min(1.0, 640 / max(h, w))
+        scales = sorted({scale, native, small}, reverse=True)
+        found = []
+        for k, sc in enumerate(scales):
+            faces = self._detect_at(image, sc)
+            size = faces.widths * sc
+            keep = np.ones(len(faces), bool)
+            if k < len(scales) - 1:
+                keep &= size <= self.LARGE_FACE_SIDE
+            if k > 0:  # small faces are the larger scale's job; here they add false finds
+                keep &= size >= self.SMALL_FACE_SIDE
+            faces = faces[keep]
+            if len(faces):
+                found.append(faces)
+        if not found:
+            return Faces()
+        if len(found) == 1:
+            return found[0]
+        faces = Faces.concatenate(found)
+        rects = [[float(x1), float(y1), float(x2 - x1), float(y2 - y1)] for x1, y1, x2, y2 in faces.boxes]
+        keep = cv2.dnn.NMSBoxes(rects, faces.scores.tolist(), 0.0, self.nms_threshold)
+        return faces[np.sort(np.asarray(keep, np.int64).reshape(-1))]
+
+    #: Face width, in network input pixels, above which YuNet starts to miss faces.
+    LARGE_FACE_SIDE = 250
+    #: Smallest face width, in network input pixels, taken from a pass other than the
+    #: most enlarged one (photo mode).
+    SMALL_FACE_SIDE = 32
+
+    def _detect_at(self, image: np.ndarray, scale: float) -> Faces:
+        h, w = image.shape[:2]
         inp = image
         if abs(scale - 1.0) > 1e-6:
             interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
