@@ -40,7 +40,15 @@ def test_health_and_docs(anon):
     assert r.status_code == 200
     body = r.json()
     assert body["status"] == "ok" and body["events"] is True
-    assert anon.get("/docs").status_code == 200
+    docs = anon.get("/docs")
+    assert docs.status_code == 200
+    # Works offline: every script and stylesheet of the docs page comes from this server.
+    import re
+
+    assets = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+    assert assets and all(a.startswith("/static/") for a in assets), assets
+    for a in assets:
+        assert anon.get(a).status_code == 200, a
     paths = anon.get("/openapi.json").json()["paths"]
     for p in ("/api/analyze", "/api/people", "/api/people/{name}", "/api/events", "/api/stats", "/api/health",
               "/api/events.csv", "/api/sources"):

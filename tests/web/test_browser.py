@@ -250,3 +250,19 @@ def test_enrol_from_camera_snapshot(server, browser, camera_frames):
             people.evaluate("n => window.maskwatch && window.maskwatch.fetch("
                             "'/api/people/' + encodeURIComponent(n), {method: 'DELETE'}).then(r => r.status)", name)
         context.close()
+
+
+def test_api_docs_render_offline(server, browser):
+    """/docs is Swagger UI served by maskwatch itself: it renders every route with no
+    request leaving this server (the machine it runs on may have no internet)."""
+    page = browser.new_page()
+    try:
+        urls: list[str] = []
+        page.on("request", lambda r: urls.append(r.url))
+        page.goto(server + "/docs")
+        page.wait_for_selector(".swagger-ui .info .title", timeout=20000)
+        assert "maskwatch" in page.inner_text(".swagger-ui .info .title")
+        assert page.locator(".opblock").count() >= 10
+        assert urls and all(u.startswith(server) for u in urls), [u for u in urls if not u.startswith(server)]
+    finally:
+        page.close()

@@ -16,9 +16,10 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from swagger_ui_bundle import swagger_ui_path
 
 from maskwatch import __version__
 from maskwatch.gallery import (
@@ -105,6 +106,15 @@ class _TooLarge(Exception):
     pass
 
 
+DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>maskwatch API</title>
+<link rel="stylesheet" href="/static/swagger/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/static/swagger/swagger-ui-bundle.js"></script>
+<script src="/static/docs.js"></script></body></html>
+"""
+
+
 def create_app(settings: WebSettings | None = None) -> FastAPI:
     """Build the web app.
 
@@ -144,10 +154,20 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
                     "events or sources need the admin: a session cookie from /login (with the page's "
                     "CSRF token in `X-CSRF-Token`) or `Authorization: Bearer <admin password>`.",
         lifespan=lifespan,
+        docs_url=None,   # FastAPI's own /docs loads Swagger UI from a CDN: served locally below
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
+    app.mount("/static/swagger", StaticFiles(directory=str(swagger_ui_path)), name="swagger")
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def _docs() -> HTMLResponse:
+        """The OpenAPI documentation, with Swagger UI from the swagger-ui-bundle package
+        (works offline; no script from another origin, none inline)."""
+        return HTMLResponse(DOCS_PAGE)
+
     # Room for every photo of one enrolment plus the form fields.
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes * settings.max_upload_files + 1024 * 1024)
 
