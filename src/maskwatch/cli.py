@@ -143,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         "masked versions for recognition under masks); photos are kept only with --thumbnail. "
         "--db picks the store: a SQLite file (default: in your data folder) or mongodb://host:port/db.",
     )
-    people.set_defaults(group_parser=people)
     psub = people.add_subparsers(dest="people_command", metavar="ACTION")
+    people.set_defaults(group_actions=psub.choices)  # filled in below
     for name, help_text in (
         ("add", "enrol a person from one or more photos"),
         ("import", "enrol everyone in DIR (one sub-folder of photos per person)"),
@@ -536,8 +536,8 @@ def _add_events_parser(sub: Any) -> None:
         "2024-05-01T10:30; local time unless a zone is given), a duration ago (24h, 7d) or Unix seconds; "
         "an event's time is when it ended.",
     )
-    ev.set_defaults(group_parser=ev)
     esub = ev.add_subparsers(dest="events_command", metavar="ACTION")
+    ev.set_defaults(group_actions=esub.choices)  # filled in below
     for name, help_text in (
         ("list", "list events, newest first"),
         ("export", "write events to a CSV file"),
@@ -758,9 +758,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
-    group = getattr(args, "group_parser", None)
-    if group is not None and not getattr(args, f"{args.command}_command", None):
-        actions = ", ".join(group._subparsers._group_actions[0].choices) if group._subparsers else ""
+    actions = getattr(args, "group_actions", None)
+    if actions is not None and not getattr(args, f"{args.command}_command", None):
+        actions = ", ".join(actions)
         print(f"maskwatch {args.command}: error: choose an action: {actions} (see maskwatch {args.command} --help)",
               file=sys.stderr)
         return EXIT_USAGE
