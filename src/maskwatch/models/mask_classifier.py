@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from maskwatch.models._ort import cpu_session
 from maskwatch.ops.crop import IMAGENET_MEAN, IMAGENET_STD, crops_to_tensor, face_crops
 from maskwatch.types import MASK_CLASSES, Faces
 
@@ -89,21 +90,10 @@ class MaskClassifier:
         threads: int | None = None,
         batch_size: int = 32,
     ) -> None:
-        import onnxruntime as ort
-
         self.model_path = Path(model_path) if model_path else default_model_path()
         if not self.model_path.is_file():
             raise FileNotFoundError(f"mask classifier model not found: {self.model_path}")
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-            opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        # onnxruntime's threads otherwise spin for a while after each run, taking the
-        # cores from the OpenCV detector and embedder that run next: on 2 cores that
-        # made YuNet 16 ms instead of 11 and SFace 32 ms instead of 18.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(str(self.model_path), opts, providers=["CPUExecutionProvider"])
+        self._session = cpu_session(str(self.model_path), threads)
         meta = self._session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in meta:
             raise ValueError(f"{self.model_path} has no '{METADATA_KEY}' metadata: not a maskwatch model")
