@@ -376,6 +376,21 @@ def test_identity_survives_until_the_track_ends():
     assert ended.identity == "alice" and ended.best_similarity == pytest.approx(0.8)
 
 
+def test_a_face_that_changes_its_look_is_classified_again_at_once():
+    tracker = FaceTracker(switch_frames=1)
+    same, other = np.zeros((1, 4), np.float32), np.ones((1, 4), np.float32)
+    faces = tracker.update(faces_at(square(100, 100, 50)), 0, 0.0)
+    assert tracker.due(faces, 0, every=10, appearance=same)[0]
+    tracker.update_mask(1, probs_for(WITH), 0, appearance=same[0])
+    due = []
+    for i in range(1, 6):
+        faces = tracker.update(faces_at(square(100, 100, 50)), i, i / 25)
+        look = other if i == 4 else same
+        due.append(bool(tracker.due(faces, i, every=10, appearance=look, change=0.3)[0]))
+        assert not tracker.due(faces, i, every=10, appearance=look, change=0)[0]  # 0 = off
+    assert due == [False, False, False, True, False]
+
+
 def test_forget_identities_makes_every_track_due_for_a_new_look_up():
     tracker = FaceTracker()
     tracker.update(faces_at(square(100, 100, 50), square(300, 100, 50)), 0, 0.0)

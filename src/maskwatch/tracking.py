@@ -113,6 +113,8 @@ class Track:
     _streak: int = field(default=0, init=False, repr=False)
     # Classifications folded in so far (the first ones settle the label).
     _classified: int = field(default=0, init=False, repr=False)
+    # How the face looked at its last classification (see ops.crop.appearance_thumbnails).
+    _appearance: np.ndarray | None = field(default=None, init=False, repr=False)
 
     @property
     def confirmed(self) -> bool:
@@ -293,13 +295,22 @@ class FaceTracker:
 
     # -- scheduling of expensive stages --------------------------------------------
 
-    def due(self, faces: Faces, frame_index: int, every: int) -> np.ndarray:
+    #: Least frames between two classifications of a track that a change of look asks for.
+    CHANGE_GAP = 3
+
+    def due(self, faces: Faces, frame_index: int, every: int, appearance: np.ndarray | None = None,
+            change: float = 0.3) -> np.ndarray:
         """Which faces need a (mask) classification at this frame.
 
         Args:
             faces: faces returned by :meth:`update` for this frame.
             frame_index: the current frame index.
-            every: classify each track at most once per this many frames (1 = always).
+            every: classify each track at least once per this many frames (1 = always).
+            appearance: (N, D) thumbnails of the faces now (``ops.crop.appearance_thumbnails``),
+                or None; a face whose thumbnail differs from the one at its track's last
+                classification by more than ``change`` (mean absolute difference) is due:
+                it turned, was covered, or put a mask on or off.
+            change: see ``appearance``; 0 or less turns the check off.
 
         Returns:
             (N,) bool: True for faces that have no live track, whose track was never
@@ -319,6 +330,9 @@ class FaceTracker:
             if track is not None and track.last_classified >= 0:
                 unsettled = track._classified < self.switch_frames or track._streak > 0
                 out[i] = unsettled or track.last_classified <= frame_index - every
+                if (not out[i] and appearance is not None and change > 0 and track._appearance is not None
+                        and track.last_classified <= frame_index - self.CHANGE_GAP):
+                    out[i] = float(np.abs(appearance[i] - track._appearance).mean()) > change
         return out
 
     # -- mask state ----------------------------------------------------------------
@@ -329,7 +343,8 @@ class FaceTracker:
         except KeyError:
             raise KeyError(f"no live track with id {track_id}") from None
 
-    def update_mask(self, track_id: int, probs: np.ndarray, frame_index: int) -> None:
+    def update_mask(self, track_id: int, probs: np.ndarray, frame_index: int,
+                    appearance: np.ndarray | None = None) -> None:
         """Fold one classification of a track's face into its smoothed mask state.
 
         The smoothed probabilities are ``ema * probs + (1 - ema) * previous`` (the
@@ -342,11 +357,14 @@ class FaceTracker:
             track_id: a live track id, from the faces returned by :meth:`update`.
             probs: (3,) probabilities over ``MASK_CLASSES`` from the classifier.
             frame_index: the current frame index.
+            appearance: the face's thumbnail now (see :meth:`due`), kept to compare with.
 
         Raises:
             KeyError: when the track is not live.
         """
         track = self._track(track_id)
+        if appearance is not None:
+            track._appearance = np.asarray(appearance, np.float32).copy()
         probs = np.asarray(probs, np.float32).reshape(-1)
         if probs.shape != (_NUM_CLASSES,):
             raise ValueError(f"probs must have {_NUM_CLASSES} values, got {probs.shape}")
