@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
+from _timing import timeit
 
 from maskwatch.models.mask_classifier import MaskClassifier
 
@@ -36,17 +36,6 @@ def real_crops(clf: MaskClassifier, n: int) -> np.ndarray | None:
         if sum(len(c) for c in crops) >= n:
             break
     return np.concatenate(crops)[:n]
-
-
-def timeit(fn, runs: int, warmup: int = 20) -> np.ndarray:
-    for _ in range(warmup):
-        fn()
-    out = np.empty(runs)
-    for i in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        out[i] = time.perf_counter() - t0
-    return out * 1e3
 
 
 def main() -> None:
@@ -72,7 +61,7 @@ def main() -> None:
             idx = rng.integers(0, len(crops), batch)
             clf.predict_crops(crops[idx])
         runs = args.runs if batch <= 8 else max(args.runs // 4, 30)
-        t = timeit(call, runs)
+        t = timeit(call, runs, warmup=20)
         print(f"{batch:>5} | {np.median(t):>14.2f} | {np.percentile(t, 95):>11.2f} | "
               f"{np.median(t) / batch:>14.3f} | {np.percentile(t, 95) / batch:>11.3f}")
 

@@ -35,25 +35,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from _timing import timeit
+
 if TYPE_CHECKING:
     import numpy as np
 
 log = logging.getLogger("bench_search")
 EMBEDDER, VERSION = "bench-random", "1"
-
-
-def timeit(fn, runs: int, warmup: int = 10) -> np.ndarray:
-    """Milliseconds per call of ``fn``, ``runs`` times after ``warmup`` calls."""
-    import numpy as np
-
-    for _ in range(warmup):
-        fn()
-    out = np.empty(runs)
-    for i in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        out[i] = time.perf_counter() - t0
-    return out * 1e3
 
 
 def fill(gallery, n_templates: int, per_person: int, dim: int, rng: np.random.Generator) -> float:
