@@ -209,24 +209,18 @@ class YuNetDetector:
         if x2 - x1 < 8 or y2 - y1 < 8:
             return Faces()
         f = size / max(x2 - x1, y2 - y1)
-        cw, ch = max(int(round((x2 - x1) * f)), 2), max(int(round((y2 - y1) * f)), 2)
-        crop = cv2.resize(image[y1:y2, x1:x2], (cw, ch), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
-        self._net.setInputSize((cw, ch))
-        _, raw = self._net.detect(crop)
-        if raw is None or len(raw) == 0:
-            return Faces()
-        raw = raw.astype(np.float32)
-        rx, ry = (x2 - x1) / cw, (y2 - y1) / ch
-        found = np.stack([raw[:, 0] * rx + x1, raw[:, 1] * ry + y1,
-                          (raw[:, 0] + raw[:, 2]) * rx + x1, (raw[:, 1] + raw[:, 3]) * ry + y1], 1)
-        landmarks = raw[:, 4:14].reshape(-1, 5, 2) * np.array([rx, ry], np.float32) + np.array([x1, y1], np.float32)
-        edge = max(rx, ry)
-        cut = (((found[:, 0] <= x1 + edge) & (x1 > 0)) | ((found[:, 1] <= y1 + edge) & (y1 > 0))
-               | ((found[:, 2] >= x2 - edge) & (x2 < w)) | ((found[:, 3] >= y2 - edge) & (y2 < h)))
-        found[:, [0, 2]] = found[:, [0, 2]].clip(0, w)
-        found[:, [1, 3]] = found[:, [1, 3]].clip(0, h)
-        keep = ~cut & (found[:, 2] - found[:, 0] > 1) & (found[:, 3] - found[:, 1] > 1)
-        return Faces(boxes=found[keep], scores=raw[keep, 14], landmarks=landmarks[keep])
+        found = self._detect_at(image[y1:y2, x1:x2], f)
+        if len(found) == 0:
+            return found
+        offset = np.array([x1, y1], np.float32)
+        boxes = found.boxes + np.tile(offset, 2)
+        # A face cut by the region's edge (where that is not the image's edge) is partial;
+        # "at the edge" allows one network pixel, in image pixels.
+        edge = max((x2 - x1) / max(int(round((x2 - x1) * f)), 2), (y2 - y1) / max(int(round((y2 - y1) * f)), 2))
+        cut = (((boxes[:, 0] <= x1 + edge) & (x1 > 0)) | ((boxes[:, 1] <= y1 + edge) & (y1 > 0))
+               | ((boxes[:, 2] >= x2 - edge) & (x2 < w)) | ((boxes[:, 3] >= y2 - edge) & (y2 < h)))
+        found = found.with_fields(boxes=boxes, landmarks=found.landmarks + offset)
+        return found[~cut]
 
 
 class SSDDetector:
