@@ -295,8 +295,8 @@ class Pipeline:
         if due.any():
             sub = faces[due]
             probs = self.classifier.classify(image, sub).mask_probs
-            for k, (tid, p) in enumerate(zip(sub.track_ids, probs, strict=True)):
-                look = looks[np.flatnonzero(due)[k]] if looks is not None else None
+            sub_looks = looks[due] if looks is not None else [None] * len(sub)
+            for tid, p, look in zip(sub.track_ids, probs, sub_looks, strict=True):
                 self.tracker.update_mask(int(tid), p, self._frame, look)
         faces = self.tracker.mask_probs_for(faces)
         labels = self.tracker.stable_labels(faces)

@@ -79,6 +79,8 @@ class Track:
             by every name in ``MASK_CLASSES`` ("mask state over its life").
         last_classified: frame index of the last :meth:`FaceTracker.update_mask`, -1
             when never classified.
+        classifications: how many classifications were folded in (the first
+            ``switch_frames`` settle the label).
         identity: name of the person from the best named match so far; ``None`` while
             unknown (see :meth:`FaceTracker.set_identity`).
         similarity: similarity of the latest identity report (``None`` before any).
@@ -111,8 +113,7 @@ class Track:
     # label, and for how many consecutive classifications.
     _candidate: int = field(default=-1, init=False, repr=False)
     _streak: int = field(default=0, init=False, repr=False)
-    # Classifications folded in so far (the first ones settle the label).
-    _classified: int = field(default=0, init=False, repr=False)
+    classifications: int = field(default=0, init=False)
     # How the face looked at its last classification (see ops.crop.appearance_thumbnails).
     _appearance: np.ndarray | None = field(default=None, init=False, repr=False)
 
@@ -328,7 +329,7 @@ class FaceTracker:
         for i, tid in enumerate(faces.track_ids.tolist()):
             track = self._live.get(tid)
             if track is not None and track.last_classified >= 0:
-                unsettled = track._classified < self.switch_frames or track._streak > 0
+                unsettled = track.classifications < self.switch_frames or track._streak > 0
                 out[i] = unsettled or track.last_classified <= frame_index - every
                 if (not out[i] and appearance is not None and change > 0 and track._appearance is not None
                         and track.last_classified <= frame_index - self.CHANGE_GAP):
@@ -369,7 +370,7 @@ class FaceTracker:
         if probs.shape != (_NUM_CLASSES,):
             raise ValueError(f"probs must have {_NUM_CLASSES} values, got {probs.shape}")
         track.last_classified = frame_index
-        track._classified += 1
+        track.classifications += 1
         if track.mask_probs is None:
             track.mask_probs = probs.copy()
             track.mask_label = MASK_CLASSES[int(probs.argmax())]

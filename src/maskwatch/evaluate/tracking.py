@@ -95,7 +95,7 @@ def evaluate_tracking(video: str | Path, out: str | Path | None = None, *, confi
                     agree_conf += truth == label
         bar.close()
     ended += engine.finish()
-    classified = sum(t._classified for t in ended)
+    classified = sum(t.classifications for t in ended)
     res = {
         "video": str(video),
         "frames": frames,
