@@ -16,7 +16,9 @@ from fastapi import APIRouter, Body, Depends, File, Form, HTTPException, Query, 
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from maskwatch import __version__
+from maskwatch.events import UNCLASSIFIED, events_to_csv
 from maskwatch.gallery import Person, validate_name
+from maskwatch.types import MASK_CLASSES
 from maskwatch.web.deps import require_admin, service
 from maskwatch.web.sources import SourceRefused
 from maskwatch.web.uploads import check_image, read_limited
@@ -24,7 +26,7 @@ from maskwatch.web.uploads import check_image, read_limited
 router = APIRouter(prefix="/api", tags=["api"])
 admin = [Depends(require_admin)]
 
-MASK_STATES = ("with_mask", "without_mask", "mask_incorrect", "unclassified")
+MASK_STATES = (*MASK_CLASSES, UNCLASSIFIED)
 
 
 def person_dict(p: Person) -> dict[str, Any]:
@@ -60,13 +62,6 @@ async def enrol_uploads(request: Request, name: str, files: list[UploadFile], *,
     return await service(request).run(lambda: service(request).enrol(clean, images, add=add, thumbnail=thumbnail))
 
 
-def _events(request: Request) -> Any:
-    ev = service(request).events
-    if ev is None:
-        raise HTTPException(503, "this build of maskwatch has no event store")
-    return ev
-
-
 def _filters(since: float | None, until: float | None, source: str | None, identity: str | None,
              mask_state: str | None) -> dict[str, Any]:
     if mask_state is not None and mask_state not in (*MASK_STATES, ""):
@@ -82,7 +77,7 @@ def _filters(since: float | None, until: float | None, source: str | None, ident
 async def health(request: Request) -> dict[str, Any]:
     svc = service(request)
     return {"status": "ok", "version": __version__, "uptime_s": round(time.time() - svc.started, 1),
-            "live_streams": svc.stream_count, "events": svc.events is not None}
+            "live_streams": svc.stream_count, "events": True}
 
 
 @router.post("/analyze", summary="Analyse one photo (accurate mode); returns the engine JSON")
@@ -165,7 +160,6 @@ async def events(request: Request, since: float | None = Query(None, description
                  identity: str | None = Query(None, description='a name, or "" for unknown faces'),
                  mask_state: str | None = None, limit: int = Query(50, ge=1, le=500),
                  offset: int = Query(0, ge=0)) -> dict[str, Any]:
-    _events(request)
     f = _filters(since, until, source, identity, mask_state)
     page, total = await asyncio.to_thread(service(request).gallery.query_events, **f, limit=limit, offset=offset)
     return {"total": total, "limit": limit, "offset": offset, "events": [e.to_dict() for e in page]}
@@ -175,10 +169,9 @@ async def events(request: Request, since: float | None = Query(None, description
 async def events_csv(request: Request, since: float | None = None, until: float | None = None,
                      source: str | None = None, identity: str | None = None,
                      mask_state: str | None = None) -> StreamingResponse:
-    ev = _events(request)
     f = _filters(since, until, source, identity, mask_state)
     buf = io.StringIO()
-    await asyncio.to_thread(ev.events_to_csv, service(request).gallery.iter_events(**f), buf)
+    await asyncio.to_thread(events_to_csv, service(request).gallery.iter_events(**f), buf)
     return StreamingResponse(iter([buf.getvalue()]), media_type="text/csv",
                              headers={"Content-Disposition": 'attachment; filename="maskwatch-events.csv"'})
 
@@ -186,7 +179,6 @@ async def events_csv(request: Request, since: float | None = None, until: float 
 @router.get("/stats", dependencies=admin, summary="Mask compliance, people seen, unknown faces, per time bucket")
 async def stats(request: Request, since: float | None = None, until: float | None = None, source: str | None = None,
                 bucket_s: float = Query(3600, ge=1, le=86400 * 31)) -> dict[str, Any]:
-    _events(request)
     out = await asyncio.to_thread(service(request).gallery.event_stats, since=since, until=until,
                                   source=source or None, bucket_s=bucket_s)
     out["sources"] = await asyncio.to_thread(service(request).gallery.event_sources)

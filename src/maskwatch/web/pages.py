@@ -89,8 +89,7 @@ async def delete_form(request: Request, name: str) -> Response:
 
 @router.get("/events", dependencies=[Depends(require_admin_page)])
 async def events_page(request: Request) -> Response:
-    return render(request, "events.html", {"events_available": service(request).events is not None,
-                                           "retention_days": request.app.state.settings.retention_days})
+    return render(request, "events.html", {"retention_days": request.app.state.settings.retention_days})
 
 
 @router.post("/sources", dependencies=[Depends(require_admin_page)])

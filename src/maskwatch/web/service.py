@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from maskwatch.events import EventRecorder
 from maskwatch.gallery import Gallery, open_gallery
 from maskwatch.web.settings import WebSettings
 
@@ -31,15 +32,6 @@ T = TypeVar("T")
 STAMP_POLL_S = 1.0
 #: How often (seconds) old events are purged.
 PURGE_EVERY_S = 3600.0
-
-
-def _events_module() -> Any:
-    """:mod:`maskwatch.events`, or None when this build has no event store."""
-    try:
-        from maskwatch import events
-    except ImportError:  # pragma: no cover - the events module is part of the package
-        return None
-    return events
 
 
 class LiveStream:
@@ -108,7 +100,6 @@ class EngineService:
         self._stamp: int | None = None
         self._stamp_read = 0.0
         self._last_purge = 0.0
-        self.events = _events_module()
         # Build the models on the inference thread: some OpenCV backends bind to it.
         self._executor.submit(self._load_models).result()
         self.started = time.time()
@@ -170,7 +161,7 @@ class EngineService:
         if self._stamp is not None and stamp != self._stamp:
             self.people_changed()
         self._stamp = stamp
-        if self.events is not None and time.time() - self._last_purge > PURGE_EVERY_S:
+        if time.time() - self._last_purge > PURGE_EVERY_S:
             self._last_purge = time.time()
             self.purge_events()
 
@@ -227,15 +218,13 @@ class EngineService:
 
     # -- events -------------------------------------------------------------------
 
-    def new_recorder(self, source: str) -> Any:
-        if self.events is None:
-            return None
-        return self.events.EventRecorder(self.gallery, source, retention_days=self.settings.retention_days)
+    def new_recorder(self, source: str) -> EventRecorder:
+        # Retention is purged here, at start-up and hourly (purge_events), not by each
+        # stream's recorder at every browser connection.
+        return EventRecorder(self.gallery, source, retention_days=None)
 
     def purge_events(self) -> int:
         """Delete events older than the retention period; returns how many."""
-        if self.events is None:
-            return 0
         try:
             return int(self.gallery.purge_events(time.time() - self.settings.retention_days * 86400.0))
         except Exception as exc:  # noqa: BLE001 - purging again later is fine
