@@ -478,8 +478,7 @@ def cmd_people(args: argparse.Namespace) -> int:
             for person in people:
                 print(f"{person.name}\t{person.templates} templates ({person.synthetic_templates} with synthetic masks)")
         elif action in ("add", "import"):
-            from maskwatch.enrol import enrol_photos
-            from maskwatch.models.detector import YuNetDetector
+            from maskwatch.enrol import enrol_photos, enrolment_detector
             from maskwatch.ops.image import list_images
 
             if action == "add":
@@ -492,7 +491,7 @@ def cmd_people(args: argparse.Namespace) -> int:
                 jobs = [(n, ph) for n, ph in jobs if ph]
                 if not jobs:
                     raise UserError(f"{root}: expected one sub-folder of photos per person")
-            detector, embedder = YuNetDetector(score_threshold=0.5, max_side=1280), _embedder(args.embedder)
+            detector, embedder = enrolment_detector(), _embedder(args.embedder)
             failures = 0
             for name, photos in jobs:
                 try:

@@ -91,6 +91,15 @@ class EnrolResult:
     created: bool
 
 
+def enrolment_detector() -> Detector:
+    """The detector enrolment uses (``people add`` and the web app's People page): YuNet
+    at a lower confidence (0.5) than live video, since an enrolment photo is known to hold
+    a face, on the photo shrunk to at most 1280 px."""
+    from maskwatch.models.detector import YuNetDetector
+
+    return YuNetDetector(score_threshold=0.5, max_side=1280)
+
+
 def _photo_label(photo: object, index: int) -> str:
     if isinstance(photo, np.ndarray):
         return f"photo {index + 1} (image array)"

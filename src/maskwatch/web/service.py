@@ -105,6 +105,7 @@ class EngineService:
         self.started = time.time()
 
     def _load_models(self) -> None:
+        from maskwatch.enrol import enrolment_detector
         from maskwatch.models.detector import YuNetDetector
         from maskwatch.models.embedder import SFaceEmbedder
         from maskwatch.models.mask_classifier import MaskClassifier
@@ -115,7 +116,7 @@ class EngineService:
         self.live_detector = YuNetDetector(score_threshold=live.min_score, max_side=live.max_side)
         self.photo_detector = YuNetDetector(score_threshold=accurate.min_score, max_side=accurate.max_side,
                                             upscale=accurate.upscale)
-        self.enrol_detector = YuNetDetector(score_threshold=0.5, max_side=1280)  # as `people add`
+        self.enrol_detector = enrolment_detector()
         self.classifier = MaskClassifier()
         self.embedder = SFaceEmbedder()
         self.matcher = self.gallery.live_matcher(self.embedder.name, self.embedder.version,
