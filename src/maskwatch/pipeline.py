@@ -93,6 +93,14 @@ class PipelineConfig:
     ema: float = 0.5
     switch_frames: int = 3
 
+    def make_detector(self) -> Any:
+        """The detector these settings describe (to share one between pipelines)."""
+        kwargs: dict[str, Any] = (
+            {"score_threshold": self.min_score, "max_side": self.max_side, "upscale": self.upscale}
+            if self.detector == "yunet" else {}
+        )
+        return create_detector(self.detector, **kwargs)
+
     @classmethod
     def accurate(cls, **overrides: Any) -> PipelineConfig:
         """Photo mode: every stage on every face, small faces found by upscaling."""
@@ -174,13 +182,7 @@ class Pipeline:
     ) -> None:
         self.config = config or PipelineConfig()
         c = self.config
-        if detector is None:
-            kwargs: dict[str, Any] = (
-                {"score_threshold": c.min_score, "max_side": c.max_side, "upscale": c.upscale}
-                if c.detector == "yunet" else {}
-            )
-            detector = create_detector(c.detector, **kwargs)
-        self.detector = detector
+        self.detector = detector if detector is not None else c.make_detector()
         self.classifier = classifier or MaskClassifier(c.model, threads=c.threads)
         self.embedder = embedder
         self.matcher = matcher

@@ -106,16 +106,14 @@ class EngineService:
 
     def _load_models(self) -> None:
         from maskwatch.enrol import enrolment_detector
-        from maskwatch.models.detector import YuNetDetector
         from maskwatch.models.embedder import SFaceEmbedder
         from maskwatch.models.mask_classifier import MaskClassifier
         from maskwatch.pipeline import Pipeline, PipelineConfig
 
         live = PipelineConfig()
         accurate = PipelineConfig.accurate()
-        self.live_detector = YuNetDetector(score_threshold=live.min_score, max_side=live.max_side)
-        self.photo_detector = YuNetDetector(score_threshold=accurate.min_score, max_side=accurate.max_side,
-                                            upscale=accurate.upscale)
+        self.live_detector = live.make_detector()
+        self.photo_detector = accurate.make_detector()
         self.enrol_detector = enrolment_detector()
         self.classifier = MaskClassifier()
         self.embedder = SFaceEmbedder()
