@@ -133,6 +133,9 @@ class SQLiteGallery(Gallery):
                 log.warning("%s: journal mode is %s, not WAL; readers may wait for writers", self.path, mode)
             con.execute("BEGIN IMMEDIATE")
             try:
+                # A new file is created at schema 1 and brought up by the same migrations;
+                # only an existing file's upgrade is worth telling the user about.
+                existed = con.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is not None
                 for stmt in _SCHEMA.split(";"):
                     if stmt.strip():
                         con.execute(stmt)
@@ -143,7 +146,8 @@ class SQLiteGallery(Gallery):
                             con.execute(stmt)
                     version += 1
                     con.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (version,))
-                    log.info("%s: gallery schema migrated to version %d", self.path, version)
+                    if existed:
+                        log.info("%s: gallery schema migrated to version %d", self.path, version)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
