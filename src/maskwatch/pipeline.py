@@ -18,7 +18,6 @@ import numpy as np
 
 from maskwatch.models.detector import create_detector
 from maskwatch.models.mask_classifier import MaskClassifier
-from maskwatch.ops.crop import appearance_thumbnails
 from maskwatch.tracking import FaceTracker, Track
 from maskwatch.types import MASK_CLASSES, Faces
 
@@ -60,13 +59,6 @@ class PipelineConfig:
             frame every frame.
         region_size, region_scale, track_score: see ``detect_every``.
         classify_every: most frames between mask classifications of a tracked face.
-        reclassify_change: a tracked face is classified again (at most every 3 frames)
-            when its look (a 16x16 normalised gray thumbnail) differs from the one at
-            its last classification by more than this (mean absolute difference; 0 =
-            off, the default): it turned, was covered, or put a mask on or off. On the
-            shared clip 0.3 raises agreement with the per-frame classifier from 96.8%
-            to 97.9% for 180 classifier calls instead of 122; with 3 drifting faces it
-            costs about 2-3 ms a frame.
         identify_every: frames between identity look-ups of a tracked face.
         model: mask classifier ONNX file (None: the shipped one).
         threads: onnxruntime threads for the classifier (None: its default).
@@ -84,14 +76,15 @@ class PipelineConfig:
     region_scale: float = 2.5
     track_score: float = 0.3
     classify_every: int = 10
-    reclassify_change: float = 0.0
     identify_every: int = 30
     model: str | None = None
     threads: int | None = None
     max_missed: int = 15
     iou_threshold: float = 0.3
     ema: float = 0.5
-    switch_frames: int = 3
+    switch_frames: int = 2
+    settle_looks: int = 3
+    settle_confidence: float = 0.7
 
     def make_detector(self) -> Any:
         """The detector these settings describe (to share one between pipelines)."""
@@ -193,7 +186,8 @@ class Pipeline:
     def _new_tracker(self) -> FaceTracker:
         c = self.config
         return FaceTracker(
-            iou_threshold=c.iou_threshold, max_missed=c.max_missed, ema=c.ema, switch_frames=c.switch_frames
+            iou_threshold=c.iou_threshold, max_missed=c.max_missed, ema=c.ema, switch_frames=c.switch_frames,
+            settle_looks=c.settle_looks, settle_confidence=c.settle_confidence,
         )
 
     def reset(self) -> list[Track]:
@@ -292,14 +286,12 @@ class Pipeline:
         timings["track"] = (time.perf_counter() - t0) * 1e3
 
         t0 = time.perf_counter()
-        looks = appearance_thumbnails(image, faces.boxes) if c.reclassify_change > 0 else None
-        due = self.tracker.due(faces, self._frame, c.classify_every, looks, c.reclassify_change)
+        due = self.tracker.due(faces, self._frame, c.classify_every)
         if due.any():
             sub = faces[due]
             probs = self.classifier.classify(image, sub).mask_probs
-            sub_looks = looks[due] if looks is not None else [None] * len(sub)
-            for tid, p, look in zip(sub.track_ids, probs, sub_looks, strict=True):
-                self.tracker.update_mask(int(tid), p, self._frame, look)
+            for tid, p in zip(sub.track_ids, probs, strict=True):
+                self.tracker.update_mask(int(tid), p, self._frame)
         faces = self.tracker.mask_probs_for(faces)
         labels = self.tracker.stable_labels(faces)
         timings["classify"] = (time.perf_counter() - t0) * 1e3

@@ -114,8 +114,6 @@ class Track:
     _candidate: int = field(default=-1, init=False, repr=False)
     _streak: int = field(default=0, init=False, repr=False)
     classifications: int = field(default=0, init=False)
-    # How the face looked at its last classification (see ops.crop.appearance_thumbnails).
-    _appearance: np.ndarray | None = field(default=None, init=False, repr=False)
 
     @property
     def confirmed(self) -> bool:
@@ -149,6 +147,12 @@ class FaceTracker:
             a new class before the stable label switches to it.
         switch_margin: how much the new class's smoothed probability must exceed the
             current stable label's (probability units) to switch.
+        settle_looks: a new track is classified on at least this many frames before
+            its label counts as settled (one view can mislead).
+        settle_confidence: a track's label counts as settled only once its smoothed
+            top probability reaches this (0-1); until then the track is classified on
+            every frame (0 = settled after ``settle_looks`` classifications however
+            unsure they were).
     """
 
     def __init__(
@@ -157,8 +161,10 @@ class FaceTracker:
         max_missed: int = 15,
         min_hits: int = 2,
         ema: float = 0.5,
-        switch_frames: int = 3,
+        switch_frames: int = 2,
         switch_margin: float = 0.15,
+        settle_looks: int = 3,
+        settle_confidence: float = 0.7,
     ) -> None:
         if not 0.0 < iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
@@ -174,6 +180,8 @@ class FaceTracker:
         self.ema = ema
         self.switch_frames = switch_frames
         self.switch_margin = switch_margin
+        self.settle_looks = settle_looks
+        self.settle_confidence = settle_confidence
         self._live: dict[int, Track] = {}
         self._ended: list[Track] = []
         self._next_id = 1
@@ -296,32 +304,24 @@ class FaceTracker:
 
     # -- scheduling of expensive stages --------------------------------------------
 
-    #: Least frames between two classifications of a track that a change of look asks for.
-    CHANGE_GAP = 3
-
-    def due(self, faces: Faces, frame_index: int, every: int, appearance: np.ndarray | None = None,
-            change: float = 0.3) -> np.ndarray:
+    def due(self, faces: Faces, frame_index: int, every: int) -> np.ndarray:
         """Which faces need a (mask) classification at this frame.
 
         Args:
             faces: faces returned by :meth:`update` for this frame.
             frame_index: the current frame index.
             every: classify each track at least once per this many frames (1 = always).
-            appearance: (N, D) thumbnails of the faces now (``ops.crop.appearance_thumbnails``),
-                or None; a face whose thumbnail differs from the one at its track's last
-                classification by more than ``change`` (mean absolute difference) is due:
-                it turned, was covered, or put a mask on or off.
-            change: see ``appearance``; 0 or less turns the check off.
 
         Returns:
             (N,) bool: True for faces that have no live track, whose track was never
             classified, whose last classification is ``every`` or more frames old, or
-            whose track is unsettled: it has had fewer than ``switch_frames``
+            whose track is unsettled: it has had fewer than ``settle_looks``
             classifications (one view can be misleading, so a new track is looked at
-            on its first frames), or the latest ones disagree with its stable label.
-            An unsettled track is classified on every frame until its label switches
-            or is confirmed, so a wrong first label lasts a few frames, not
-            ``switch_frames * every``.
+            on its first frames), its smoothed top probability is under
+            ``settle_confidence`` (the classifier is unsure of this face), or its
+            latest looks disagree with its stable label. An unsettled track is
+            classified on every frame until its label switches or is confirmed, so a
+            wrong or unsure label lasts a few frames, not ``every``.
         """
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
@@ -329,11 +329,10 @@ class FaceTracker:
         for i, tid in enumerate(faces.track_ids.tolist()):
             track = self._live.get(tid)
             if track is not None and track.last_classified >= 0:
-                unsettled = track.classifications < self.switch_frames or track._streak > 0
+                unsettled = (track.classifications < self.settle_looks or track._streak > 0
+                             or (track.mask_probs is not None
+                                 and float(track.mask_probs.max()) < self.settle_confidence))
                 out[i] = unsettled or track.last_classified <= frame_index - every
-                if (not out[i] and appearance is not None and change > 0 and track._appearance is not None
-                        and track.last_classified <= frame_index - self.CHANGE_GAP):
-                    out[i] = float(np.abs(appearance[i] - track._appearance).mean()) > change
         return out
 
     # -- mask state ----------------------------------------------------------------
@@ -344,8 +343,7 @@ class FaceTracker:
         except KeyError:
             raise KeyError(f"no live track with id {track_id}") from None
 
-    def update_mask(self, track_id: int, probs: np.ndarray, frame_index: int,
-                    appearance: np.ndarray | None = None) -> None:
+    def update_mask(self, track_id: int, probs: np.ndarray, frame_index: int) -> None:
         """Fold one classification of a track's face into its smoothed mask state.
 
         The smoothed probabilities are ``ema * probs + (1 - ema) * previous`` (the
@@ -358,14 +356,11 @@ class FaceTracker:
             track_id: a live track id, from the faces returned by :meth:`update`.
             probs: (3,) probabilities over ``MASK_CLASSES`` from the classifier.
             frame_index: the current frame index.
-            appearance: the face's thumbnail now (see :meth:`due`), kept to compare with.
 
         Raises:
             KeyError: when the track is not live.
         """
         track = self._track(track_id)
-        if appearance is not None:
-            track._appearance = np.asarray(appearance, np.float32).copy()
         probs = np.asarray(probs, np.float32).reshape(-1)
         if probs.shape != (_NUM_CLASSES,):
             raise ValueError(f"probs must have {_NUM_CLASSES} values, got {probs.shape}")

@@ -34,19 +34,3 @@ def test_crops_to_tensor_is_rgb_normalised():
     t = crops_to_tensor(crops, mean=(0, 0, 0), std=(255, 255, 255))
     assert t.shape == (2, 3, 4, 4) and t.dtype == np.float32
     assert t[:, 0].min() == 1.0 and t[:, 2].max() == 0.0
-
-
-def test_appearance_thumbnails_ignore_brightness_and_see_change():
-    from maskwatch.ops.crop import appearance_thumbnails
-
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 200, (120, 160, 3), dtype=np.uint8)
-    box = np.array([[20, 20, 84, 84]], np.float32)
-    a = appearance_thumbnails(image, box)
-    assert a.shape == (1, 256) and abs(float(a.mean())) < 1e-4
-    brighter = appearance_thumbnails(np.clip(image.astype(np.int16) + 40, 0, 255).astype(np.uint8), box)
-    assert np.abs(a - brighter).mean() < 0.05
-    covered = image.copy()
-    covered[52:84, 20:84] = 255  # the lower half covered, as by a mask
-    assert np.abs(a - appearance_thumbnails(covered, box)).mean() > 0.3
-    assert not appearance_thumbnails(image, np.array([[500, 500, 600, 600]], np.float32)).any()

@@ -84,33 +84,3 @@ def crops_to_tensor(
     rgb -= np.asarray(mean, np.float32)
     rgb /= np.asarray(std, np.float32)
     return np.ascontiguousarray(rgb.transpose(0, 3, 1, 2))
-
-
-def appearance_thumbnails(image: np.ndarray, boxes: np.ndarray, size: int = 16) -> np.ndarray:
-    """Tiny normalised views of faces, to tell cheaply whether a face has changed.
-
-    Each box (xyxy pixels, clipped to the image) is shrunk to ``size`` x ``size`` gray
-    pixels and standardised to zero mean and unit variance, so that a change of overall
-    brightness alone does not count; the mean absolute difference of two thumbnails is
-    then about 0.1-0.2 for the same still face and 0.3 or more when it turns, is
-    covered, or puts a mask on.
-
-    Args:
-        image: (H, W, 3) BGR uint8.
-        boxes: (N, 4) xyxy pixel boxes.
-        size: thumbnail side in pixels.
-
-    Returns:
-        (N, size * size) float32; rows of zeros for boxes with no pixels.
-    """
-    h, w = image.shape[:2]
-    out = np.zeros((len(boxes), size * size), np.float32)
-    for i, (x1, y1, x2, y2) in enumerate(np.asarray(boxes, np.float32).reshape(-1, 4)):
-        x1, y1 = max(int(round(float(x1))), 0), max(int(round(float(y1))), 0)
-        x2, y2 = min(int(round(float(x2))), w), min(int(round(float(y2))), h)
-        if x2 - x1 < 2 or y2 - y1 < 2:
-            continue
-        small = cv2.resize(image[y1:y2, x1:x2], (size, size), interpolation=cv2.INTER_AREA)
-        gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.float32).reshape(-1)
-        out[i] = (gray - gray.mean()) / (gray.std() + 1e-3)
-    return out
