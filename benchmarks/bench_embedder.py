@@ -1,8 +1,8 @@
-"""Milliseconds per face of SFace in its two backends (onnxruntime, OpenCV), 1 and 2 threads.
+"""Milliseconds per face of SFace in its backends (OpenVINO, onnxruntime, OpenCV), 1 and 2 threads.
 
 On LFW photos (250x250, one centred face) from the shared datasets, faces found by
 YuNet beforehand: the time of ``SFaceEmbedder.embed`` (alignment included) for one
-face per call, and per face when ``--group`` faces go in one call (onnxruntime runs
+face per call, and per face when ``--group`` faces go in one call (OpenVINO and onnxruntime run
 them as one batch, OpenCV one by one). The configurations take turns photo by photo,
 so that other work on the machine slows them alike; also printed: the load time of
 each embedder and the least cosine between the backends' embeddings.
@@ -62,7 +62,7 @@ def main() -> None:
              platform.processor() or platform.machine(), platform.python_version(), os.cpu_count() or 0,
              " ".join(load), len(pairs), args.rounds)
 
-    configs = [(b, t) for b in ("onnxruntime", "opencv") for t in (1, 2)]
+    configs = [(b, t) for b in ("openvino", "onnxruntime", "opencv") for t in (1, 2)]
     embedders = {}
     for backend, threads in configs:
         cv2.setNumThreads(threads)
@@ -71,8 +71,9 @@ def main() -> None:
         log.info("load %-11s %d thread(s): %6.0f ms", backend, threads, (time.perf_counter() - t0) * 1e3)
 
     ref = [embedders["opencv", 1].embed(im, f) for im, f in pairs]
-    least = min(float((embedders["onnxruntime", 2].embed(im, f) * r).sum()) for (im, f), r in zip(pairs, ref, strict=True))
-    log.info("least cosine onnxruntime vs opencv over %d faces: %.7f", len(pairs), least)
+    for backend in ("openvino", "onnxruntime"):
+        least = min(float((embedders[backend, 2].embed(im, f) * r).sum()) for (im, f), r in zip(pairs, ref, strict=True))
+        log.info("least cosine %s vs opencv over %d faces: %.7f", backend, len(pairs), least)
 
     one: dict[tuple[str, int], list[float]] = {c: [] for c in configs}
     many: dict[tuple[str, int], list[float]] = {c: [] for c in configs}

@@ -1,13 +1,16 @@
-"""SFace embeddings in both backends (onnxruntime on folded fp32 weights, OpenCV) on real photos.
+"""SFace embeddings in every backend (OpenVINO and onnxruntime on folded fp32 weights,
+OpenCV) on real photos.
 
-The two must agree to cosine >= 0.9999 on real faces: they share the embedder's name
-and version, so templates enrolled with one are matched against probes of the other.
+They must agree to cosine >= 0.9999 on real faces: they share the embedder's name and
+version, so templates enrolled with one are matched against probes of another.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +25,13 @@ onnx = pytest.importorskip("onnx", reason="the onnxruntime backend needs the onn
 AGREEMENT = 0.9999  # least cosine between the backends' embeddings of one face
 
 
+HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
+FP32 = ["openvino", "onnxruntime"] if HAS_OPENVINO else ["onnxruntime"]
+
+
 @pytest.fixture(scope="module")
 def backends() -> dict[str, SFaceEmbedder]:
-    return {b: SFaceEmbedder(backend=b) for b in ("onnxruntime", "opencv")}
+    return {b: SFaceEmbedder(backend=b) for b in (*FP32, "opencv")}
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +47,10 @@ def photos(datasets: Path) -> dict[Path, tuple[np.ndarray, object]]:
     return found
 
 
-def test_backends_agree_on_real_faces(backends, photos):
-    ours, opencv = backends["onnxruntime"], backends["opencv"]
-    assert ours.backend == "onnxruntime" and opencv.backend == "opencv"
+@pytest.mark.parametrize("backend", FP32)
+def test_backends_agree_on_real_faces(backends, photos, backend):
+    ours, opencv = backends[backend], backends["opencv"]
+    assert ours.backend == backend and opencv.backend == "opencv"
     assert (ours.name, ours.version) == (opencv.name, opencv.version) == ("sface-2021dec-int8", "1")
     cosines = []
     for image, faces in photos.values():
@@ -53,16 +61,17 @@ def test_backends_agree_on_real_faces(backends, photos):
     assert min(cosines) >= AGREEMENT, f"least cosine {min(cosines):.6f} over {len(cosines)} faces"
 
 
-def test_a_batch_gives_what_one_face_at_a_time_gives(backends, photos):
-    emb = SFaceEmbedder(backend="onnxruntime", batch_size=4)  # full batches and a partial one
+@pytest.mark.parametrize("backend", FP32)
+def test_a_batch_gives_what_one_face_at_a_time_gives(backends, photos, backend):
+    emb = SFaceEmbedder(backend=backend, batch_size=4)  # full batches and a partial one
     crops = np.concatenate([emb.align(*photos[p]) for p in sorted(photos)])
     assert len(crops) % 4 and len(crops) > 4
     together = emb.embed_aligned(crops)
-    alone = np.concatenate([backends["onnxruntime"].embed_aligned(c[None]) for c in crops])
+    alone = np.concatenate([backends[backend].embed_aligned(c[None]) for c in crops])
     np.testing.assert_allclose(together, alone, atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "opencv"])
+@pytest.mark.parametrize("backend", [*FP32, "opencv"])
 def test_same_person_is_closer_than_other_people(backends, datasets, backend):
     emb = backends[backend]
     det = YuNetDetector(max_side=1280)
@@ -86,17 +95,36 @@ def test_same_person_is_closer_than_other_people(backends, datasets, backend):
     assert sims[same].min() > 0.45 and sims[other].max() < 0.3
 
 
-def test_auto_picks_onnxruntime_when_onnx_is_installed():
-    emb = SFaceEmbedder()
-    assert emb.backend == "onnxruntime"
-    assert create_embedder("sface").backend == "onnxruntime"
+def test_auto_picks_the_fastest_installed_backend():
+    expected = "openvino" if HAS_OPENVINO else "onnxruntime"
+    assert SFaceEmbedder().backend == expected
+    assert create_embedder("sface").backend == expected
+
+
+def test_auto_falls_back_to_onnxruntime_without_openvino(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # what Python does when it is not installed
+    assert SFaceEmbedder().backend == "onnxruntime"
+    with pytest.raises(ImportError, match="pip install openvino"):
+        SFaceEmbedder(backend="openvino")
 
 
 def test_auto_falls_back_to_opencv_without_onnx(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)  # what Python does when onnx is not installed
     assert SFaceEmbedder().backend == "opencv"
-    with pytest.raises(ImportError, match="pip install onnx"):
-        SFaceEmbedder(backend="onnxruntime")
+    for backend in ("openvino", "onnxruntime"):
+        with pytest.raises(ImportError, match="pip install onnx"):
+            SFaceEmbedder(backend=backend)
+
+
+@pytest.mark.parametrize("backend", FP32)
+def test_one_embedder_shared_by_threads_gives_each_its_own_answer(backends, photos, backend):
+    emb = backends[backend]
+    crops = np.concatenate([emb.align(*photos[p]) for p in sorted(photos)])
+    alone = [emb.embed_aligned(c[None]) for c in crops]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda c: emb.embed_aligned(c[None]), list(crops) * 3))
+    for i, got in enumerate(together):
+        np.testing.assert_allclose(got, alone[i % len(crops)], atol=1e-5)
 
 
 def test_bad_arguments_give_one_clear_error(tmp_path, backends):
@@ -110,9 +138,10 @@ def test_bad_arguments_give_one_clear_error(tmp_path, backends):
         assert emb.embed_aligned(np.zeros((0, 112, 112, 3), np.uint8)).shape == (0, 128)
 
 
-def test_the_onnxruntime_backend_does_not_import_torch():
+@pytest.mark.parametrize("backend", FP32)
+def test_the_fp32_backends_do_not_import_torch(backend):
     code = ("import sys; from maskwatch.models.embedder import SFaceEmbedder; "
-            "e = SFaceEmbedder(backend='onnxruntime'); assert e.backend == 'onnxruntime'; "
+            f"e = SFaceEmbedder(backend={backend!r}); assert e.backend == {backend!r}; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

