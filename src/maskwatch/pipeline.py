@@ -62,8 +62,8 @@ class PipelineConfig:
         identify_every: frames between identity look-ups of a tracked face.
         model: mask classifier ONNX file (None: the shipped one).
         threads: onnxruntime threads for the classifier (None: its default).
-        max_missed, iou_threshold, ema, switch_frames: tracker settings (see
-            :class:`~maskwatch.tracking.FaceTracker`).
+        max_missed, iou_threshold, ema, switch_frames, settle_looks, settle_confidence:
+            tracker settings (see :class:`~maskwatch.tracking.FaceTracker`).
     """
 
     detector: str = "yunet"
