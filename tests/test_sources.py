@@ -349,6 +349,29 @@ def test_url_stream_reads_reconnects_and_gives_up(
     assert elapsed < 15.0
 
 
+def test_a_lost_url_says_it_is_reconnecting_until_it_is_back() -> None:
+    with MJPEGServer(frames_per_connection=None, connections=None, interval_s=0.02) as server:
+        source = open_source(server.url, backoff=(0.1, 0.2), read_timeout_s=3.0)
+        seen: list[int] = []
+        reader = threading.Thread(target=lambda: seen.extend(1 for _ in source), daemon=True)
+        reader.start()
+        assert source.reconnecting == ""
+        server.go_down()
+        deadline = time.monotonic() + 10
+        while not source.reconnecting and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert source.reconnecting.startswith(f"lost stream {server.url}; reconnecting in ")
+        assert "(attempt " in source.reconnecting
+        down = len(seen)
+        server.come_back()
+        deadline = time.monotonic() + 10
+        while (source.reconnecting or len(seen) <= down) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert source.reconnecting == "" and len(seen) > down
+        source.close()
+        reader.join(5)
+
+
 def test_url_without_reconnect_stops_after_the_drop(mjpeg_server: MJPEGServer) -> None:
     with open_source(mjpeg_server.url, reconnect=False, read_timeout_s=3.0) as source:
         frames, problems = split(list(source))

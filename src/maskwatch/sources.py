@@ -666,6 +666,11 @@ class LiveSource(_CaptureSource):
 
     Frame timestamps are ``time.monotonic()`` seconds since the source was opened;
     indices keep counting across reconnections.
+
+    Attributes:
+        reconnecting: while the source is lost and being reopened, what is happening
+            (``"lost stream URL; reconnecting in 2 s (attempt 3)"``), for a caller that
+            shows it while the iterator waits; ``""`` while connected.
     """
 
     def __init__(
@@ -693,6 +698,7 @@ class LiveSource(_CaptureSource):
         if read_timeout_s <= 0:
             raise ValueError(f"read_timeout_s must be positive, got {read_timeout_s}")
         self.kind = kind
+        self.reconnecting = ""
         self._target = target
         self._reconnect = reconnect
         self._max_retries = max_retries
@@ -826,17 +832,16 @@ class LiveSource(_CaptureSource):
                     f"reconnection attempt{'s' if self._max_retries != 1 else ''}"
                 )
                 self._log.error("%s", message)
+                self.reconnecting = ""
                 return None, message
-            self._log.warning(
-                "lost stream %s; reconnecting in %s s (attempt %d)",
-                self._source,
-                _fmt_seconds(delay),
-                attempt,
-            )
+            wait = _fmt_seconds(delay)
+            self.reconnecting = f"lost stream {self._source}; reconnecting in {wait} s (attempt {attempt})"
+            self._log.warning("%s", self.reconnecting)
             if self._closed.wait(delay):
                 return None, ""
             frame, why = self._connect()
             if frame is not None:
+                self.reconnecting = ""
                 self._log.info(
                     "reconnected to %s after %d attempt%s",
                     self._source,

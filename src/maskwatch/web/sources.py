@@ -72,10 +72,14 @@ class ServerSource:
     def info(self) -> SourceInfo:
         """State now; ``fps`` is frames per second over the last 30 frames, 0 unless live."""
         state, message = self.state, self.message
-        # A lost camera or stream is being reopened inside open_source's iterator, which
-        # says nothing until it gives up: a live source without frames is reconnecting.
+        # A lost camera or stream is reopened inside open_source's iterator, which yields
+        # nothing until it is back or gives up; the source says what it is doing. A read
+        # that hangs without failing shows only as silence.
+        lost = getattr(self._source, "reconnecting", "")
         silent_s = time.monotonic() - self._last_frame if self._last_frame else 0.0
-        if state == "live" and silent_s > STALE_S:
+        if state == "live" and lost:
+            state, message = "reconnecting", lost
+        elif state == "live" and silent_s > STALE_S:
             state = "reconnecting"
             message = f"no frame for {silent_s:.0f} s; reconnecting to {self.shown}"
         fps = 0.0
