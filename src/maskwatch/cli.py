@@ -214,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retention-days", type=float, default=30.0, help="delete events older than this (default 30)")
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload, MB (default 10)")
     p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest accepted image, pixels (default 40M)")
+    p.add_argument("--private", action=argparse.BooleanOptionalAction, default=None,
+                   help="watching (live page, streams, /api/analyze) needs the admin login too; default: "
+                   "private when --host is not a loopback address, open on this machine only")
     _add_common(p)
     return parser
 
@@ -672,7 +675,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UserError("--retention-days, --max-upload-mb and --max-pixels must be positive")
     settings = WebSettings(host=args.host, port=args.port, db=args.db, sources=list(args.source),
                            retention_days=args.retention_days, max_upload_bytes=int(args.max_upload_mb * 2**20),
-                           max_pixels=args.max_pixels)
+                           max_pixels=args.max_pixels, private=args.private)
     serve(settings, log_level="debug" if args.verbose else "warning" if args.quiet else "info")
     return 0
 

@@ -4,6 +4,7 @@ SQLite store in tmp: answers, authentication and CSRF failures, bad uploads."""
 from __future__ import annotations
 
 import io
+import json
 import re
 import time
 
@@ -551,3 +552,69 @@ def test_web_app_does_not_import_torch():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == ""
+
+
+# -- private servers: watching needs the login too ---------------------------------------
+
+
+@pytest.mark.parametrize("host, private, expected", [
+    ("127.0.0.1", None, False), ("::1", None, False), ("localhost", None, False), ("127.0.0.2", None, False),
+    ("0.0.0.0", None, True), ("::", None, True), ("192.168.1.20", None, True), ("camera-box.lan", None, True),
+    ("0.0.0.0", False, False), ("127.0.0.1", True, True),
+])
+def test_private_by_default_beyond_this_machine(host, private, expected):
+    from maskwatch.web import WebSettings
+
+    assert WebSettings(host=host, private=private).watching_needs_login() is expected
+
+
+@pytest.fixture(scope="module")
+def private_client(tmp_path_factory):
+    import warnings
+
+    from tests.web.conftest import make_settings
+
+    from maskwatch.web import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    app = create_app(make_settings(tmp_path_factory.mktemp("private"), private=True))
+    with TestClient(app) as c:
+        yield c
+
+
+def test_a_private_server_shows_no_face_or_name_without_the_login(private_client, datasets):
+    from starlette.websockets import WebSocketDisconnect
+
+    c = private_client
+    c.cookies.clear()
+    photo = jpeg_of(datasets / "group-photos" / "t1.jpg")
+    r = c.get("/", follow_redirects=False)
+    assert r.status_code in (302, 303, 307) and r.headers["location"].startswith("/login"), r.headers
+    assert c.post("/api/analyze", files={"file": ("t1.jpg", photo, "image/jpeg")}).status_code == 401
+    assert c.get("/api/sources").status_code == 401
+    assert c.get("/stream/1.jpg").status_code == 401
+    assert c.get("/stream/1.mjpg").status_code == 401
+    with c.websocket_connect("/ws/live") as ws, pytest.raises(WebSocketDisconnect) as closed:
+        ws.receive_text()
+    assert closed.value.code == 4401
+    assert c.get("/api/health").status_code == 200  # says nothing about anyone
+    assert c.get("/login").status_code == 200
+
+
+def test_a_private_server_serves_the_admin(private_client, datasets):
+    c = private_client
+    c.cookies.clear()
+    photo = jpeg_of(datasets / "group-photos" / "t1.jpg")
+    r = c.post("/api/analyze", files={"file": ("t1.jpg", photo, "image/jpeg")}, headers=BEARER)
+    assert r.status_code == 200 and len(r.json()["faces"]) >= 5
+    assert c.get("/api/sources", headers=BEARER).status_code == 200
+    with c.websocket_connect("/ws/live", headers=BEARER) as ws:
+        assert json.loads(ws.receive_text())["type"] == "hello"
+    status, _ = login(c)
+    assert status in (302, 303)
+    assert c.get("/").status_code == 200
+    with c.websocket_connect("/ws/live") as ws:  # the session cookie
+        assert json.loads(ws.receive_text())["type"] == "hello"
+    c.cookies.clear()

@@ -19,12 +19,13 @@ from maskwatch import __version__
 from maskwatch.events import UNCLASSIFIED, events_to_csv
 from maskwatch.gallery import Person, validate_name
 from maskwatch.types import MASK_CLASSES
-from maskwatch.web.deps import require_admin, service
+from maskwatch.web.deps import require_admin, require_viewer, service
 from maskwatch.web.sources import SourceRefused
 from maskwatch.web.uploads import check_image, read_limited
 
 router = APIRouter(prefix="/api", tags=["api"])
 admin = [Depends(require_admin)]
+viewer = [Depends(require_viewer)]  # open on localhost; the admin login when the server is private
 
 MASK_STATES = (*MASK_CLASSES, UNCLASSIFIED)
 
@@ -80,7 +81,7 @@ async def health(request: Request) -> dict[str, Any]:
             "live_streams": svc.stream_count, "events": True}
 
 
-@router.post("/analyze", summary="Analyse one photo (accurate mode); returns the engine JSON")
+@router.post("/analyze", dependencies=viewer, summary="Analyse one photo (accurate mode); returns the engine JSON")
 async def analyze(request: Request, file: Annotated[UploadFile, File(description="JPEG, PNG, WEBP, GIF, BMP or TIFF")]
                   ) -> dict[str, Any]:
     s = request.app.state.settings
@@ -90,7 +91,7 @@ async def analyze(request: Request, file: Annotated[UploadFile, File(description
     return await service(request).run(service(request).analyze_photo, image)
 
 
-@router.get("/sources", summary="Server-side sources and their state")
+@router.get("/sources", dependencies=viewer, summary="Server-side sources and their state")
 async def list_sources(request: Request) -> list[dict[str, Any]]:
     return [dict(vars(i), stream=f"/stream/{i.id}.mjpg") for i in request.app.state.sources.list()]
 

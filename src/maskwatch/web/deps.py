@@ -7,6 +7,7 @@ from urllib.parse import quote
 
 from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse
+from starlette.requests import HTTPConnection
 
 from maskwatch.web.security import AdminAuth
 from maskwatch.web.service import EngineService
@@ -48,8 +49,9 @@ def is_https(request: Request) -> bool:
     return forced if forced is not None else request.url.scheme == "https"
 
 
-def is_admin(request: Request) -> bool:
-    """True for a valid session cookie or ``Authorization: Bearer <admin password>``."""
+def is_admin(request: HTTPConnection) -> bool:
+    """True for a valid session cookie or ``Authorization: Bearer <admin password>``
+    (on a request or a WebSocket)."""
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
         return auth(request).check_bearer(header[7:].strip())
@@ -74,6 +76,19 @@ async def require_admin(request: Request) -> None:
                             headers={"WWW-Authenticate": "Bearer"})
     if request.method not in SAFE_METHODS and not _csrf_ok(request):
         raise HTTPException(403, "missing or wrong CSRF token (send the page's token in X-CSRF-Token)")
+
+
+async def require_viewer(request: Request) -> None:
+    """API dependency for routes that show faces or names: open unless the server is
+    private (``WebSettings.watching_needs_login``), then as :func:`require_admin`."""
+    if request.app.state.settings.watching_needs_login():
+        await require_admin(request)
+
+
+def require_viewer_page(request: Request) -> None:
+    """Page dependency: the login page first when the server is private."""
+    if request.app.state.settings.watching_needs_login():
+        require_admin_page(request)
 
 
 def require_admin_page(request: Request) -> None:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from maskwatch.web.deps import is_admin
 from maskwatch.web.uploads import UploadError, check_image
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,10 @@ async def live_socket(ws: WebSocket) -> None:
         await ws.close(code=1008, reason="cross-origin WebSocket refused")
         return
     await ws.accept()
+    if ws.app.state.settings.watching_needs_login() and not is_admin(ws):
+        # accepted first so that the page gets the code (a refused handshake is only 1006)
+        await ws.close(code=4401, reason="log in first: this server is private")
+        return
     svc = ws.app.state.service
     settings = ws.app.state.settings
     try:

@@ -10,7 +10,13 @@ from fastapi.responses import RedirectResponse, Response
 
 from maskwatch.gallery import GalleryError
 from maskwatch.web.api import enrol_uploads, person_dict
-from maskwatch.web.deps import check_form_csrf, render, require_admin_page, service
+from maskwatch.web.deps import (
+    check_form_csrf,
+    render,
+    require_admin_page,
+    require_viewer_page,
+    service,
+)
 from maskwatch.web.sources import SourceRefused
 from maskwatch.web.uploads import UploadError
 
@@ -26,7 +32,7 @@ def _flash(request: Request) -> dict[str, str]:
     return {"msg": request.query_params.get("msg", "")[:300], "err": request.query_params.get("err", "")[:300]}
 
 
-@router.get("/")
+@router.get("/", dependencies=[Depends(require_viewer_page)])
 async def live_page(request: Request) -> Response:
     sources = request.app.state.sources.list()
     return render(request, "live.html", {"sources": sources, **_flash(request)})

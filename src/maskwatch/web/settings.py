@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,16 @@ def default_home() -> Path:
     from maskwatch.gallery import default_gallery_path
 
     return default_gallery_path().parent
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address that only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[] ")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 @dataclass
@@ -41,6 +52,10 @@ class WebSettings:
         login_attempts, login_window_s: failed logins allowed per client address
             within the window before further attempts get 429.
         https: mark cookies Secure (None: when the request came over https).
+        private: watching needs the admin login too: the live page and its WebSocket,
+            server streams, the source list and ``/api/analyze``, which show faces and
+            names. None (default): private whenever the server listens beyond this
+            machine (``host`` is not a loopback address), open on localhost.
     """
 
     host: str = "127.0.0.1"
@@ -60,9 +75,16 @@ class WebSettings:
     login_attempts: int = 5
     login_window_s: float = 300.0
     https: bool | None = None
+    private: bool | None = None
 
     def resolved_home(self) -> Path:
         return Path(self.home).expanduser() if self.home else default_home()
+
+    def watching_needs_login(self) -> bool:
+        """Whether the pages and routes that show faces and names need the login."""
+        if self.private is not None:
+            return self.private
+        return not is_loopback(self.host)
 
     def resolved_admin_password(self) -> str | None:
         return self.admin_password or os.environ.get("MASKWATCH_ADMIN_PASSWORD") or None

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response, StreamingResponse
+
+from maskwatch.web.deps import require_viewer
 
 router = APIRouter(tags=["streams"])
 
@@ -22,7 +24,8 @@ def _source(request: Request, source_id: str):  # noqa: ANN202
     return src
 
 
-@router.get("/stream/{source_id}.mjpg", summary="Annotated MJPEG stream of a server source")
+@router.get("/stream/{source_id}.mjpg", dependencies=[Depends(require_viewer)],
+            summary="Annotated MJPEG stream of a server source")
 async def mjpeg(request: Request, source_id: str) -> StreamingResponse:
     src = _source(request, source_id)
 
@@ -44,7 +47,8 @@ async def mjpeg(request: Request, source_id: str) -> StreamingResponse:
                              headers={"Cache-Control": "no-store"})
 
 
-@router.get("/stream/{source_id}.jpg", summary="Latest annotated frame of a server source")
+@router.get("/stream/{source_id}.jpg", dependencies=[Depends(require_viewer)],
+            summary="Latest annotated frame of a server source")
 async def snapshot(request: Request, source_id: str) -> Response:
     src = _source(request, source_id)
     if src.jpeg is None:

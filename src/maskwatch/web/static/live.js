@@ -139,8 +139,9 @@
     ws.binaryType = "arraybuffer";
     ws.onopen = () => { $("status").textContent = "connected"; inflight.clear(); pump(); };
     ws.onmessage = onMessage;
-    ws.onclose = () => {
+    ws.onclose = (ev) => {
       inflight.clear();
+      if (ev.code === 4401) { location.href = "/login?next=/"; return; }  // private server, session over
       if (stats.running) { $("status").textContent = "connection lost; reconnecting"; setTimeout(connect, 1000); }
     };
   }
