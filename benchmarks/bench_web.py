@@ -23,17 +23,15 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
+sys.path.insert(0, str(REPO))  # the browser tests' server and Chromium helpers
+from tests.web.browser import CHROMIUM, chromium_args, running_server  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
@@ -61,27 +59,6 @@ def build_camera(datasets: Path, faces: int, out: Path, frames: int = 150) -> Pa
     return path
 
 
-def start_server(home: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, MASKWATCH_HOME=str(home), MASKWATCH_ADMIN_PASSWORD="bench-password")
-    proc = subprocess.Popen([sys.executable, "-m", "maskwatch.cli", "serve", "--port", str(port), "-q"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(REPO))
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/api/health", timeout=2):
-                return proc, url
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise SystemExit("the server did not start within 120 s")
-
-
 def run_config(datasets: Path, tmp: Path, faces: int, pages: int, warmup_s: float, seconds: float,
                inflight: int) -> dict:
     from playwright.sync_api import sync_playwright
@@ -89,14 +66,11 @@ def run_config(datasets: Path, tmp: Path, faces: int, pages: int, warmup_s: floa
     camera = build_camera(datasets, faces, tmp)
     home = tmp / f"home-{faces}-{pages}"
     home.mkdir(exist_ok=True)
-    proc, url = start_server(home)
     rss: list[tuple[float, float]] = []
     load_before = load_average()
-    try:
+    with running_server(home, "bench-password", "-q", timeout=120.0) as (url, pid):
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-                "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-video-capture={camera}"])
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=chromium_args(camera))
             context = browser.new_context()
             tabs = []
             for _ in range(pages):
@@ -110,14 +84,14 @@ def run_config(datasets: Path, tmp: Path, faces: int, pages: int, warmup_s: floa
             first_result_s = time.time() - t_start
             end_warm = time.time() + warmup_s
             while time.time() < end_warm:
-                rss.append((time.time() - t_start, rss_mb(proc.pid)))
+                rss.append((time.time() - t_start, rss_mb(pid)))
                 time.sleep(1.0)
             for tab in tabs:
                 tab.evaluate("() => window.maskwatchResetStats()")
             t0 = time.time()
             rss_measure_start = len(rss)
             while time.time() < t0 + seconds:
-                rss.append((time.time() - t_start, rss_mb(proc.pid)))
+                rss.append((time.time() - t_start, rss_mb(pid)))
                 time.sleep(1.0)
             per_page = []
             for tab in tabs:
@@ -129,12 +103,6 @@ def run_config(datasets: Path, tmp: Path, faces: int, pages: int, warmup_s: floa
                 per_page.append(s)
             context.close()
             browser.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
     measured = [m for _, m in rss[rss_measure_start:]] or [float("nan")]
     return {
         "faces": faces, "pages": pages, "inflight": inflight, "first_result_s": first_result_s,
@@ -165,7 +133,7 @@ def main() -> int:
     datasets = Path(args.datasets)
     if not (datasets / "lfw-identities" / "images").is_dir():
         raise SystemExit(f"{datasets}: shared datasets not found (--datasets)")
-    if not Path(CHROMIUM).is_file():
+    if not CHROMIUM.is_file():
         raise SystemExit(f"{CHROMIUM} not found: apt-get install chromium")
     runs = [tuple(int(x) for x in r.split("x")) for r in args.runs.split(",") if r.strip()]
     lines = [f"maskwatch web benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {platform.machine()}, "

@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[2]
@@ -34,9 +35,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Server(NamedTuple):
+    url: str  # base URL, http://127.0.0.1:PORT
+    pid: int
+
+
 @contextmanager
-def running_server(home: Path, password: str, *extra: str, timeout: float = 90.0) -> Iterator[str]:
-    """``maskwatch serve`` in a subprocess with ``MASKWATCH_HOME=home``; yields its base URL."""
+def running_server(home: Path, password: str, *extra: str, timeout: float = 90.0) -> Iterator[Server]:
+    """``maskwatch serve`` in a subprocess with ``MASKWATCH_HOME=home``; yields its URL and pid.
+
+    Its output goes to ``server-PORT.log`` beside ``home``. Used by the browser tests and
+    by ``benchmarks/bench_web.py``.
+    """
     port = free_port()
     env = dict(os.environ, MASKWATCH_HOME=str(home), MASKWATCH_ADMIN_PASSWORD=password, PYTHONUNBUFFERED="1")
     log = open(home.parent / f"server-{port}.log", "w")  # noqa: SIM115
@@ -58,7 +68,7 @@ def running_server(home: Path, password: str, *extra: str, timeout: float = 90.0
             if time.time() > deadline:
                 raise RuntimeError("server did not start in time")
             time.sleep(0.3)
-        yield url
+        yield Server(url, proc.pid)
     finally:
         proc.terminate()
         try:

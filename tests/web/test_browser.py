@@ -47,8 +47,8 @@ def server(tmp_path_factory):
         pytest.skip(REASON)
     home = tmp_path_factory.mktemp("e2e") / "home"
     home.mkdir()
-    with running_server(home, PASSWORD) as url:
-        yield url
+    with running_server(home, PASSWORD) as srv:
+        yield srv.url
 
 
 @pytest.fixture(scope="module")
