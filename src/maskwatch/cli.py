@@ -143,9 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         "masked versions for recognition under masks); photos are kept only with --thumbnail. "
         "--db picks the store: a SQLite file (default: in your data folder) or mongodb://host:port/db.",
     )
-    psub = people.add_subparsers(dest="people_command", metavar="ACTION")
-    people.set_defaults(group_actions=psub.choices)  # filled in below
-    for name, help_text in (
+    for name, q in _add_actions(people, "people_command", (
         ("add", "enrol a person from one or more photos"),
         ("import", "enrol everyone in DIR (one sub-folder of photos per person)"),
         ("list", "list people with template counts"),
@@ -153,10 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("remove", "delete a person and all their templates"),
         ("export", "write the gallery (embeddings, no photos) to a JSON-lines file"),
         ("load", "read a file written by export"),
-    ):
-        q = psub.add_parser(name, help=help_text, description=help_text)
-        q.add_argument("--db", help="gallery: SQLite path or mongodb://host:port/db (default: user data folder)")
-        _add_common(q)
+    )):
         if name == "add":
             q.add_argument("name")
             q.add_argument("photos", nargs="+", metavar="PHOTO")
@@ -528,6 +523,21 @@ def cmd_people(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_actions(group: argparse.ArgumentParser, dest: str,
+                 actions: tuple[tuple[str, str], ...]) -> list[tuple[str, argparse.ArgumentParser]]:
+    """The ACTION sub-commands of a command group (people, events), each with ``--db`` and
+    the common options; returns ``(name, parser)`` pairs for their own arguments."""
+    sub = group.add_subparsers(dest=dest, metavar="ACTION")
+    group.set_defaults(group_actions=sub.choices)  # a group without an action lists them
+    out = []
+    for name, help_text in actions:
+        q = sub.add_parser(name, help=help_text, description=help_text)
+        q.add_argument("--db", help="gallery: SQLite path or mongodb://host:port/db (default: user data folder)")
+        _add_common(q)
+        out.append((name, q))
+    return out
+
+
 def _add_events_parser(sub: Any) -> None:
     ev = sub.add_parser(
         "events",
@@ -538,17 +548,12 @@ def _add_events_parser(sub: Any) -> None:
         "2024-05-01T10:30; local time unless a zone is given), a duration ago (24h, 7d) or Unix seconds; "
         "an event's time is when it ended.",
     )
-    esub = ev.add_subparsers(dest="events_command", metavar="ACTION")
-    ev.set_defaults(group_actions=esub.choices)  # filled in below
-    for name, help_text in (
+    for name, q in _add_actions(ev, "events_command", (
         ("list", "list events, newest first"),
         ("export", "write events to a CSV file"),
         ("purge", "delete events older than the retention period"),
         ("stats", "mask compliance, people seen and unknown faces, in total and per time bucket"),
-    ):
-        q = esub.add_parser(name, help=help_text, description=help_text)
-        q.add_argument("--db", help="gallery: SQLite path or mongodb://host:port/db (default: user data folder)")
-        _add_common(q)
+    )):
         if name == "export":
             q.add_argument("file", help="CSV file to write")
         if name != "purge":
