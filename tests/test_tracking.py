@@ -419,7 +419,8 @@ def test_forget_identities_makes_every_track_due_for_a_new_look_up():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"iou_threshold": 0.0}, {"ema": 0.0}, {"ema": 1.5}, {"switch_frames": 0}, {"max_missed": -1}],
+    [{"iou_threshold": 0.0}, {"ema": 0.0}, {"ema": 1.5}, {"switch_frames": 0}, {"max_missed": -1},
+     {"settle_looks": 0}, {"settle_confidence": 1.5}, {"settle_confidence": -0.1}],
 )
 def test_bad_settings_are_rejected(kwargs):
     with pytest.raises(ValueError):

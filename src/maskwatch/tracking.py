@@ -168,12 +168,14 @@ class FaceTracker:
     ) -> None:
         if not 0.0 < iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
-        if max_missed < 0 or min_hits < 1 or switch_frames < 1:
-            raise ValueError("max_missed must be >= 0, min_hits and switch_frames >= 1")
+        if max_missed < 0 or min_hits < 1 or switch_frames < 1 or settle_looks < 1:
+            raise ValueError("max_missed must be >= 0, min_hits, switch_frames and settle_looks >= 1")
         if not 0.0 < ema <= 1.0:
             raise ValueError(f"ema must be in (0, 1], got {ema}")
         if not 0.0 <= switch_margin < 1.0:
             raise ValueError(f"switch_margin must be in [0, 1), got {switch_margin}")
+        if not 0.0 <= settle_confidence <= 1.0:
+            raise ValueError(f"settle_confidence must be in [0, 1], got {settle_confidence}")
         self.iou_threshold = iou_threshold
         self.max_missed = max_missed
         self.min_hits = min_hits
