@@ -262,30 +262,80 @@ def classify_sequence(classes: list[int], confidence: float = 0.9, **kwargs) -> 
 @pytest.mark.parametrize("ema", [0.5, 1.0])
 @pytest.mark.parametrize("flip_at", [1, 5, 10])
 @pytest.mark.parametrize("to", [WITHOUT, INCORRECT])
-def test_single_frame_flip_never_changes_stable_label(ema, flip_at, to):
+def test_single_frame_flip_never_changes_stable_label_without_decisive_looks(ema, flip_at, to):
     classes = [WITH] * 20
     classes[flip_at] = to
-    assert set(classify_sequence(classes, confidence=0.98, ema=ema)) == {MASK_CLASSES[WITH]}
+    labels = classify_sequence(classes, confidence=0.98, ema=ema, switch_confidence=None)
+    assert set(labels) == {MASK_CLASSES[WITH]}
+
+
+@pytest.mark.parametrize("flip_at", [1, 5, 10])
+@pytest.mark.parametrize("to", [WITHOUT, INCORRECT])
+def test_an_unsure_single_look_never_changes_the_label(flip_at, to):
+    classes = [WITH] * 20
+    classes[flip_at] = to
+    # 0.45 is under the default switch_confidence (0.5): not a decisive look.
+    assert set(classify_sequence(classes, confidence=0.45)) == {MASK_CLASSES[WITH]}
+
+
+@pytest.mark.parametrize("hold_frames", [2, 3])
+@pytest.mark.parametrize("flip_at", [1, 5, 10])
+def test_a_decisive_single_look_shows_for_hold_frames_never_one(hold_frames, flip_at):
+    classes = [WITH] * 20
+    classes[flip_at] = WITHOUT
+    labels = classify_sequence(classes, confidence=0.9, hold_frames=hold_frames)
+    if flip_at < hold_frames:
+        # The first label holds too: a look inside its hold only counts as a first look.
+        assert set(labels) == {MASK_CLASSES[WITH]}
+    else:
+        assert labels[flip_at:flip_at + hold_frames] == [MASK_CLASSES[WITHOUT]] * hold_frames
+        assert run_lengths(labels) == [flip_at, hold_frames, 20 - flip_at - hold_frames]
+
+
+def test_labels_never_last_a_single_frame_when_every_look_disagrees():
+    # The worst case for flicker: a decisive look for another class on every frame.
+    classes = [WITH, WITHOUT, INCORRECT] * 10
+    for hold in (2, 3):
+        runs = run_lengths(classify_sequence(classes, confidence=0.9, hold_frames=hold))
+        assert min(runs[:-1]) >= hold, runs  # the last run is cut by the sequence's end
 
 
 @pytest.mark.parametrize("switch_frames", [1, 3, 5])
 def test_sustained_change_switches_after_switch_frames(switch_frames):
     # Without smoothing (ema=1) the smoothed argmax is the per-frame argmax.
-    labels = classify_sequence([WITH] * 10 + [WITHOUT] * 10, ema=1.0, switch_frames=switch_frames)
+    labels = classify_sequence([WITH] * 10 + [WITHOUT] * 10, ema=1.0, switch_frames=switch_frames,
+                               switch_confidence=None)
     first_new = labels.index(MASK_CLASSES[WITHOUT])
     assert first_new == 10 + switch_frames - 1
     assert set(labels[first_new:]) == {MASK_CLASSES[WITHOUT]}
 
 
 def test_sustained_change_with_smoothing_switches_soon():
-    labels = classify_sequence([WITH] * 10 + [INCORRECT] * 10)  # defaults: ema=0.5, 2 frames
+    labels = classify_sequence([WITH] * 10 + [INCORRECT] * 10, switch_confidence=None)  # ema=0.5, 2 frames
     first_new = labels.index(MASK_CLASSES[INCORRECT])
     assert 10 + 2 - 1 <= first_new <= 10 + 2 + 1
     assert set(labels[first_new:]) == {MASK_CLASSES[INCORRECT]}
 
 
+@pytest.mark.parametrize("confidence", [0.9, 0.5, 0.45])
+def test_a_decisive_look_switches_at_once_and_restarts_the_average(confidence):
+    tracker = FaceTracker()  # defaults: switch_confidence 0.5, ema 0.5
+    labels = []
+    for i in range(20):
+        tracker.update(faces_at(square(100, 100, 50)), i, i / 25)
+        tracker.update_mask(1, probs_for(WITH if i < 10 else WITHOUT, confidence), i)
+        labels.append(tracker.live[1].mask_label)
+        if i == 10 and confidence >= 0.5:
+            # The average restarts from the decisive look: the shown probability
+            # belongs to the shown label.
+            np.testing.assert_allclose(tracker.live[1].mask_probs, probs_for(WITHOUT, confidence), atol=1e-6)
+    first_new = labels.index(MASK_CLASSES[WITHOUT])
+    assert (first_new == 10) == (confidence >= 0.5)  # an unsure look waits for agreeing ones
+    assert set(labels[first_new:]) == {MASK_CLASSES[WITHOUT]}
+
+
 def test_small_margin_does_not_switch():
-    tracker = FaceTracker(ema=1.0)
+    tracker = FaceTracker(ema=1.0, switch_confidence=None)
     tracker.update(faces_at(square(100, 100, 50)), 0, 0.0)
     tracker.update_mask(1, [0.8, 0.2, 0.0], 0)
     for i in range(1, 10):  # argmax changed, but 0.55 - 0.45 < switch_margin
@@ -298,14 +348,15 @@ def test_small_margin_does_not_switch():
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_noisy_classifier_gives_stable_labels(seed):
+@pytest.mark.parametrize("decisive", [None, 0.5])
+def test_noisy_classifier_gives_stable_labels(seed, decisive):
     rng = np.random.default_rng(seed)
     segments = [(WITH, 600), (WITHOUT, 500), (INCORRECT, 400), (WITH, 500)]
     truth = np.concatenate([np.full(n, c) for c, n in segments])
     observed = truth.copy()
     noisy = rng.random(len(truth)) < 0.02
     observed[noisy] = (truth[noisy] + rng.integers(1, 3, noisy.sum())) % 3
-    tracker = FaceTracker()
+    tracker = FaceTracker(switch_confidence=decisive)
     tracker.update(faces_at(square(100, 100, 50)), 0, 0.0)
     labels = []
     for i, cls in enumerate(observed):
@@ -314,14 +365,24 @@ def test_noisy_classifier_gives_stable_labels(seed):
         confidence = rng.uniform(0.6, 0.98)
         tracker.update_mask(1, probs_for(int(cls), confidence), i)
         labels.append(MASK_CLASSES.index(tracker.live[1].mask_label))
-    agreement = (np.array(labels) == truth).mean()
-    assert agreement >= 0.99
-    runs = run_lengths(labels)
-    assert min(runs) >= 3, "no short label runs"
-    assert len(runs) == len(segments)
+    labels = np.array(labels)
+    runs = run_lengths(labels.tolist())
     counts = tracker.live[1].mask_counts
     assert sum(counts.values()) == len(truth)
-    assert abs(counts[MASK_CLASSES[INCORRECT]] - 400) <= 10
+    if decisive is None:
+        # Every wrong look is alone: without decisive looks none is ever shown.
+        assert (labels == truth).mean() >= 0.99
+        assert min(runs) >= 3, "no short label runs"
+        assert len(runs) == len(segments)
+        assert abs(counts[MASK_CLASSES[INCORRECT]] - 400) <= 10
+    else:
+        # A decisive wrong look is shown for hold_frames (2) frames, then put right:
+        # each costs 2 frames against the truth instead of none, and 1 against the
+        # per-frame labels, as without decisive looks.
+        assert (labels == observed).mean() >= 0.97
+        assert (labels == truth).mean() >= 0.94
+        assert min(runs) >= 2, "no label shown for a single frame"
+        assert abs(counts[MASK_CLASSES[INCORRECT]] - 400) <= 30
 
 
 def test_mask_counts_follow_matched_frames():
@@ -420,7 +481,8 @@ def test_forget_identities_makes_every_track_due_for_a_new_look_up():
 @pytest.mark.parametrize(
     "kwargs",
     [{"iou_threshold": 0.0}, {"ema": 0.0}, {"ema": 1.5}, {"switch_frames": 0}, {"max_missed": -1},
-     {"settle_looks": 0}, {"settle_confidence": 1.5}, {"settle_confidence": -0.1}],
+     {"settle_looks": 0}, {"settle_confidence": 1.5}, {"settle_confidence": -0.1}, {"hold_frames": 0},
+     {"switch_confidence": 0.0}, {"switch_confidence": 1.5}],
 )
 def test_bad_settings_are_rejected(kwargs):
     with pytest.raises(ValueError):

@@ -62,7 +62,8 @@ class PipelineConfig:
         identify_every: frames between identity look-ups of a tracked face.
         model: mask classifier ONNX file (None: the shipped one).
         threads: onnxruntime threads for the classifier (None: its default).
-        max_missed, iou_threshold, ema, switch_frames, settle_looks, settle_confidence:
+        max_missed, iou_threshold, ema, switch_frames, switch_confidence, hold_frames,
+        settle_looks, settle_confidence:
             tracker settings (see :class:`~maskwatch.tracking.FaceTracker`).
     """
 
@@ -83,6 +84,8 @@ class PipelineConfig:
     iou_threshold: float = 0.3
     ema: float = 0.5
     switch_frames: int = 2
+    switch_confidence: float | None = 0.5
+    hold_frames: int = 2
     settle_looks: int = 3
     settle_confidence: float = 0.7
 
@@ -93,6 +96,14 @@ class PipelineConfig:
             if self.detector == "yunet" else {}
         )
         return create_detector(self.detector, **kwargs)
+
+    def make_tracker(self) -> FaceTracker:
+        """A new tracker with these settings."""
+        return FaceTracker(
+            iou_threshold=self.iou_threshold, max_missed=self.max_missed, ema=self.ema,
+            switch_frames=self.switch_frames, switch_confidence=self.switch_confidence,
+            hold_frames=self.hold_frames, settle_looks=self.settle_looks, settle_confidence=self.settle_confidence,
+        )
 
     @classmethod
     def accurate(cls, **overrides: Any) -> PipelineConfig:
@@ -184,11 +195,7 @@ class Pipeline:
         self._last_full = -(10**9)
 
     def _new_tracker(self) -> FaceTracker:
-        c = self.config
-        return FaceTracker(
-            iou_threshold=c.iou_threshold, max_missed=c.max_missed, ema=c.ema, switch_frames=c.switch_frames,
-            settle_looks=c.settle_looks, settle_confidence=c.settle_confidence,
-        )
+        return self.config.make_tracker()
 
     def reset(self) -> list[Track]:
         """Forget all tracks (a new video); returns the tracks that were live."""

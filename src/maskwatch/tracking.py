@@ -6,7 +6,9 @@ are :meth:`~FaceTracker.due` (new tracks, or not looked at for ``every`` frames)
 only on those, and report back through :meth:`~FaceTracker.update_mask` and
 :meth:`~FaceTracker.set_identity`. A track's mask label is smoothed (an exponential
 moving average of probabilities plus hysteresis) so it does not flicker when the
-per-frame classifier disagrees with itself for a frame or two.
+per-frame classifier disagrees with itself for a frame or two: an unsure look moves
+the label only when the next look agrees, a decisive look moves it at once, and no
+label is ever shown for fewer than ``hold_frames`` frames.
 
 Association is greedy, in the spirit of SORT without the Kalman filter: each live
 track's box is moved by its recent velocity (pixels per frame), then detections are
@@ -80,7 +82,11 @@ class Track:
         last_classified: frame index of the last :meth:`FaceTracker.update_mask`, -1
             when never classified.
         classifications: how many classifications were folded in (the first
-            ``switch_frames`` settle the label).
+            ``settle_looks`` settle the label).
+        label_since: ``hits`` when the current ``mask_label`` was set (it has been
+            shown on ``hits - label_since + 1`` matched frames).
+        label_looks: classifications since the current ``mask_label`` was set, the
+            one that set it included.
         identity: name of the person from the best named match so far; ``None`` while
             unknown (see :meth:`FaceTracker.set_identity`).
         similarity: similarity of the latest identity report (``None`` before any).
@@ -114,6 +120,8 @@ class Track:
     _candidate: int = field(default=-1, init=False, repr=False)
     _streak: int = field(default=0, init=False, repr=False)
     classifications: int = field(default=0, init=False)
+    label_since: int = field(default=0, init=False)
+    label_looks: int = field(default=0, init=False)
 
     @property
     def confirmed(self) -> bool:
@@ -146,7 +154,14 @@ class FaceTracker:
         switch_frames: consecutive classifications whose smoothed argmax must agree on
             a new class before the stable label switches to it.
         switch_margin: how much the new class's smoothed probability must exceed the
-            current stable label's (probability units) to switch.
+            current stable label's (probability units) to switch that way.
+        switch_confidence: a single look whose top probability reaches this (0-1)
+            switches the label to its class at once, and restarts the smoothed
+            probabilities from that look (None = only the ``switch_frames`` way). At 0.5
+            or more such a look favours its class over all others together.
+        hold_frames: a label, once shown, stays for at least this many matched frames
+            before it may switch again, so no label ever shows for a single frame
+            (1 = no hold).
         settle_looks: a new track is classified on at least this many frames before
             its label counts as settled (one view can mislead).
         settle_confidence: a track's label counts as settled only once its smoothed
@@ -163,25 +178,31 @@ class FaceTracker:
         ema: float = 0.5,
         switch_frames: int = 2,
         switch_margin: float = 0.15,
+        switch_confidence: float | None = 0.5,
+        hold_frames: int = 2,
         settle_looks: int = 3,
         settle_confidence: float = 0.7,
     ) -> None:
         if not 0.0 < iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
-        if max_missed < 0 or min_hits < 1 or switch_frames < 1 or settle_looks < 1:
-            raise ValueError("max_missed must be >= 0, min_hits, switch_frames and settle_looks >= 1")
+        if max_missed < 0 or min_hits < 1 or switch_frames < 1 or settle_looks < 1 or hold_frames < 1:
+            raise ValueError("max_missed must be >= 0, min_hits, switch_frames, settle_looks and hold_frames >= 1")
         if not 0.0 < ema <= 1.0:
             raise ValueError(f"ema must be in (0, 1], got {ema}")
         if not 0.0 <= switch_margin < 1.0:
             raise ValueError(f"switch_margin must be in [0, 1), got {switch_margin}")
         if not 0.0 <= settle_confidence <= 1.0:
             raise ValueError(f"settle_confidence must be in [0, 1], got {settle_confidence}")
+        if switch_confidence is not None and not 0.0 < switch_confidence <= 1.0:
+            raise ValueError(f"switch_confidence must be in (0, 1] or None, got {switch_confidence}")
         self.iou_threshold = iou_threshold
         self.max_missed = max_missed
         self.min_hits = min_hits
         self.ema = ema
         self.switch_frames = switch_frames
         self.switch_margin = switch_margin
+        self.switch_confidence = switch_confidence
+        self.hold_frames = hold_frames
         self.settle_looks = settle_looks
         self.settle_confidence = settle_confidence
         self._live: dict[int, Track] = {}
@@ -331,7 +352,7 @@ class FaceTracker:
         for i, tid in enumerate(faces.track_ids.tolist()):
             track = self._live.get(tid)
             if track is not None and track.last_classified >= 0:
-                unsettled = (track.classifications < self.settle_looks or track._streak > 0
+                unsettled = (track.label_looks < self.settle_looks or track._streak > 0
                              or (track.mask_probs is not None
                                  and float(track.mask_probs.max()) < self.settle_confidence))
                 out[i] = unsettled or track.last_classified <= frame_index - every
@@ -350,9 +371,17 @@ class FaceTracker:
 
         The smoothed probabilities are ``ema * probs + (1 - ema) * previous`` (the
         first classification is taken as is). The first stable label is the argmax.
-        After that the label switches to another class only when the smoothed argmax
-        has been that class for ``switch_frames`` consecutive classifications and its
-        smoothed probability exceeds the stable label's by at least ``switch_margin``.
+        After that the label switches to another class in one of two ways, and never
+        before it has been shown on ``hold_frames`` matched frames:
+
+        - a decisive look: this classification's top probability reaches
+          ``switch_confidence``; the smoothed probabilities restart from it, so the
+          shown probability belongs to the shown label;
+        - agreeing looks: the smoothed argmax has been that class for
+          ``switch_frames`` consecutive classifications and its smoothed probability
+          exceeds the stable label's by at least ``switch_margin``.
+
+        A look that wants a switch during the hold still counts towards the second way.
 
         Args:
             track_id: a live track id, from the faces returned by :meth:`update`.
@@ -368,16 +397,25 @@ class FaceTracker:
             raise ValueError(f"probs must have {_NUM_CLASSES} values, got {probs.shape}")
         track.last_classified = frame_index
         track.classifications += 1
+        track.label_looks += 1
         if track.mask_probs is None:
             track.mask_probs = probs.copy()
             track.mask_label = MASK_CLASSES[int(probs.argmax())]
+            track.label_since = track.hits
             if track.last_frame == frame_index:
                 track.mask_counts[track.mask_label] += 1  # update() ran before the label existed
+            return
+        stable = MASK_CLASSES.index(track.mask_label)
+        may_switch = track.hits - track.label_since >= self.hold_frames
+        look = int(probs.argmax())
+        if (may_switch and look != stable and self.switch_confidence is not None
+                and probs[look] >= self.switch_confidence):
+            track.mask_probs = probs.copy()
+            self._switch(track, look)
             return
         p = (self.ema * probs + (1.0 - self.ema) * track.mask_probs).astype(np.float32)
         track.mask_probs = p
         top = int(p.argmax())
-        stable = MASK_CLASSES.index(track.mask_label)
         if top == stable:
             track._candidate, track._streak = -1, 0
             return
@@ -385,9 +423,15 @@ class FaceTracker:
             track._streak += 1
         else:
             track._candidate, track._streak = top, 1
-        if track._streak >= self.switch_frames and p[top] - p[stable] >= self.switch_margin:
-            track.mask_label = MASK_CLASSES[top]
-            track._candidate, track._streak = -1, 0
+        if may_switch and track._streak >= self.switch_frames and p[top] - p[stable] >= self.switch_margin:
+            self._switch(track, top)
+
+    @staticmethod
+    def _switch(track: Track, label: int) -> None:
+        track.mask_label = MASK_CLASSES[label]
+        track.label_since = track.hits
+        track.label_looks = 1
+        track._candidate, track._streak = -1, 0
 
     def mask_probs_for(self, faces: Faces) -> Faces:
         """Faces with ``mask_probs`` replaced by their tracks' smoothed probabilities.
