@@ -338,9 +338,9 @@ class FaceTracker:
         Returns:
             (N,) bool: True for faces that have no live track, whose track was never
             classified, whose last classification is ``every`` or more frames old, or
-            whose track is unsettled: it has had fewer than ``settle_looks``
-            classifications (one view can be misleading, so a new track is looked at
-            on its first frames), its smoothed top probability is under
+            whose track is unsettled: its label has had fewer than ``settle_looks``
+            classifications (one view can be misleading, so a new track, and a label
+            that just changed, are looked at on their first frames), its smoothed top probability is under
             ``settle_confidence`` (the classifier is unsure of this face), or its
             latest looks disagree with its stable label. An unsettled track is
             classified on every frame until its label switches or is confirmed, so a
