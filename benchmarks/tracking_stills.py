@@ -19,7 +19,8 @@ mask states and state changes:
   frames (someone pulls the mask up or down), jittered likewise.
 - Engine: the real :class:`~maskwatch.tracking.FaceTracker` with the pipeline's
   settings, one track per sequence; the classifier runs on the frames the tracker
-  says are due, exactly as in :class:`~maskwatch.pipeline.Pipeline`.
+  says are due, exactly as in :class:`~maskwatch.pipeline.Pipeline` (with the
+  lower-face colour of the face box inside each crop for the change trigger).
 
 For each set of smoothing settings it prints agreement with the per-frame classifier
 (the tracking target's measure), single-frame flickers, accuracy against the true
@@ -49,14 +50,17 @@ import numpy as np
 
 from maskwatch.evaluate.tracking import single_frame_flickers
 from maskwatch.models.mask_classifier import MaskClassifier
+from maskwatch.ops.crop import lower_face_colours
 from maskwatch.pipeline import PipelineConfig
 from maskwatch.types import MASK_CLASSES, Faces
 
 #: Smoothing settings compared: name -> PipelineConfig overrides.
 SETTINGS: dict[str, dict[str, object]] = {
-    "shipped (decisive look >= 0.5, hold 2 frames)": {},
+    "shipped (decisive look >= 0.5, hold 2 frames, colour-change trigger 15)": {},
+    "no colour-change trigger": {"reclassify_change": 0.0},
+    "colour-change trigger 20": {"reclassify_change": 20.0},
     "decisive look >= 0.7": {"switch_confidence": 0.7},
-    "no decisive look (before: 2 agreeing looks)": {"switch_confidence": None},
+    "no decisive look, no trigger (stop 8)": {"switch_confidence": None, "reclassify_change": 0.0},
     "shipped, classified every frame": {"classify_every": 1},
     "no smoothing (label = per-frame argmax)": {"classify_every": 1, "switch_confidence": 1e-6,
                                                  "hold_frames": 1, "settle_looks": 1},
@@ -66,9 +70,11 @@ FADE = 6
 
 @dataclass
 class Sequence:
-    """One pseudo-track: per-frame probabilities, true labels (None in a fade), state starts."""
+    """One pseudo-track: per-frame probabilities and lower-face colours, true labels
+    (None in a fade), state starts."""
 
     probs: np.ndarray
+    looks: np.ndarray
     truth: list[str | None]
     starts: list[int]
 
@@ -103,20 +109,29 @@ def jitter(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cv2.imdecode(buf, cv2.IMREAD_COLOR)
 
 
+def observe(clf: MaskClassifier, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame probabilities (MASK_CLASSES order) and lower-face colours of the face
+    box inside each crop, as the pipeline computes them."""
+    order = [clf.class_names.index(c) for c in MASK_CLASSES]
+    s = frames.shape[1]
+    inset = s * clf.info.margin / (1 + 2 * clf.info.margin)
+    box = np.array([[inset, inset, s - inset, s - inset]], np.float32)
+    looks = np.concatenate([lower_face_colours(f, box) for f in frames])
+    return clf.predict_crops(frames)[:, order], looks
+
+
 def steady_sequences(clf: MaskClassifier, crops: np.ndarray, labels: np.ndarray, n: int,
                      rng: np.random.Generator) -> list[Sequence]:
-    order = [clf.class_names.index(c) for c in MASK_CLASSES]
     out = []
     for idx in rng.choice(len(labels), size=min(n, len(labels)), replace=False):
         frames = np.stack([jitter(crops[idx], rng) for _ in range(60)])
-        out.append(Sequence(clf.predict_crops(frames)[:, order], [MASK_CLASSES[labels[idx]]] * 60, [0]))
+        out.append(Sequence(*observe(clf, frames), [MASK_CLASSES[labels[idx]]] * 60, [0]))
     return out
 
 
 def changing_sequences(clf: MaskClassifier, crops: np.ndarray, labels: np.ndarray, paths: np.ndarray, n: int,
                        rng: np.random.Generator) -> list[Sequence]:
     """The same photo in 3 states in turn (synthetic masks on LFW test faces)."""
-    order = [clf.class_names.index(c) for c in MASK_CLASSES]
     states: dict[str, dict[int, int]] = {}
     for i, path in enumerate(paths.tolist()):
         if "#" in path:
@@ -144,7 +159,7 @@ def changing_sequences(clf: MaskClassifier, crops: np.ndarray, labels: np.ndarra
             length = int(rng.integers(30, 61))
             frames += [jitter(crop, rng) for _ in range(length)]
             truth += [MASK_CLASSES[state]] * length
-        out.append(Sequence(clf.predict_crops(np.stack(frames))[:, order], truth, starts))
+        out.append(Sequence(*observe(clf, np.stack(frames)), truth, starts))
     return out
 
 
@@ -157,8 +172,8 @@ def shown_labels(overrides: dict[str, object], seqs: list[Sequence]) -> tuple[li
         shown = []
         for f, p in enumerate(seq.probs):
             faces = tracker.update(Faces(boxes=[[100, 100, 200, 200]]), frame_index=f, timestamp=f / 30)
-            if tracker.due(faces, f, c.classify_every)[0]:
-                tracker.update_mask(int(faces.track_ids[0]), p, f)
+            if tracker.due(faces, f, c.classify_every, seq.looks[f:f + 1], c.reclassify_change)[0]:
+                tracker.update_mask(int(faces.track_ids[0]), p, f, seq.looks[f])
                 calls += 1
             shown.append(str(tracker.stable_labels(faces)[0]))
         shown_all.append(shown)

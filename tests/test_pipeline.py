@@ -101,3 +101,30 @@ def test_blank_frames(datasets):
     for i in range(3):
         r = engine.process(np.zeros((480, 640, 3), np.uint8), i, i / 30)
         assert len(r.faces) == 0 and r.mask_labels == []
+
+
+@pytest.mark.parametrize("reclassify_change", [15.0, 0.0])
+def test_a_mask_put_on_is_shown_within_frames(datasets, reclassify_change):
+    """A still face puts a mask on at frame 14, two frames after a scheduled look
+    (looks at 0, 1, 2, then every 10: 12, 22). The colour-change check has it
+    classified again at once instead of at the next scheduled look."""
+    from maskwatch.models.detector import YuNetDetector
+    from maskwatch.ops.image import read_image
+    from maskwatch.ops.synthmask import render_mask
+
+    image = read_image(datasets / "identity-examples" / "examples" / "alex-lacamoire.png")
+    faces = YuNetDetector().detect(image)
+    masked = render_mask(image, faces.landmarks[0], faces.boxes[0], position="proper", rng=np.random.default_rng(0))
+    engine = Pipeline(PipelineConfig(reclassify_change=reclassify_change))
+    labels = []
+    for k in range(40):
+        r = engine.process(image if k < 14 else masked, k, k / 30)
+        assert len(r.faces) == 1
+        labels.append(r.mask_labels[0])
+    assert labels[:14] == ["without_mask"] * 14
+    first = labels.index("with_mask")
+    assert set(labels[first:]) == {"with_mask"}
+    if reclassify_change:
+        assert first <= 15, labels  # 3 frames after the look at 12
+    else:
+        assert first == 22, labels  # the next scheduled look

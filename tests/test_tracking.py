@@ -239,6 +239,40 @@ def test_an_unsure_first_label_gives_way_within_two_looks():
     assert labels[4:] == [MASK_CLASSES[WITHOUT]] * 16
 
 
+def test_a_settled_face_whose_colour_changes_is_due_at_once():
+    tracker = FaceTracker()
+    skin, mask = np.float32([150, 140, 145]), np.float32([200, 120, 110])
+    seen = []
+    for i in range(30):
+        faces = tracker.update(faces_at(square(100, 100, 50)), i, i / 25)
+        look = (skin if i < 15 else mask)[None]
+        if tracker.due(faces, i, every=10, looks=look, change=15.0)[0]:
+            seen.append(i)
+            tracker.update_mask(1, probs_for(WITH), i, look[0])
+    # Settled after 3 looks, then every 10 frames; the change at frame 15 is looked at
+    # at once (frame 12 was the last look, so the 3-frame gap is over), then every 10.
+    assert seen == [0, 1, 2, 12, 15, 25], seen
+
+
+@pytest.mark.parametrize("change, looks, expected", [
+    (15.0, "mask", [0, 1, 2, 5, 15, 25]),  # the gap: not before 3 frames after the last look
+    (0.0, "mask", [0, 1, 2, 12, 22]),  # check off
+    (15.0, None, [0, 1, 2, 12, 22]),  # no colours given
+    (100.0, "mask", [0, 1, 2, 12, 22]),  # the change is under the threshold
+])
+def test_colour_change_check_settings(change, looks, expected):
+    tracker = FaceTracker()
+    skin, mask = np.float32([150, 140, 145]), np.float32([200, 120, 110])
+    seen = []
+    for i in range(30):
+        faces = tracker.update(faces_at(square(100, 100, 50)), i, i / 25)
+        look = None if looks is None else (skin if i < 4 else mask)[None]
+        if tracker.due(faces, i, every=10, looks=look, change=change)[0]:
+            seen.append(i)
+            tracker.update_mask(1, probs_for(WITH), i, None if look is None else look[0])
+    assert seen == expected, seen
+
+
 def test_due_for_untracked_faces():
     assert FaceTracker().due(faces_at(square(100, 100, 50)), 0, 5).tolist() == [True]
     with pytest.raises(ValueError):

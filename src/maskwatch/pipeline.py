@@ -18,6 +18,7 @@ import numpy as np
 
 from maskwatch.models.detector import create_detector
 from maskwatch.models.mask_classifier import MaskClassifier
+from maskwatch.ops.crop import lower_face_colours
 from maskwatch.tracking import FaceTracker, Track
 from maskwatch.types import MASK_CLASSES, Faces
 
@@ -59,6 +60,11 @@ class PipelineConfig:
             frame every frame.
         region_size, region_scale, track_score: see ``detect_every``.
         classify_every: most frames between mask classifications of a tracked face.
+        reclassify_change: a settled face is classified again at once (at most every
+            3 frames) when the mean colour of its lower half has moved by more than
+            this since its last classification (:func:`~maskwatch.ops.crop.colour_change`:
+            chroma distance plus half the lightness change, 8-bit Lab): a mask went on,
+            off or down. 0 turns it off.
         identify_every: frames between identity look-ups of a tracked face.
         model: mask classifier ONNX file (None: the shipped one).
         threads: onnxruntime threads for the classifier (None: its default).
@@ -77,6 +83,7 @@ class PipelineConfig:
     region_scale: float = 2.5
     track_score: float = 0.3
     classify_every: int = 10
+    reclassify_change: float = 15.0
     identify_every: int = 30
     model: str | None = None
     threads: int | None = None
@@ -293,12 +300,13 @@ class Pipeline:
         timings["track"] = (time.perf_counter() - t0) * 1e3
 
         t0 = time.perf_counter()
-        due = self.tracker.due(faces, self._frame, c.classify_every)
+        looks = lower_face_colours(image, faces.boxes) if c.reclassify_change > 0 else None
+        due = self.tracker.due(faces, self._frame, c.classify_every, looks, c.reclassify_change)
         if due.any():
             sub = faces[due]
             probs = self.classifier.classify(image, sub).mask_probs
-            for tid, p in zip(sub.track_ids, probs, strict=True):
-                self.tracker.update_mask(int(tid), p, self._frame)
+            for k, (tid, p) in zip(np.flatnonzero(due), zip(sub.track_ids, probs, strict=True), strict=True):
+                self.tracker.update_mask(int(tid), p, self._frame, None if looks is None else looks[k])
         faces = self.tracker.mask_probs_for(faces)
         labels = self.tracker.stable_labels(faces)
         timings["classify"] = (time.perf_counter() - t0) * 1e3

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .ops.boxes import iou_matrix
+from .ops.crop import colour_change
 from .types import MASK_CLASSES, Faces
 
 __all__ = ["FaceTracker", "Track", "iou_matrix"]
@@ -122,6 +123,8 @@ class Track:
     classifications: int = field(default=0, init=False)
     label_since: int = field(default=0, init=False)
     label_looks: int = field(default=0, init=False)
+    # The face's lower-half colour at its last classification (ops.crop.lower_face_colours).
+    _look: np.ndarray | None = field(default=None, init=False, repr=False)
 
     @property
     def confirmed(self) -> bool:
@@ -327,13 +330,24 @@ class FaceTracker:
 
     # -- scheduling of expensive stages --------------------------------------------
 
-    def due(self, faces: Faces, frame_index: int, every: int) -> np.ndarray:
+    #: Least frames between two classifications of a track that a change of look asks for.
+    CHANGE_GAP = 3
+
+    def due(self, faces: Faces, frame_index: int, every: int, looks: np.ndarray | None = None,
+            change: float = 0.0) -> np.ndarray:
         """Which faces need a (mask) classification at this frame.
 
         Args:
             faces: faces returned by :meth:`update` for this frame.
             frame_index: the current frame index.
             every: classify each track at least once per this many frames (1 = always).
+            looks: (N, 3) lower-face colours of the faces now
+                (:func:`~maskwatch.ops.crop.lower_face_colours`), or None. A settled
+                face whose colour has moved more than ``change``
+                (:func:`~maskwatch.ops.crop.colour_change`) since its track's last
+                classification is due at once, at most every ``CHANGE_GAP`` frames:
+                a mask went on, off or down.
+            change: see ``looks``; 0 turns the check off.
 
         Returns:
             (N,) bool: True for faces that have no live track, whose track was never
@@ -356,6 +370,9 @@ class FaceTracker:
                              or (track.mask_probs is not None
                                  and float(track.mask_probs.max()) < self.settle_confidence))
                 out[i] = unsettled or track.last_classified <= frame_index - every
+                if (not out[i] and looks is not None and change > 0 and track._look is not None
+                        and track.last_classified <= frame_index - self.CHANGE_GAP):
+                    out[i] = colour_change(looks[i], track._look) > change
         return out
 
     # -- mask state ----------------------------------------------------------------
@@ -366,7 +383,7 @@ class FaceTracker:
         except KeyError:
             raise KeyError(f"no live track with id {track_id}") from None
 
-    def update_mask(self, track_id: int, probs: np.ndarray, frame_index: int) -> None:
+    def update_mask(self, track_id: int, probs: np.ndarray, frame_index: int, look: np.ndarray | None = None) -> None:
         """Fold one classification of a track's face into its smoothed mask state.
 
         The smoothed probabilities are ``ema * probs + (1 - ema) * previous`` (the
@@ -387,11 +404,14 @@ class FaceTracker:
             track_id: a live track id, from the faces returned by :meth:`update`.
             probs: (3,) probabilities over ``MASK_CLASSES`` from the classifier.
             frame_index: the current frame index.
+            look: the face's lower-face colour now (see :meth:`due`), kept to compare with.
 
         Raises:
             KeyError: when the track is not live.
         """
         track = self._track(track_id)
+        if look is not None:
+            track._look = np.asarray(look, np.float32).copy()
         probs = np.asarray(probs, np.float32).reshape(-1)
         if probs.shape != (_NUM_CLASSES,):
             raise ValueError(f"probs must have {_NUM_CLASSES} values, got {probs.shape}")

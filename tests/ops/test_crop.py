@@ -34,3 +34,36 @@ def test_crops_to_tensor_is_rgb_normalised():
     t = crops_to_tensor(crops, mean=(0, 0, 0), std=(255, 255, 255))
     assert t.shape == (2, 3, 4, 4) and t.dtype == np.float32
     assert t[:, 0].min() == 1.0 and t[:, 2].max() == 0.0
+
+
+def test_lower_face_colours_reads_the_lower_half_of_each_box():
+    from maskwatch.ops.crop import colour_change, lower_face_colours
+
+    img = np.full((100, 200, 3), (80, 120, 200), np.uint8)  # skin-like, BGR
+    img[50:100, 0:100] = (200, 120, 40)  # the lower half of the first face is blue
+    boxes = np.array([[0, 0, 100, 100], [100, 0, 200, 100], [300, 300, 400, 400]], np.float32)
+    looks = lower_face_colours(img, boxes)
+    assert looks.shape == (3, 3) and looks.dtype == np.float32
+    assert np.isnan(looks[2]).all()  # outside the image
+    assert colour_change(looks[0], looks[1]) > 40  # skin against a blue mask
+    assert colour_change(looks[1], looks[1]) == 0.0
+    assert colour_change(looks[1], looks[2]) == 0.0  # no pixels: no change
+    # Light alone counts half: the same skin 20 levels brighter moves L by about 20.
+    brighter = lower_face_colours(np.clip(img.astype(int) + 20, 0, 255).astype(np.uint8), boxes[1:2])[0]
+    assert colour_change(looks[1], brighter) < 15
+
+
+def test_lower_face_colours_tell_a_mask_on_a_real_face(datasets):
+    from maskwatch.models.detector import YuNetDetector
+    from maskwatch.ops.crop import colour_change, lower_face_colours
+    from maskwatch.ops.image import read_image
+    from maskwatch.ops.synthmask import render_mask
+
+    image = read_image(datasets / "identity-examples" / "examples" / "alex-lacamoire.png")
+    faces = YuNetDetector().detect(image)
+    box, lm = faces.boxes[0], faces.landmarks[0]
+    masked = render_mask(image, lm, box, position="proper", rng=np.random.default_rng(0))
+    plain_look = lower_face_colours(image, box[None])[0]
+    shifted = lower_face_colours(image, (box + np.float32([3, 2, 3, 2]))[None])[0]
+    assert colour_change(plain_look, shifted) < 5  # the box moved a little
+    assert colour_change(plain_look, lower_face_colours(masked, box[None])[0]) > 15  # a mask went on
