@@ -142,6 +142,21 @@ def test_login_csrf_session_and_logout(anon):
     assert anon.get("/api/people").status_code == 401
 
 
+def test_a_login_survives_a_server_restart(anon, web_tmp):
+    from fastapi.testclient import TestClient
+    from tests.web.conftest import make_settings
+
+    from maskwatch.web import create_app
+
+    assert login(anon)[0] == 303
+    cookie = anon.cookies.get("mw_session")
+    with TestClient(create_app(make_settings(web_tmp))) as restarted:  # the same data folder
+        restarted.cookies.set("mw_session", cookie)
+        assert restarted.get("/api/people").status_code == 200
+        restarted.cookies.set("mw_session", cookie[:-3] + "abc")
+        assert restarted.get("/api/people").status_code == 401
+
+
 def test_session_cookie_flags(anon):
     token = csrf_of(anon, "/login")
     r = anon.post("/login", data={"password": PASSWORD, "csrf_token": token}, follow_redirects=False)

@@ -5,8 +5,11 @@ No HTTP here: the routes in :mod:`maskwatch.web.auth` call these.
 - The admin password is stored only as a salted scrypt hash in ``admin.json`` in the
   data folder (mode 0600). It comes from ``MASKWATCH_ADMIN_PASSWORD`` or, at first
   start, is generated and returned once so the server can print it.
-- A session is a random id kept in memory (a restart logs everyone out); the cookie
-  carries the id and an HMAC of it under a key kept in ``web-secret`` (0600).
+- A session is a random id; the cookie carries the id and an HMAC of it under a key
+  kept in ``web-secret`` (0600). Live sessions are also kept in ``sessions.json``
+  (0600; SHA-256 digests of the ids, never the ids), so a restart logs nobody out,
+  while a logout or an expiry holds across restarts. Setting a new admin password
+  ends every session.
 - CSRF: every browser gets a random ``seed`` cookie; the token put into forms and
   ``X-CSRF-Token`` headers is HMAC(key, seed). A cross-site page can neither read the
   cookie nor compute the token (signed double-submit).
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 
 ADMIN_FILE = "admin.json"
 SECRET_FILE = "web-secret"
+SESSIONS_FILE = "sessions.json"
 #: scrypt cost parameters (about 50 ms per check on a 2-core CPU, 16 MB of memory).
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 
@@ -75,9 +79,15 @@ def _write_private(path: Path, text: str) -> None:
 
 @dataclass
 class Session:
+    """One login: ``sid`` is the SHA-256 digest of the id its cookie carries."""
+
     sid: str
     created: float
     expires: float
+
+
+def _digest(sid: str) -> str:
+    return hashlib.sha256(sid.encode()).hexdigest()
 
 
 class AdminAuth:
@@ -104,14 +114,17 @@ class AdminAuth:
                 record = json.loads(admin.read_text())
             except (OSError, ValueError) as exc:
                 raise RuntimeError(f"{admin}: unreadable ({exc}); delete it to set a new admin password") from exc
+        new_password = False
         if password is not None:
             if record is None or not verify_password(password, record):
                 record = hash_password(password)
                 _write_private(admin, json.dumps(record))
+                new_password = True
         elif record is None:
             self.generated_password = secrets.token_urlsafe(15)
             record = hash_password(self.generated_password)
             _write_private(admin, json.dumps(record))
+            new_password = True
         self._record = record
         secret_file = self.home / SECRET_FILE
         if secret_file.is_file() and len(secret_file.read_bytes()) >= 32:
@@ -123,7 +136,10 @@ class AdminAuth:
             with os.fdopen(fd, "wb") as f:
                 f.write(self._key)
         self._lock = threading.Lock()
-        self._sessions: dict[str, Session] = {}
+        # Live sessions by the SHA-256 digest of their id (as stored in sessions.json).
+        self._sessions: dict[str, Session] = {} if new_password else self._load_sessions()
+        if new_password:
+            self._save_sessions()
         self._failures: dict[str, deque[float]] = {}
         self._good_tokens: set[bytes] = set()  # sha256 of bearer tokens already verified
 
@@ -176,13 +192,36 @@ class AdminAuth:
     def _sign(self, text: str) -> str:
         return _b64(hmac.new(self._key, text.encode(), hashlib.sha256).digest())
 
+    def _load_sessions(self) -> dict[str, Session]:
+        path = self.home / SESSIONS_FILE
+        if not path.is_file():
+            return {}
+        now = time.time()
+        try:
+            rows = json.loads(path.read_text())
+            return {str(r["sid"]): Session(str(r["sid"]), float(r["created"]), float(r["expires"]))
+                    for r in rows if float(r["expires"]) > now}
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.warning("%s: unreadable (%s); every session ends, log in again", path, exc)
+            return {}
+
+    def _save_sessions(self) -> None:
+        """Write the live sessions (call with the lock held); a failure is logged, the
+        sessions stay valid in memory."""
+        rows = [{"sid": k, "created": s.created, "expires": s.expires} for k, s in self._sessions.items()]
+        try:
+            _write_private(self.home / SESSIONS_FILE, json.dumps(rows))
+        except OSError as exc:
+            log.warning("could not save the sessions (%s): a restart will log everyone out", exc)
+
     def new_session(self) -> str:
         """A new login; returns the cookie value."""
         now = time.time()
         sid = secrets.token_urlsafe(24)
         with self._lock:
             self._sessions = {k: s for k, s in self._sessions.items() if s.expires > now}
-            self._sessions[sid] = Session(sid, now, now + self.session_s)
+            self._sessions[_digest(sid)] = Session(_digest(sid), now, now + self.session_s)
+            self._save_sessions()
         return f"{sid}.{self._sign('session:' + sid)}"
 
     def session_from_cookie(self, value: str | None) -> Session | None:
@@ -192,10 +231,12 @@ class AdminAuth:
         sid, sig = value.rsplit(".", 1)
         if not hmac.compare_digest(sig, self._sign("session:" + sid)):
             return None
+        key = _digest(sid)
         with self._lock:
-            s = self._sessions.get(sid)
+            s = self._sessions.get(key)
             if s is None or s.expires <= time.time():
-                self._sessions.pop(sid, None)
+                if self._sessions.pop(key, None) is not None:
+                    self._save_sessions()
                 return None
             return s
 
@@ -204,6 +245,7 @@ class AdminAuth:
         if s is not None:
             with self._lock:
                 self._sessions.pop(s.sid, None)
+                self._save_sessions()
 
     # -- CSRF -------------------------------------------------------------------
 
