@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from maskwatch import __version__
-from maskwatch.config import DEFAULT_MASKED_THRESHOLD, DEFAULT_THRESHOLD
 
 log = logging.getLogger("maskwatch")
 
@@ -209,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retention-days", type=float, default=30.0, help="delete events older than this (default 30)")
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload, MB (default 10)")
     p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest accepted image, pixels (default 40M)")
+    p.add_argument("--embedder", choices=("sface", "dlib"), default="sface",
+                   help="face embedder for recognition and enrolment (default sface; dlib: the original's, "
+                   "needs the [dlib] extra); people enrolled with another embedder are not recognised")
     p.add_argument("--private", action=argparse.BooleanOptionalAction, default=None,
                    help="watching (live page, streams, /api/analyze) needs the admin login too; default: "
                    "private when --host is not a loopback address, open on this machine only")
@@ -447,15 +449,14 @@ def _reenrol_hint(name: str) -> str:
 
 def _recognition(db: str, threshold: float | None, embedder_name: str = "sface") -> tuple[Any, Any]:
     from maskwatch.gallery import open_gallery
-    from maskwatch.models.dlib_embedder import DLIB_MASKED_THRESHOLD, DLIB_THRESHOLD
+    from maskwatch.models.embedder import default_thresholds
 
     gallery = open_gallery(None if db == "default" else db)
     embedder = _embedder(embedder_name)
     note = gallery.other_embedders_message(embedder.name, embedder.version, _reenrol_hint(embedder_name))
     if note:
         log.warning(note)
-    thr, mthr = ((DLIB_THRESHOLD, DLIB_MASKED_THRESHOLD) if embedder_name == "dlib"
-                 else (DEFAULT_THRESHOLD, DEFAULT_MASKED_THRESHOLD))
+    thr, mthr = default_thresholds(embedder_name)
     if threshold is not None:
         thr = mthr = threshold
     return embedder, gallery.live_matcher(embedder.name, embedder.version, thr, mthr)
@@ -678,9 +679,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UserError(f"--port {args.port}: expected 0 to 65535")
     if args.retention_days <= 0 or args.max_upload_mb <= 0 or args.max_pixels <= 0:
         raise UserError("--retention-days, --max-upload-mb and --max-pixels must be positive")
+    if args.embedder == "dlib":
+        from maskwatch.models.dlib_embedder import DlibUnavailable, load_face_recognition
+
+        try:
+            load_face_recognition()
+        except DlibUnavailable as exc:
+            raise UserError(str(exc)) from exc
     settings = WebSettings(host=args.host, port=args.port, db=args.db, sources=list(args.source),
                            retention_days=args.retention_days, max_upload_bytes=int(args.max_upload_mb * 2**20),
-                           max_pixels=args.max_pixels, private=args.private)
+                           max_pixels=args.max_pixels, private=args.private, embedder=args.embedder)
     serve(settings, log_level="debug" if args.verbose else "warning" if args.quiet else "info")
     return 0
 

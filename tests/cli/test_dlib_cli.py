@@ -34,6 +34,7 @@ def db(tmp_path):
     ["people", "add", "ann", "ann.jpg", "--embedder", "dlib"],
     ["analyze", "{tmp}/photo.jpg", "--db", "{db}", "--embedder", "dlib"],
     ["evaluate", "--task", "recognition", "{tmp}", "--out", "{tmp}/out", "--detector", "hog"],
+    ["serve", "--embedder", "dlib", "--port", "0"],
 ])
 def test_missing_backend_is_one_clear_line(tmp_path, db, args):
     (tmp_path / "person").mkdir()
@@ -110,3 +111,38 @@ def test_evaluate_recognition_with_the_original_pipeline(datasets, tmp_path):
     assert r["closed_set"]["unmasked"]["plain"]["rank1"] > 0.5
     assert r["timing_ms"]["embed_per_face_median"] > 0
     assert "Embedder `dlib-resnet-v1 v1`, detector `hog`" in (out / "recognition.md").read_text()
+
+
+@needs_dlib
+def test_the_web_app_recognises_with_the_dlib_embedder(datasets, tmp_path):
+    """`serve --embedder dlib`: enrolment and recognition in the web app use dlib
+    templates, with dlib's thresholds; SFace templates in the same gallery are not used."""
+    pytest.importorskip("fastapi")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # starlette's note about httpx2
+        from fastapi.testclient import TestClient
+
+    from maskwatch.gallery import open_gallery
+    from maskwatch.web import WebSettings, create_app
+
+    ex = datasets / "identity-examples" / "examples"
+    train = ex / "knn_examples" / "train"
+    db = str(tmp_path / "gallery.sqlite3")
+    assert run_cli("people", "add", "biden", str(train / "biden" / "biden.jpg"), "--db", db).returncode == 0  # sface
+    settings = WebSettings(home=tmp_path / "home", db=db, admin_password="pw-for-dlib-test", embedder="dlib")
+    assert settings.resolved_thresholds() == (0.948, 0.973)
+    bearer = {"Authorization": "Bearer pw-for-dlib-test"}
+    with TestClient(create_app(settings)) as c:
+        assert c.get("/api/health").json()["embedder"] == "dlib"
+        photo = (train / "obama" / "obama.jpg").read_bytes()
+        r = c.post("/api/people", data={"name": "obama"}, files=[("photos", ("obama.jpg", photo, "image/jpeg"))],
+                   headers=bearer)
+        assert r.status_code in (200, 201), r.text
+        both = (ex / "knn_examples" / "test" / "obama_and_biden.jpg").read_bytes()
+        faces = c.post("/api/analyze", files={"file": ("both.jpg", both, "image/jpeg")}).json()["faces"]
+        names = {f.get("identity") for f in faces}
+        assert "obama" in names and "biden" not in names
+    with open_gallery(db) as g:
+        assert sorted(set(g.templates(*DLIB)[0])) == ["obama"]

@@ -255,6 +255,20 @@ class SFaceEmbedder:
 EMBEDDERS = ("sface", "dlib")
 
 
+def default_thresholds(name: str = "sface") -> tuple[float, float]:
+    """``(threshold, masked_threshold)`` calibrated for the embedder called ``name``
+    (cosine similarity for unmasked and masked probes; see the recognition reports)."""
+    if name == "sface":
+        from maskwatch.config import DEFAULT_MASKED_THRESHOLD, DEFAULT_THRESHOLD
+
+        return DEFAULT_THRESHOLD, DEFAULT_MASKED_THRESHOLD
+    if name == "dlib":
+        from maskwatch.models.dlib_embedder import DLIB_MASKED_THRESHOLD, DLIB_THRESHOLD
+
+        return DLIB_THRESHOLD, DLIB_MASKED_THRESHOLD
+    raise ValueError(f"unknown embedder {name!r}; choose one of {', '.join(EMBEDDERS)}")
+
+
 def create_embedder(name: str = "sface", **kwargs: object) -> SFaceEmbedder | Any:
     """Embedder by name: ``"sface"`` (default, :class:`SFaceEmbedder`) or ``"dlib"``
     (the original's dlib ResNet, :class:`~maskwatch.models.dlib_embedder.DlibEmbedder`;

@@ -78,7 +78,8 @@ def _filters(since: float | None, until: float | None, source: str | None, ident
 async def health(request: Request) -> dict[str, Any]:
     svc = service(request)
     return {"status": "ok", "version": __version__, "uptime_s": round(time.time() - svc.started, 1),
-            "live_streams": svc.stream_count, "events": True}
+            "live_streams": svc.stream_count, "events": True,
+            "embedder": request.app.state.settings.embedder}
 
 
 @router.post("/analyze", dependencies=viewer, summary="Analyse one photo (accurate mode); returns the engine JSON")

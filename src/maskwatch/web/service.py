@@ -106,7 +106,7 @@ class EngineService:
 
     def _load_models(self) -> None:
         from maskwatch.enrol import enrolment_detector
-        from maskwatch.models.embedder import SFaceEmbedder
+        from maskwatch.models.embedder import create_embedder
         from maskwatch.models.mask_classifier import MaskClassifier
         from maskwatch.pipeline import Pipeline, PipelineConfig
 
@@ -116,9 +116,14 @@ class EngineService:
         self.photo_detector = accurate.make_detector()
         self.enrol_detector = enrolment_detector()
         self.classifier = MaskClassifier()
-        self.embedder = SFaceEmbedder()
+        self.embedder = create_embedder(self.settings.embedder)
+        note = self.gallery.other_embedders_message(
+            self.embedder.name, self.embedder.version,
+            f"enrol them again on the People page (this server uses --embedder {self.settings.embedder})")
+        if note:
+            log.warning(note)
         self.matcher = self.gallery.live_matcher(self.embedder.name, self.embedder.version,
-                                                 self.settings.threshold, self.settings.masked_threshold)
+                                                 *self.settings.resolved_thresholds())
         self.photo_pipeline = Pipeline(accurate, detector=self.photo_detector, classifier=self.classifier,
                                        embedder=self.embedder, matcher=self.matcher)
 

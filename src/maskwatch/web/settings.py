@@ -7,8 +7,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from maskwatch.config import DEFAULT_MASKED_THRESHOLD, DEFAULT_THRESHOLD
-
 
 def default_home() -> Path:
     """The maskwatch data folder: where the default gallery and the admin secret live.
@@ -46,7 +44,11 @@ class WebSettings:
         max_upload_files: most photos in one enrolment.
         max_pixels: largest accepted image or frame, width x height.
         retention_days: events older than this are deleted.
-        threshold, masked_threshold: recognition thresholds (cosine similarity).
+        embedder: face embedder for recognition and enrolment, ``"sface"`` or
+            ``"dlib"`` (the original's; needs the ``[dlib]`` extra). Templates of one
+            embedder are never matched against another's.
+        threshold, masked_threshold: recognition thresholds (cosine similarity; None:
+            the ones calibrated for ``embedder``).
         max_live_clients: live WebSocket sessions served at once; more are refused.
         session_hours: how long a login lasts.
         login_attempts, login_window_s: failed logins allowed per client address
@@ -68,8 +70,9 @@ class WebSettings:
     max_upload_files: int = 20
     max_pixels: int = 40_000_000
     retention_days: float = 30.0
-    threshold: float = DEFAULT_THRESHOLD
-    masked_threshold: float = DEFAULT_MASKED_THRESHOLD
+    embedder: str = "sface"
+    threshold: float | None = None
+    masked_threshold: float | None = None
     max_live_clients: int = 16
     session_hours: float = 12.0
     login_attempts: int = 5
@@ -85,6 +88,14 @@ class WebSettings:
         if self.private is not None:
             return self.private
         return not is_loopback(self.host)
+
+    def resolved_thresholds(self) -> tuple[float, float]:
+        """``(threshold, masked_threshold)``: the ones given, else the embedder's."""
+        from maskwatch.models.embedder import default_thresholds
+
+        thr, mthr = default_thresholds(self.embedder)
+        return (thr if self.threshold is None else self.threshold,
+                mthr if self.masked_threshold is None else self.masked_threshold)
 
     def resolved_admin_password(self) -> str | None:
         return self.admin_password or os.environ.get("MASKWATCH_ADMIN_PASSWORD") or None
