@@ -146,6 +146,9 @@ def format_tracking(res: dict[str, Any]) -> str:
     ]
     for a in MASK_CLASSES:
         lines.append(f"| {a} | " + " | ".join(str(res["confusion_per_frame_vs_shown"][a][b]) for b in MASK_CLASSES) + " |")
+    shown = {b: sum(res["confusion_per_frame_vs_shown"][a][b] for a in MASK_CLASSES) for b in MASK_CLASSES}
+    lines += ["", "Shown labels in all: " + ", ".join(f"{b} {n} ({pct(n / max(res['face_frames'], 1))})"
+                                                  for b, n in shown.items()) + "."]
     lines += ["", "Tracks with the most disagreement:", "", "| track | face-frames | disagree |", "|---|---|---|"]
     lines += [f"| {r['track']} | {r['face_frames']} | {r['disagree']} |" for r in res["disagreeing_tracks"] if r["disagree"]]
     return "\n".join(lines) + "\n"
