@@ -26,3 +26,17 @@ def test_bench_reports_every_stage(datasets, tmp_path, capsys):
 def test_bench_bad_faces_argument(capsys, datasets):
     assert main(["bench", "--datasets", str(datasets), "--faces", "one"]) == 2
     assert "--faces" in capsys.readouterr().err
+
+
+def test_modes_take_turns_and_each_sees_every_frame_in_order():
+    from maskwatch.bench import TURN_FRAMES, _interleaved
+
+    calls = []
+    runners = {m: (lambda frame, k, m=m: calls.append((m, k))) for m in ("a", "b")}
+    seq = list(range(2 * TURN_FRAMES + 3))
+    times = _interleaved(runners, seq, warmup=4)
+    for m in ("a", "b"):
+        assert [k for mode, k in calls if mode == m] == list(range(len(seq)))
+        assert len(times[m]) == len(seq) - 4
+    # Turns: a's first TURN_FRAMES frames, then b's, then a again.
+    assert [mode for mode, _ in calls[:2 * TURN_FRAMES + 1]] == ["a"] * TURN_FRAMES + ["b"] * TURN_FRAMES + ["a"]
