@@ -13,10 +13,10 @@ plain enrolment photo, and match occluded against occluded, alone or fused with 
 existing scores. *Flip averaging*: embedding = normalise(emb(crop) + emb(mirrored
 crop)), for templates and probes (2 SFace runs per face).
 
-Data. The recognition evaluation's own extraction (the logic of
-:func:`maskwatch.evaluate.recognition._extract`, replayed here step by step with the
-same detector calls, random streams and masks) but keeping the aligned 112x112 crops,
-so that every variant is computed from exactly the same crops: 106 LFW people, the
+Data. The recognition evaluation's own extraction
+(:func:`maskwatch.evaluate.recognition._extract`, the same detector calls, random
+streams and masks) run with :class:`AlignedCrops` in place of the embedder, so that it
+keeps the aligned 112x112 crops and every variant is computed from exactly the same crops: 106 LFW people, the
 first k=2 photos enrolled (1 plain + 4 synthetic-mask templates each), the other 8
 photos probe unmasked and wearing a synthetic mask (a third MaskTheFace templates),
 also shrunk to 48 px faces. Crops and embeddings are cached in /tmp (``--cache``).
@@ -104,86 +104,43 @@ class Crops:
     seconds: float = 0.0
 
 
-def extract_crops(datasets: Path, progress: bool = True) -> Crops:
-    """Replays ``_extract`` (YuNet, SFace; k=2, 4 synthetic masks, seed 0, 48 px probes,
-    MaskTheFace probe masks) and keeps the aligned crops instead of the embeddings."""
-    from tqdm import tqdm
+class AlignedCrops:
+    """Stands in for the embedder in the evaluation's extraction: the "embedding" of a
+    face is its SFace-aligned 112x112 crop, flattened (uint8 values, exact in float32)."""
 
-    from maskwatch.enrol import mask_styles
-    from maskwatch.evaluate.recognition import _central_face, _same_face, person_folders
-    from maskwatch.models.detector import YuNetDetector
-    from maskwatch.models.embedder import create_embedder
-    from maskwatch.ops.image import ImageError, list_images, read_image
-    from maskwatch.ops.synthmask import MaskTemplates, random_mask_style, render_mask
+    name, version = "sface-aligned-crop", "1"
+    dim = 112 * 112 * 3
+
+    def __init__(self) -> None:
+        from maskwatch.models.embedder import create_embedder
+
+        self._sface = create_embedder("sface")
+
+    def embed(self, image: np.ndarray, faces: Any) -> np.ndarray:
+        return self._sface.align(image, faces).reshape(len(faces), -1).astype(np.float32)
+
+
+def _as_crops(flat: np.ndarray) -> np.ndarray:
+    return flat.reshape(-1, 112, 112, 3).astype(np.uint8)
+
+
+def extract_crops(datasets: Path, progress: bool = True) -> Crops:
+    """The evaluation's own extraction (``_extract``: YuNet, k=2, 4 synthetic masks,
+    seed 0, 48 px probes, MaskTheFace probe masks), keeping the aligned crops instead
+    of the embeddings."""
+    from maskwatch.evaluate.recognition import _extract, person_folders
+    from maskwatch.ops.image import list_images
+    from maskwatch.ops.synthmask import MaskTemplates
 
     templates = MaskTemplates.from_folder(datasets / "mask-templates")
     people = [p for p in person_folders(datasets / "lfw-identities") if len(list_images(p)) > K]
     t0 = time.perf_counter()
-    det = YuNetDetector()
-    emb = create_embedder("sface")
-    t_crop, t_person, t_masked = [], [], []
-    enrol_ok = np.zeros(len(people), np.int64)
-    p_person: list[int] = []
-    p_shape: list[str] = []
-    crops: dict[str, list[np.ndarray | None]] = {n: [] for n in SETS}
-    for pi, folder in enumerate(tqdm(people, desc="crops", unit="person", disable=not progress)):
-        photos = list_images(folder)
-        rng = np.random.default_rng(SEED)
-        for photo in photos[:K]:
-            try:
-                image = read_image(photo)
-            except ImageError:
-                continue
-            face = _central_face(det.detect(image), image.shape)
-            if face is None:
-                continue
-            enrol_ok[pi] += 1
-            t_crop.append(emb.align(image, face)[0])
-            t_person.append(pi)
-            t_masked.append(False)
-            for style in mask_styles(SYNTHETIC_MASKS, rng):
-                masked = render_mask(image, face.landmarks[0], face.boxes[0], position="proper", style=style, rng=rng)
-                t_crop.append(emb.align(masked, face)[0])
-                t_person.append(pi)
-                t_masked.append(True)
-        for j, photo in enumerate(photos[K:]):
-            prng = np.random.default_rng([SEED, 104729, pi, j])
-            p_person.append(pi)
-            got: dict[str, np.ndarray | None] = dict.fromkeys(SETS)
-            style = random_mask_style(prng, templates)
-            p_shape.append(style.shape)
-            try:
-                image = read_image(photo)
-            except ImageError:
-                image = None
-            ref_face = _central_face(det.detect(image), image.shape) if image is not None else None
-            if ref_face is not None:
-                box = ref_face.boxes[0]
-                got["unmasked"] = emb.align(image, ref_face)[0]
-                masked = render_mask(image, ref_face.landmarks[0], box, position="proper", style=style,
-                                     rng=prng, templates=templates)
-                mface = _same_face(det.detect(masked), box)
-                if mface is not None:
-                    got["masked"] = emb.align(masked, mface)[0]
-                scale = min(1.0, SMALL_PX / max(float(ref_face.widths[0]), 1.0))
-                for name, img in ((SETS[2], image), (SETS[3], masked)):
-                    small = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-                    sface = _same_face(det.detect(small), box * scale)
-                    if sface is not None:
-                        got[name] = emb.align(small, sface)[0]
-            for name in SETS:
-                crops[name].append(got[name])
-    sets = {}
-    for name in SETS:
-        ok = np.array([c is not None for c in crops[name]], bool)
-        arr = np.zeros((len(ok), 112, 112, 3), np.uint8)
-        for i, c in enumerate(crops[name]):
-            if c is not None:
-                arr[i] = c
-        sets[name] = {"crop": arr, "ok": ok}
-    return Crops(people=[p.name for p in people], t_crop=np.array(t_crop, np.uint8), t_person=np.array(t_person),
-                 t_masked=np.array(t_masked, bool), enrol_photos=enrol_ok, p_person=np.array(p_person),
-                 p_shape=p_shape, sets=sets, seconds=time.perf_counter() - t0)
+    data = _extract(people, k=K, synthetic_masks=SYNTHETIC_MASKS, seed=SEED, probe_face_px=SMALL_PX,
+                    templates=templates, progress=progress, embedder=AlignedCrops())
+    sets = {name: {"crop": _as_crops(s["emb"]), "ok": s["ok"]} for name, s in data.sets.items()}
+    return Crops(people=data.people, t_crop=_as_crops(data.t_emb), t_person=data.t_person,
+                 t_masked=data.t_masked, enrol_photos=data.enrol_photos, p_person=data.p_person,
+                 p_shape=data.p_mask_shape, sets=sets, seconds=time.perf_counter() - t0)
 
 
 # --------------------------------------------------------------------------- occluders

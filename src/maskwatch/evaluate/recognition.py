@@ -327,9 +327,15 @@ def _extract(
     probe_face_px: int | None,
     templates: Any,
     progress: bool,
-    embedder: str = "sface",
+    embedder: str | Any = "sface",
     detector: str = "yunet",
 ) -> _Data:
+    """Detect, mask and embed every enrolment photo and probe of ``people``.
+
+    ``embedder`` is a name for :func:`~maskwatch.models.embedder.create_embedder`, or
+    any object with ``embed(image, faces) -> (N, dim)``, ``dim``, ``name`` and
+    ``version`` (an experiment can keep other per-face data through the same protocol).
+    """
     from tqdm import tqdm
 
     from maskwatch.enrol import mask_styles
@@ -342,7 +348,7 @@ def _extract(
     # embedder sees the same probe images; `det` is the detector under test.
     ref = YuNetDetector()
     det = ref if detector == "yunet" else create_detector(detector)
-    emb = create_embedder(embedder)
+    emb = create_embedder(embedder) if isinstance(embedder, str) else embedder
     dim = emb.dim
     detect_s: list[float] = []
     embed_s: list[float] = []
@@ -451,7 +457,8 @@ def _extract(
         p_mask_shape=p_shape,
         sets=sets,
         face_px=face_px,
-        embedder={"name": emb.name, "version": str(emb.version), "key": embedder},
+        embedder={"name": emb.name, "version": str(emb.version),
+                  "key": embedder if isinstance(embedder, str) else emb.name},
         detector=detector,
         timing_ms={
             "detect_median": round(1000 * float(np.median(detect_s)), 2) if detect_s else None,
