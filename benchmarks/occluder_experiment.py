@@ -23,9 +23,9 @@ also shrunk to 48 px faces. Crops and embeddings are cached in /tmp (``--cache``
 
 Scoring uses the evaluation's own metric functions (``person_max``, ``tnorm``,
 ``rank1_accuracy``, ``genuine_impostor``, ``tar_at_far``, ``_open_set_split``,
-``_calibrate``, ``open_set_rates``) in :func:`closed_set` / :func:`open_set`, which
-repeat ``_closed_set`` / ``_open_set`` for arbitrary score matrices; the script checks
-that they give exactly the evaluation's figures on its own schemes.
+``open_set_folds``) in :func:`closed_set` / :func:`open_set`, which apply
+``_closed_set`` / ``_open_set`` to arbitrary score matrices; the script checks that
+they give exactly the evaluation's figures on its own schemes.
 
 Choice of the occluder without looking at test figures: the line heights are fixed in
 advance from the mask geometry of the enrolment templates (:func:`mask_rows`), and the
@@ -60,13 +60,12 @@ import numpy as np
 
 from maskwatch.evaluate.recognition import (
     SCHEMES,
-    _calibrate,
     _closed_set,
     _Data,
     _open_set,
     _open_set_split,
     genuine_impostor,
-    open_set_rates,
+    open_set_folds,
     person_max,
     rank1_accuracy,
     tar_at_far,
@@ -392,28 +391,11 @@ def closed_set(scores: np.ndarray, labels: np.ndarray, n_all: int) -> dict[str, 
 
 def open_set(scores_of: Callable[[np.ndarray], np.ndarray], person: np.ndarray, n_people: int,
              seed: int) -> dict[str, Any]:
-    """``_open_set`` (folds and pooled): ``scores_of(columns)`` gives the (N, C) scores of the
+    """``_open_set``'s pooled folds: ``scores_of(columns)`` gives the (N, C) scores of the
     detected probes (``person``: their person index) against the enrolled ``columns``."""
     enrolled, parts = _open_set_split(n_people, seed, CAL_PEOPLE)
-    scores = scores_of(enrolled)
-    col_of = np.full(n_people, -1, np.int64)
-    col_of[enrolled] = np.arange(len(enrolled))
-    labels = col_of[person]
-    known = labels >= 0
-    best = scores.max(axis=1)
-    folds = []
-    for cal, held in ((parts[0], parts[1]), (parts[1], parts[0])):
-        thr = _calibrate(best[np.isin(person, cal)], CAL_FPIR)
-        use = known | np.isin(person, held)
-        folds.append(open_set_rates(scores[use], labels[use], known[use], thr))
-    n_unk = sum(f["n_unknown"] for f in folds)
-    return {
-        "unknown_named": float(sum(f["unknown_named"] * f["n_unknown"] for f in folds) / max(n_unk, 1)),
-        "known_correct": float(np.mean([f["known_correct"] for f in folds])),
-        "known_wrong": float(np.mean([f["known_wrong"] for f in folds])),
-        "n_unknown": int(n_unk), "n_known": folds[0]["n_known"],
-        "unknown_count": int(round(sum(f["unknown_named"] * f["n_unknown"] for f in folds))),
-    }
+    _, pooled, _, _ = open_set_folds(scores_of(enrolled), person, n_people, enrolled, parts, CAL_FPIR)
+    return {**pooled, "unknown_count": int(round(pooled["unknown_named"] * pooled["n_unknown"]))}
 
 
 def evaluate(v: View, ok: dict[str, np.ndarray], p_person: np.ndarray, people: np.ndarray, name: str,

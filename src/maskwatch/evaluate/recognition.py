@@ -547,14 +547,24 @@ def _calibrate(stranger_best: np.ndarray, fpir: float) -> float:
     return threshold_at_far(stranger_best, fpir) if len(stranger_best) else math.inf
 
 
-def _open_set(
-    data: _Data, name: str, scheme: str, *, seed: int, calibration_people: float, calibration_fpir: float
-) -> dict[str, Any]:
-    n_people = len(data.people)
-    enrolled, parts = _open_set_split(n_people, seed, calibration_people)
-    s = data.sets[name]
-    person = data.p_person[s["ok"]]
-    scores = _scores(data, name, scheme, columns=enrolled)
+def open_set_folds(
+    scores: np.ndarray, person: np.ndarray, n_people: int, enrolled: np.ndarray, parts: list[np.ndarray],
+    calibration_fpir: float,
+) -> tuple[list[dict[str, Any]], dict[str, Any], np.ndarray, np.ndarray]:
+    """The two calibration folds of the open-set protocol, and their pooled rates.
+
+    Args:
+        scores: (N, len(enrolled)) scores of the detected probes against the enrolled people.
+        person: (N,) person index of each probe.
+        n_people: people in the run.
+        enrolled, parts: from :func:`_open_set_split`.
+        calibration_fpir: share of strangers a calibrated threshold may name.
+
+    Returns:
+        ``(folds, pooled, labels, known)``: per fold the rates with the threshold
+        calibrated on one half of the strangers and applied to the other; the pooled
+        rates; each probe's column in ``scores`` (-1 for strangers); and the known mask.
+    """
     col_of = np.full(n_people, -1, np.int64)
     col_of[enrolled] = np.arange(len(enrolled))
     labels = col_of[person]
@@ -576,6 +586,19 @@ def _open_set(
         "n_unknown": int(n_unk),
         "n_known": folds[0]["n_known"],
     }
+    return folds, pooled, labels, known
+
+
+def _open_set(
+    data: _Data, name: str, scheme: str, *, seed: int, calibration_people: float, calibration_fpir: float
+) -> dict[str, Any]:
+    n_people = len(data.people)
+    enrolled, parts = _open_set_split(n_people, seed, calibration_people)
+    s = data.sets[name]
+    person = data.p_person[s["ok"]]
+    scores = _scores(data, name, scheme, columns=enrolled)
+    folds, pooled, labels, known = open_set_folds(scores, person, n_people, enrolled, parts, calibration_fpir)
+    best = scores.max(axis=1)
     strangers = ~known
     rec_thr = _calibrate(best[strangers], calibration_fpir)
     recommended = open_set_rates(scores, labels, known, rec_thr)
