@@ -305,7 +305,7 @@ class Pipeline:
         if due.any():
             sub = faces[due]
             probs = self.classifier.classify(image, sub).mask_probs
-            for k, (tid, p) in zip(np.flatnonzero(due), zip(sub.track_ids, probs, strict=True), strict=True):
+            for k, tid, p in zip(np.flatnonzero(due), sub.track_ids, probs, strict=True):
                 self.tracker.update_mask(int(tid), p, self._frame, None if looks is None else looks[k])
         faces = self.tracker.mask_probs_for(faces)
         labels = self.tracker.stable_labels(faces)

@@ -82,8 +82,7 @@ class Track:
             by every name in ``MASK_CLASSES`` ("mask state over its life").
         last_classified: frame index of the last :meth:`FaceTracker.update_mask`, -1
             when never classified.
-        classifications: how many classifications were folded in (the first
-            ``settle_looks`` settle the label).
+        classifications: how many classifications were folded in over the track's life.
         label_since: ``hits`` when the current ``mask_label`` was set (it has been
             shown on ``hits - label_since + 1`` matched frames).
         label_looks: classifications since the current ``mask_label`` was set, the
@@ -354,9 +353,9 @@ class FaceTracker:
             classified, whose last classification is ``every`` or more frames old, or
             whose track is unsettled: its label has had fewer than ``settle_looks``
             classifications (one view can be misleading, so a new track, and a label
-            that just changed, are looked at on their first frames), its smoothed top probability is under
-            ``settle_confidence`` (the classifier is unsure of this face), or its
-            latest looks disagree with its stable label. An unsettled track is
+            that just changed, are looked at on their first frames), its smoothed
+            top probability is under ``settle_confidence`` (the classifier is unsure
+            of this face), or its latest looks disagree with its stable label. An unsettled track is
             classified on every frame until its label switches or is confirmed, so a
             wrong or unsure label lasts a few frames, not ``every``.
         """
