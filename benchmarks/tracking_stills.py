@@ -78,6 +78,11 @@ class Sequence:
     truth: list[str | None]
     starts: list[int]
 
+    @property
+    def per_frame(self) -> list[str]:
+        """The per-frame classifier's label on every frame."""
+        return [MASK_CLASSES[int(i)] for i in self.probs.argmax(1)]
+
 
 def load_test_faces(datasets: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Crops, labels (index into MASK_CLASSES) and paths of the classifier's test split."""
@@ -181,7 +186,7 @@ def shown_labels(overrides: dict[str, object], seqs: list[Sequence]) -> tuple[li
 
 
 def figures(shown: list[list[str]], seqs: list[Sequence]) -> dict[str, float]:
-    per_frame = [[MASK_CLASSES[int(i)] for i in s.probs.argmax(1)] for s in seqs]
+    per_frame = [q.per_frame for q in seqs]
     n = sum(len(s) for s in shown)
     agree = sum(a == b for s, p in zip(shown, per_frame, strict=True) for a, b in zip(s, p, strict=True))
     judged = [(a, t) for s, q in zip(shown, seqs, strict=True) for a, t in zip(s, q.truth, strict=True) if t is not None]
@@ -247,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{time.perf_counter() - t0:.0f} s", flush=True)
     parts = []
     for title, seqs, lag in (("Steady faces", steady, False), ("Changing faces", changing, True)):
-        per_frame = [[MASK_CLASSES[int(i)] for i in s.probs.argmax(1)] for s in seqs]
+        per_frame = [q.per_frame for q in seqs]
         intro = (f"## {title}\n\n{len(seqs)} pseudo-tracks, {sum(len(s.truth) for s in seqs)} face-frames; "
                  f"the per-frame classifier has {sum(single_frame_flickers(p) for p in per_frame)} single-frame "
                  f"flickers.\n")
