@@ -118,11 +118,7 @@ def test_the_web_app_recognises_with_the_dlib_embedder(datasets, tmp_path):
     """`serve --embedder dlib`: enrolment and recognition in the web app use dlib
     templates, with dlib's thresholds; SFace templates in the same gallery are not used."""
     pytest.importorskip("fastapi")
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # starlette's note about httpx2
-        from fastapi.testclient import TestClient
+    from tests.web.conftest import TestClient  # imported there without starlette's httpx2 note
 
     from maskwatch.gallery import open_gallery
     from maskwatch.web import WebSettings, create_app
