@@ -8,71 +8,33 @@ port with its data in a temporary folder; each test gets its own database. When 
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.mongo_server import MongoServer, secantusd_executable
 
 from maskwatch.gallery import Gallery, open_gallery
 
 STORES = ["sqlite", "mongo"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def secantusd_executable() -> str | None:
-    beside = Path(sys.executable).with_name("secantusd-py")
-    return str(beside) if beside.is_file() else shutil.which("secantusd-py")
-
-
 @pytest.fixture(scope="session")
 def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``mongodb://127.0.0.1:PORT`` of a SecantusDB server process for this session."""
-    exe = secantusd_executable()
-    if exe is None:
+    if secantusd_executable() is None:
         pytest.skip("secantusd-py not found: pip install secantusdb to run the MongoDB gallery tests")
     pytest.importorskip("pymongo", reason="pymongo is needed for the MongoDB gallery tests")
-    import pymongo
-
-    port = free_port()
-    data = tmp_path_factory.mktemp("secantus")
-    log = open(data / "server.log", "wb")
-    proc = subprocess.Popen([exe, "--host", "127.0.0.1", "--port", str(port), "--storage-path",
-                             str(data / "db"), "--log-level", "WARNING"], stdout=log, stderr=subprocess.STDOUT)
-    url = f"mongodb://127.0.0.1:{port}"
+    server = MongoServer(tmp_path_factory.mktemp("secantus"))
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"secantusd-py exited with {proc.returncode}: "
-                            f"{(data / 'server.log').read_text(errors='replace')[-2000:]}")
-            try:
-                with pymongo.MongoClient(url, serverSelectionTimeoutMS=500) as c:
-                    c.admin.command("ping")
-                break
-            except pymongo.errors.PyMongoError:
-                if time.monotonic() > deadline:
-                    pytest.fail("secantusd-py did not accept connections within 30 s")
-                time.sleep(0.2)
-        yield url
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield server.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        log.close()
+        server.stop()
 
 
 @pytest.fixture(params=STORES)
