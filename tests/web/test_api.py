@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from tests.web.conftest import BEARER, PASSWORD, csrf_of, login
+from tests.web.live_client import clip_frames, send_frames
 
 
 def png_bytes(w: int, h: int) -> bytes:
@@ -250,31 +251,6 @@ def test_people_forms(anon, datasets):
 
 
 # -- live WebSocket, events, statistics ----------------------------------------------------
-
-
-def clip_frames(datasets, n: int, start: int = 0) -> list[bytes]:
-    cap = cv2.VideoCapture(str(datasets / "videos" / "short_hamilton_clip.mp4"))
-    out = []
-    i = 0
-    while len(out) < n:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        if i >= start:
-            out.append(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes())
-        i += 1
-    cap.release()
-    return out
-
-
-def send_frames(ws, frames: list[bytes], first_seq: int = 0) -> list[dict]:
-    results = []
-    for k, jpg in enumerate(frames):
-        ws.send_bytes((first_seq + k).to_bytes(4, "big") + jpg)
-        msg = ws.receive_json()
-        assert msg.get("seq") == first_seq + k, msg
-        results.append(msg)
-    return results
 
 
 def test_live_websocket_names_and_events(anon, datasets):
