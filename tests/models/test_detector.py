@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from maskwatch.models.detector import SSDDetector, YuNetDetector, create_detector
+from maskwatch.models.detector import SSDDetector, YuNetDetector, _tile_starts, create_detector
 from maskwatch.ops.boxes import iou_matrix
 from maskwatch.ops.image import read_image
 
@@ -47,6 +47,39 @@ def test_large_face_found_after_downscaling(datasets, yunet):
     faces = yunet.detect(big)
     assert len(faces) >= 1
     assert faces.widths.max() > 400
+
+
+@pytest.mark.parametrize(("length", "tile", "overlap", "starts"), [
+    (800, 1024, 288, [0]),
+    (1024, 1024, 288, [0]),
+    (1025, 1024, 288, [0, 1]),
+    (2048, 1024, 288, [0, 736, 1024]),
+    (1418, 1024, 288, [0, 394]),
+])
+def test_tiles_cover_the_input_with_the_overlap(length, tile, overlap, starts):
+    got = _tile_starts(length, tile, overlap)
+    assert got == starts
+    ends = [s + min(tile, length) for s in got]
+    assert got[0] == 0 and ends[-1] == length
+    assert all(e - s2 >= overlap for e, s2 in zip(ends, got[1:], strict=False))
+
+
+def test_tiled_photo_pass_finds_the_whole_passs_faces(datasets):
+    """A photo's enlarged pass (2048x1418 for this 1280 px photo) is searched in 1024 px
+    tiles to bound YuNet's memory: the same six faces, boxes within a few pixels."""
+    from maskwatch.pipeline import PipelineConfig
+
+    img = read_image(datasets / "group-photos" / "t1.jpg")
+    tiled = PipelineConfig.accurate().make_detector()
+    whole = PipelineConfig.accurate().make_detector()
+    whole.TILE_SIDE = 10_000  # no tiling
+    a, b = tiled.detect(img), whole.detect(img)
+    assert len(a) == len(b) == 6
+    iou = iou_matrix(a.boxes, b.boxes)
+    assert (iou.max(axis=1) > 0.85).all(), iou.max(axis=1)
+    # and the landmarks were moved with their boxes (not only the corners)
+    order = iou.argmax(axis=1)
+    assert np.abs(a.landmarks - b.landmarks[order]).max() < 8
 
 
 def test_photo_mode_finds_what_live_mode_finds_on_video_frames(datasets):

