@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
+import os
+import shutil
 import socket
 import sqlite3
+import stat
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -17,13 +23,17 @@ import pytest
 
 from maskwatch.events import (
     CSV_COLUMNS,
+    SPOOL_NAME,
     Event,
     EventRecorder,
+    EventSpool,
+    EventWriter,
     events_from_tracks,
     events_to_csv,
     new_event_id,
     parse_duration,
     parse_time,
+    store_key,
 )
 from maskwatch.gallery import Template, open_gallery
 from maskwatch.gallery.sqlite import SQLiteGallery
@@ -267,3 +277,248 @@ def test_parse_time(text, expected):
 def test_parse_time_refuses(text):
     with pytest.raises(ValueError, match="not a time"):
         parse_time(text, now=NOW)
+
+
+# ---------------------------------------------------------------------- no event lost, none twice
+# (issue 15, defect 4): what the store cannot take is kept, in memory and then on disk.
+
+
+def _wait(cond, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _spool_lines(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture
+def locked(gallery):
+    """Another connection holds the gallery's write lock: the store is unavailable."""
+    other = sqlite3.connect(gallery.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    held = [True]
+
+    def release() -> None:
+        if held:
+            held.clear()
+            other.execute("ROLLBACK")
+            other.close()
+
+    yield release
+    release()
+
+
+def test_events_unwritten_at_close_wait_in_the_spool_for_the_next_writer(gallery, locked, tmp_path):
+    spool = tmp_path / "home" / SPOOL_NAME
+    events = [make_event(NOW + i) for i in range(7)]
+    rec = EventRecorder(gallery, "camera:0", flush_every_s=0.05, retention_days=None, spool=spool)
+    rec.add_events(events)
+    rec.close()
+    assert rec.spooled == 7 and rec.lost == 0 and rec.pending == 0 and rec.written == 0
+    locked()
+    assert stat.S_IMODE(spool.stat().st_mode) == 0o600
+    lines = _spool_lines(spool)
+    assert [x["event"]["id"] for x in lines] == [e.id for e in events]
+    assert {x["store"] for x in lines} == {store_key(gallery)} and {x["v"] for x in lines} == {1}
+    assert sorted(p.name for p in spool.parent.iterdir()) == [SPOOL_NAME]  # no temporary file
+    assert gallery.query_events()[1] == 0
+
+    writer = EventWriter(gallery, spool=spool, flush_every_s=0.05, retention_days=None)
+    try:
+        assert _wait(lambda: not spool.exists())
+    finally:
+        writer.close()
+    page, total = gallery.query_events(limit=100, newest_first=False)
+    assert total == 7 and [e.id for e in page] == [e.id for e in events] and writer.written == 7
+    assert page[3].to_dict() == events[3].to_dict()  # all of it survives the file
+
+
+def test_one_spool_serves_several_stores_and_is_bounded(gallery, tmp_path):
+    spool_path = tmp_path / SPOOL_NAME
+    other = SQLiteGallery(tmp_path / "other.sqlite3")
+    spool = EventSpool(spool_path, max_events=5)
+    mine = [make_event(NOW + i) for i in range(3)]
+    theirs = [make_event(NOW + 10 + i) for i in range(3)]
+    try:
+        assert spool.add(store_key(gallery), mine) == 0
+        assert spool.add(store_key(gallery), mine[:2]) == 0  # kept once
+        assert spool.add(store_key(other), theirs) == 1  # 6 > 5: the oldest is dropped
+        assert [e.id for e in spool.load(store_key(gallery))] == [e.id for e in mine[1:]]
+        with open(spool_path, "a") as f:
+            f.write("not json\n")
+        writer = EventWriter(gallery, spool=spool_path, flush_every_s=0.05, retention_days=None)
+        try:
+            assert _wait(lambda: gallery.query_events()[1] == 2)
+            assert _wait(lambda: not spool.load(store_key(gallery)))
+        finally:
+            writer.close()
+        assert {e.id for e in gallery.query_events()[0]} == {e.id for e in mine[1:]}
+        assert [e.id for e in spool.load(store_key(other))] == [e.id for e in theirs]  # not ours: kept
+        assert "not json" not in spool_path.read_text()
+        writer = EventWriter(other, spool=spool_path, flush_every_s=0.05, retention_days=None)
+        try:
+            assert _wait(lambda: not spool_path.exists())
+        finally:
+            writer.close()
+        assert {e.id for e in other.query_events()[0]} == {e.id for e in theirs}
+    finally:
+        other.close()
+
+
+def test_closed_recorders_leave_their_events_with_the_shared_writer(gallery, locked):
+    """A server's streams end while the store is down: their recorders close at once and
+    the events are written by the service's writer when the store is back."""
+    writer = EventWriter(gallery, flush_every_s=0.05, retention_days=None, max_backoff_s=0.2)
+    try:
+        start = time.monotonic()
+        for i in range(3):
+            rec = EventRecorder(gallery, f"browser:{i}", writer=writer)
+            rec.add_tracks(run_tracks())
+            rec.close()
+        assert time.monotonic() - start < 0.1  # closing never waits for the store
+        time.sleep(0.5)  # several tries fail
+        assert writer.pending == 6 and gallery.query_events()[1] == 0
+        locked()
+        assert _wait(lambda: gallery.query_events()[1] == 6)
+    finally:
+        writer.close()
+    assert gallery.event_sources() == ["browser:0", "browser:1", "browser:2"]
+    assert writer.dropped == writer.lost == writer.spooled == 0
+
+
+def test_a_store_down_at_start_does_not_delay_and_nothing_is_spooled_twice(tmp_path):
+    pytest.importorskip("pymongo")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    g = open_gallery(f"mongodb://127.0.0.1:{port}/x")
+    spool = tmp_path / SPOOL_NAME
+    kept = [make_event(NOW + i) for i in range(5)]
+    EventSpool(spool).add(store_key(g), kept)
+    try:
+        start = time.monotonic()
+        writer = EventWriter(g, spool=spool, flush_every_s=0.05)
+        assert time.monotonic() - start < 0.5  # the spool is read and written by the thread
+        rec = EventRecorder(g, "camera:0", writer=writer)
+        rec.add_tracks(run_tracks())
+        rec.close()
+        writer.close()
+    finally:
+        g.close()
+    ids = [x["event"]["id"] for x in _spool_lines(spool)]
+    assert len(ids) == len(set(ids)) == 7 and set(ids) >= {e.id for e in kept}
+    assert writer.spooled == 7 and writer.lost == 0
+
+
+def test_a_read_only_gallery_file_keeps_the_events(tmp_path, caplog):
+    """The gallery file made immutable (``chattr +i``: tests run as root, for whom a
+    0444 mode does not stop writes): the writer's connection cannot write, the events
+    wait in the spool and are written once the file is writable again."""
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr is not installed")
+    path = tmp_path / "g.sqlite3"
+    # Opened on a thread that then ends: every connection used below is opened after the
+    # chattr (one opened before could still write to the WAL, which stays writable).
+    opened: list[SQLiteGallery] = []
+    t = threading.Thread(target=lambda: opened.append(SQLiteGallery(path, busy_timeout_s=0.2)))
+    t.start()
+    t.join()
+    gallery = opened[0]
+    spool = tmp_path / "home" / SPOOL_NAME
+    events = [make_event(NOW + i) for i in range(4)]
+    res = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+    if res.returncode != 0:
+        gallery.close()
+        pytest.skip(f"chattr +i is not possible here: {res.stderr.strip()}")
+    try:
+        caplog.set_level(logging.WARNING, logger="maskwatch.events")
+        writer = EventWriter(gallery, spool=spool, flush_every_s=0.05, retention_days=None)
+        writer.add_events(events)
+        assert writer.flush() == 0 and writer.pending == 4
+        writer.close()
+        assert writer.spooled == 4 and writer.lost == 0
+        assert any("read-only" in r.getMessage() for r in caplog.records)
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+    try:
+        assert gallery.query_events()[1] == 0
+        writer = EventWriter(gallery, spool=spool, flush_every_s=0.05, retention_days=None)
+        try:
+            assert _wait(lambda: not spool.exists())
+        finally:
+            writer.close()
+        page, total = gallery.query_events()
+        assert total == 4 and {e.id for e in page} == {e.id for e in events}
+    finally:
+        gallery.close()
+
+
+@pytest.mark.slow
+def test_analyze_keeps_the_events_of_a_store_lost_during_the_run(tmp_path, datasets):
+    """``maskwatch analyze --db mongodb://...`` with MongoDB killed during the run: the
+    events it cannot write are kept in the data folder (one line says where) and the
+    next run with that store writes them, once."""
+    from tests.mongo_server import MongoServer, secantusd_executable
+
+    if secantusd_executable() is None:
+        pytest.skip("secantusd-py not found: pip install secantusdb")
+    pytest.importorskip("pymongo")
+    clip = datasets / "videos" / "short_hamilton_clip.mp4"
+    home = tmp_path / "home"
+    spool = home / SPOOL_NAME
+    env = dict(os.environ, MASKWATCH_HOME=str(home))
+    mongo = MongoServer(tmp_path / "secantus")
+    mongo.start()
+    db = f"{mongo.url}/maskwatch"
+
+    def analyze(out) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "maskwatch.cli", "analyze", str(clip), "--db", db,
+                                 "--json", str(out), "--quiet"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+
+    def tracks(out) -> int:
+        hits: dict[int, int] = {}
+        for line in out.read_text().splitlines():
+            for f in json.loads(line)["faces"]:
+                hits[f["track_id"]] = hits.get(f["track_id"], 0) + 1
+        return sum(1 for n in hits.values() if n >= 3)
+
+    def stored() -> list[Event]:
+        g = open_gallery(db)
+        try:
+            return list(g.iter_events(until=time.time() + 3600))
+        finally:
+            g.close()
+
+    try:
+        first = tmp_path / "first.jsonl"
+        proc = analyze(first)
+        try:
+            assert _wait(lambda: first.exists() and first.stat().st_size > 0, timeout=120)
+            mongo.stop(kill=True)
+            _, err = proc.communicate(timeout=600)
+        finally:
+            proc.kill()
+        assert proc.returncode == 0, err
+        expected = tracks(first)
+        assert f"are kept in {spool}" in err and "Traceback" not in err
+        kept = [x["event"]["id"] for x in _spool_lines(spool)]
+        mongo.start()
+        before = stored()  # written before the kill
+        assert len(before) + len(kept) == expected > 0
+        assert not {e.id for e in before} & set(kept)
+
+        second = tmp_path / "second.jsonl"
+        proc = analyze(second)
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        events = stored()
+        assert len(events) == len({e.id for e in events}) == expected + tracks(second)
+        assert set(kept) <= {e.id for e in events} and not spool.exists()
+    finally:
+        mongo.stop(kill=True)

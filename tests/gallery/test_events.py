@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import socket
 import sqlite3
+import threading
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from maskwatch.events import UNCLASSIFIED, UNKNOWN, Event, new_event_id
+from maskwatch.events import (
+    SPOOL_NAME,
+    UNCLASSIFIED,
+    UNKNOWN,
+    Event,
+    EventSpool,
+    EventWriter,
+    new_event_id,
+    store_key,
+)
 from maskwatch.gallery import (
     GalleryError,
     GalleryUnavailable,
@@ -369,3 +382,112 @@ def test_newer_schema_refused(tmp_path):
     con.close()
     with pytest.raises(GalleryError, match="schema 99.*newer maskwatch"):
         SQLiteGallery(path)
+
+
+# ---------------------------------------------------------------------- nothing twice, nothing silently lost
+# (issue 15, defects 4 and 9)
+
+
+def test_the_same_events_written_at_once_by_two_clients_are_stored_once(gallery_url):
+    """Two processes writing the same batch (a spool read by two servers, a retry after a
+    timeout whose write had succeeded): each event is stored once, and a write that
+    fails on the clash is a GalleryError whose retry stores nothing more."""
+    galleries = [open_gallery(gallery_url), open_gallery(gallery_url)]
+    evs = [event(T0 + i, track_id=i) for i in range(300)]
+    barrier = threading.Barrier(2)
+    stored: list[int] = []
+    errors: list[Exception] = []
+
+    def write(g) -> None:
+        barrier.wait()
+        for _ in range(5):
+            try:
+                stored.append(g.add_events(evs))
+                return
+            except GalleryError as exc:  # a write conflict: kept and retried, as the recorder does
+                errors.append(exc)
+                time.sleep(0.1)
+
+    try:
+        threads = [threading.Thread(target=write, args=(g,)) for g in galleries]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(stored) == 2 and sum(stored) == 300, (stored, errors)
+        assert galleries[0].add_events(evs) == 0
+        page, total = galleries[0].query_events(limit=MAX_EVENTS_PAGE)
+        assert total == 300 and {e.id for e in page} == {e.id for e in evs}
+    finally:
+        for g in galleries:
+            g.close()
+
+
+def test_a_crash_between_the_write_and_the_spool_update_records_nothing_twice(gallery, tmp_path):
+    """The state a crash leaves when events were written but not yet removed from the
+    spool (or a write that timed out after its commit): the next writer stores each once."""
+    spool = tmp_path / SPOOL_NAME
+    evs = [event(T0 + i, track_id=i) for i in range(6)]
+    assert gallery.add_events(evs[:4]) == 4
+    assert EventSpool(spool).add(store_key(gallery), evs) == 0
+    writer = EventWriter(gallery, spool=spool, flush_every_s=0.05, retention_days=None)
+    try:
+        deadline = time.monotonic() + 15
+        while spool.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not spool.exists()
+    finally:
+        writer.close()
+    page, total = gallery.query_events(limit=MAX_EVENTS_PAGE)
+    assert total == 6 and {e.id for e in page} == {e.id for e in evs} and writer.lost == 0
+
+
+def _digest(path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+def test_a_deleted_gallery_file_is_an_error_not_silence(tmp_path):
+    """SQLite keeps writing to a deleted file's inode; the gallery refuses instead, with
+    one sentence, writes nothing to it, creates no new file, and goes on when the same
+    file is put back."""
+    path = tmp_path / "home" / "g.sqlite3"
+    g = SQLiteGallery(path)
+    try:
+        g.add_person("Ann", templates=templates(2, 1))
+        g.add_events([event(T0)])
+        kept = tmp_path / "kept.sqlite3"
+        os.link(path, kept)  # the same file under another name
+        wal = Path(f"{path}-wal")
+        before = (_digest(kept), _digest(wal))
+        path.unlink()
+        sentence = f"the gallery file {path} was deleted or replaced while maskwatch was running"
+        for call in (lambda: g.add_person("Bob", templates=templates(2, 2)),
+                     lambda: g.add_events([event(T0 + 1)]),
+                     lambda: g.remove_person("Ann"),
+                     lambda: g.list_people(),
+                     lambda: g.query_events(),
+                     lambda: g.change_stamp()):
+            with pytest.raises(GalleryUnavailable, match="put it back, or restart maskwatch") as info:
+                call()
+            assert str(info.value).startswith(sentence)
+        assert (_digest(kept), _digest(wal)) == before  # nothing written to the deleted file
+        assert not path.exists()  # and no new, empty gallery in its place
+
+        os.rename(kept, path)  # the same file back: used again, nothing lost
+        assert [p.name for p in g.list_people()] == ["Ann"]
+        assert g.add_events([event(T0 + 2)]) == 1 and g.query_events()[1] == 2
+
+        other = tmp_path / "other.sqlite3"
+        SQLiteGallery(other).close()  # a valid gallery, but another file
+        os.replace(other, path)  # replaced as SQLite requires: with the -wal and -shm files
+        for name in (f"{path}-wal", f"{path}-shm"):
+            os.unlink(name)
+        with pytest.raises(GalleryUnavailable, match="restart maskwatch to use the file now at that path"):
+            g.add_events([event(T0 + 3)])
+    finally:
+        g.close()
+    g = SQLiteGallery(path)  # a restart opens the file now at the path
+    try:
+        assert g.list_people() == [] and g.query_events()[1] == 0
+    finally:
+        g.close()

@@ -10,6 +10,29 @@ created readable by the owner only: face templates are personal data.
 
 Schema 2 added the ``events`` table; a schema 1 file is migrated in place (in one
 transaction) the first time this version opens it, keeping its people.
+
+The file is the one that was opened: its device and inode are checked (one ``stat``)
+before every read and write and again just before every commit. When the file has been
+deleted, or another file has taken its place, while maskwatch runs, SQLite would go on
+writing to the deleted file (its open descriptors keep it alive) and everything written
+from then on would vanish at the next restart; instead every operation raises
+:class:`~maskwatch.gallery.base.GalleryUnavailable` ("the gallery file ... was deleted
+or replaced while maskwatch was running; ...") and nothing more is written to it: an
+enrolment answers 503, events wait in their writer's memory (and in its spool at exit).
+
+- The same file put back at the path (``mv`` back, a hard link): it is used again, as if
+  nothing had happened.
+- A different file at the path (a backup restored, a new gallery made by another
+  process): not opened by this process; restart maskwatch to use it. Reopening under the
+  running process is not done because its connections still hold the old file's WAL
+  and shared-memory index, which SQLite names after the path: the new file would be read
+  with the old file's journal, which SQLite documents as a cause of corruption
+  (https://sqlite.org/howtocorrupt.html, "unlinking or renaming a database file while
+  in use"). For the same reason a file should only be replaced together with its
+  ``-wal`` and ``-shm`` files (a restart then opens it cleanly).
+- The folder deleted or emptied: no new, empty gallery is started under the running
+  process (its enrolments would silently be missing); a restart creates one, as at a
+  first start.
 """
 
 from __future__ import annotations
@@ -118,14 +141,17 @@ class SQLiteGallery(Gallery):
         self._cons: dict[int, tuple[threading.Thread, sqlite3.Connection]] = {}
         self._cons_lock = threading.Lock()
         self._closed = False
+        self._file_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
         if self.path.is_dir():
             raise GalleryError(f"{self.path} is a folder, not a gallery file")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             if not self.path.exists():
                 os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            st = os.stat(self.path)
         except OSError as exc:
             raise GalleryError(f"cannot create the gallery file {self.path}: {exc.strerror or exc}") from exc
+        self._file_id = (st.st_dev, st.st_ino)
         con = self._con()
         with self._errors("open"):
             mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -158,9 +184,26 @@ class SQLiteGallery(Gallery):
 
     # ------------------------------------------------------------------ connections
 
+    def _check_file(self) -> None:
+        """:class:`GalleryUnavailable` when the file at ``path`` is gone or is another file
+        than the one opened (see the module docstring); one ``stat``, a few microseconds."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            st = None
+        except OSError:  # e.g. a folder made unreadable: SQLite reports that itself
+            return
+        if st is not None and (st.st_dev, st.st_ino) == self._file_id:
+            return
+        what = ("put it back, or restart maskwatch to start a new gallery there" if st is None
+                else "restart maskwatch to use the file now at that path")
+        raise GalleryUnavailable(f"the gallery file {self.path} was deleted or replaced while maskwatch was "
+                                 f"running; nothing more is written to it: {what}")
+
     def _con(self) -> sqlite3.Connection:
         if self._closed:
             raise GalleryError(f"the gallery {self.path} was closed")
+        self._check_file()
         con = getattr(self._local, "con", None)
         if con is not None:
             return con
@@ -192,8 +235,8 @@ class SQLiteGallery(Gallery):
                 f"{self.busy_timeout_s:g} s; could not {what}")
         if "not a database" in low or "malformed" in low:
             return GalleryError(f"{self.path} is not a maskwatch gallery (not a readable SQLite database)")
-        if "readonly" in low or "read-only" in low:
-            return GalleryError(f"the gallery {self.path} is read-only; could not {what}")
+        if "readonly" in low or "read-only" in low:  # the server's condition, not the request's: 503
+            return GalleryUnavailable(f"the gallery {self.path} is read-only; could not {what}")
         if "unable to open" in low:
             return GalleryUnavailable(f"cannot open the gallery file {self.path}")
         return GalleryError(f"gallery {self.path}: could not {what} ({msg})")
@@ -213,10 +256,11 @@ class SQLiteGallery(Gallery):
         with self._errors(what):
             con.execute("BEGIN IMMEDIATE")
         try:
-            yield con
-            with self._errors(what):
+            with self._errors(what):  # e.g. a file that became read-only: one clear sentence
+                yield con
                 if bump:
                     con.execute("UPDATE meta SET value = value + 1 WHERE key = 'stamp'")
+                self._check_file()  # deleted while this transaction ran: roll it back
                 con.execute("COMMIT")
         except BaseException:
             if con.in_transaction:
@@ -450,7 +494,7 @@ class SQLiteGallery(Gallery):
         """
         try:
             busy, _, _ = self._con().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, GalleryError) as exc:
             log.debug("checkpoint of %s failed: %s", self.path, exc)
             return False
         return not busy
