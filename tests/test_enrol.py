@@ -184,3 +184,53 @@ def test_largest_face_duplicates_and_thumbnail(gallery, datasets, examples, mode
     arr = read_image(examples / "biden.jpg")  # arrays work as photos too
     res = enrol_photos(gallery, "Array", [arr], detector=det, embedder=emb, synthetic_masks=1)
     assert res.templates == 2 and gallery.templates_of("Array")[0].source == "array-1"
+
+
+def test_model_work_and_store_work_are_separate_steps(tmp_path, examples, models):
+    """The web service runs prepare_enrolment's model steps on its inference thread and
+    store_enrolment elsewhere: a gallery locked by another writer holds up only the
+    store step, and the result is the same as enrol_photos'."""
+    import sqlite3
+
+    from maskwatch.enrol import prepare_enrolment, store_enrolment
+    from maskwatch.gallery import GalleryUnavailable
+    from maskwatch.gallery.sqlite import SQLiteGallery
+
+    det, emb = models
+    photos = [examples / "obama.jpg", read_image(examples / "obama.jpg")]
+    steps: list[str] = []
+
+    def run_model(step):
+        steps.append(getattr(step, "func", step).__name__)
+        return step()
+
+    g = SQLiteGallery(tmp_path / "g.sqlite3", busy_timeout_s=0.3)
+    other = sqlite3.connect(tmp_path / "g.sqlite3", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        prepared = prepare_enrolment(" Barack ", photos, detector=det, embedder=emb, thumbnail=True,
+                                     synthetic_masks=2, run_model=run_model)
+        assert steps == ["detect", "detect", "_embed_each", "_embed_each"]  # every photo checked first
+        assert prepared.name == "Barack" and prepared.photos == 2 and len(prepared.templates) == 6
+        with pytest.raises(GalleryUnavailable, match="locked"):
+            store_enrolment(g, prepared)
+        assert g.list_people() == []
+        other.execute("ROLLBACK")
+        res = store_enrolment(g, prepared)
+        assert res.created and res.templates == 6 and res.person.thumbnail
+        with pytest.raises(PersonExists):
+            store_enrolment(g, prepared)
+        assert not store_enrolment(g, prepared, add_to_existing=True).created
+
+        ref = open_gallery(tmp_path / "ref.sqlite3")
+        try:
+            enrol_photos(ref, "Barack", photos, detector=det, embedder=emb, synthetic_masks=2)
+            mine = [t.embedding for t in g.templates_of("Barack")[:6]]
+            theirs = [t.embedding for t in ref.templates_of("Barack")]
+            assert len(mine) == len(theirs) == 6
+            assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(mine, theirs, strict=True))
+        finally:
+            ref.close()
+    finally:
+        other.close()
+        g.close()

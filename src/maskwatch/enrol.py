@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import cv2
 import numpy as np
@@ -37,6 +38,8 @@ from maskwatch.ops.synthmask import MaskStyle, random_mask_style, render_mask
 from maskwatch.types import Faces
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Faces smaller than this (shorter box side, pixels) give weak templates: warned about.
 SMALL_FACE_PX = 60
@@ -115,9 +118,10 @@ def _load(photo: str | os.PathLike[str] | np.ndarray, label: str) -> np.ndarray:
         except ImageError as exc:
             raise EnrolError(f"{label} is not a usable image: {exc}") from exc
     try:
-        return read_image(photo)
-    except ImageError as exc:
-        raise EnrolError(f"cannot use {label}: {exc}") from exc
+        return read_image(photo)  # the pixel limit checked from the header, before decoding
+    except ImageError as exc:  # ImageTooLarge included: one sentence, exit code 2 in the CLI
+        reason = str(exc).removeprefix(f"{Path(photo)}: ")  # read_image names the file too
+        raise EnrolError(f"cannot use {label}: {reason}") from exc
 
 
 def _pick_face(faces: Faces, label: str, pick_largest: bool) -> Faces:
@@ -146,12 +150,145 @@ def _thumbnail(image: np.ndarray, face: Faces) -> bytes:
     return buf.tobytes()
 
 
+def _embed_each(embedder: Embedder, images: list[np.ndarray], face: Faces) -> list[np.ndarray]:
+    """One (D,) embedding of the same face in each image (the photo and its masked copies)."""
+    return [embedder.embed(image, face)[0] for image in images]
+
+
 def mask_styles(count: int, rng: np.random.Generator) -> list[MaskStyle]:
     """``count`` mask looks for enrolment: the fixed common ones first, then random."""
     styles = list(_ENROL_STYLES[:count])
     while len(styles) < count:
         styles.append(random_mask_style(rng))
     return styles
+
+
+@dataclass(frozen=True)
+class PreparedEnrolment:
+    """Templates made from photos of one person, not written anywhere yet.
+
+    Attributes:
+        name: the cleaned name (see :func:`~maskwatch.gallery.validate_name`).
+        templates: plain and synthetic-mask templates, in photo order.
+        thumbnail: JPEG bytes of the first photo's face, or None when not asked for.
+        photos: photos used.
+    """
+
+    name: str
+    templates: list[Template]
+    thumbnail: bytes | None
+    photos: int
+
+
+def check_enrolment(gallery: Gallery, name: str, *, add_to_existing: bool = False) -> tuple[str, bool]:
+    """The cleaned name and whether that person is enrolled, before any photo is looked at
+    (a taken name costs no model work).
+
+    Raises:
+        InvalidName, PersonExists (enrolled and not ``add_to_existing``), GalleryUnavailable.
+    """
+    clean = validate_name(name)
+    try:
+        gallery.get_person(clean)
+        exists = True
+    except PersonNotFound:
+        exists = False
+    if exists and not add_to_existing:
+        raise PersonExists(f"a person named {clean!r} is already enrolled; add photos to them "
+                           "with add_to_existing, or choose another name")
+    return clean, exists
+
+
+def prepare_enrolment(
+    name: str,
+    photos: Sequence[str | os.PathLike[str] | np.ndarray],
+    *,
+    detector: Detector,
+    embedder: Embedder,
+    pick_largest: bool = False,
+    synthetic_masks: int = 4,
+    rng_seed: int = 0,
+    thumbnail: bool = False,
+    run_model: Callable[[Callable[[], T]], T] | None = None,
+) -> PreparedEnrolment:
+    """The model half of :func:`enrol_photos`: photos -> templates (+ thumbnail).
+
+    It reads no gallery, so a store that is slow or locked (SQLite waits up to its
+    busy timeout for another writer) holds up only :func:`store_enrolment`. Arguments
+    as in :func:`enrol_photos`, and:
+
+    Args:
+        run_model: runs one model step (a call without arguments: the detection of a
+            photo, or the embeddings of its face, plain and masked) and returns its
+            result; the web service passes one that runs it on its inference thread,
+            so that reading photos and drawing masks (about 0.1 s per mask) happen on
+            the caller's thread and live streams wait only for the models. Default:
+            call it here.
+
+    Raises:
+        EnrolError: no photos, an unreadable photo, a photo without a face or with
+            several faces (naming the photo). InvalidName: a bad name.
+    """
+    clean = validate_name(name)
+    if not photos:
+        raise EnrolError(f"no photos given to enrol {clean!r}")
+    if synthetic_masks < 0:
+        raise EnrolError("the number of synthetic masks cannot be negative")
+    run: Callable[[Callable[[], Any]], Any] = run_model or (lambda step: step())
+
+    # 1. check every photo before doing any work that is written
+    chosen: list[tuple[str, np.ndarray, Faces]] = []
+    for i, photo in enumerate(photos):
+        label = _photo_label(photo, i)
+        image = _load(photo, label)
+        face = _pick_face(run(partial(detector.detect, image)), label, pick_largest)
+        if float(face.sizes[0]) < SMALL_FACE_PX:
+            log.warning("the face in %s is only %.0f px; a larger photo gives a better template",
+                        label, float(face.sizes[0]))
+        chosen.append((label, image, face))
+
+    # 2. templates: the plain face, then the same face with synthetic masks drawn from
+    # its landmarks; the face geometry is unchanged, so the original landmarks align it.
+    rng = np.random.default_rng(rng_seed)
+    templates: list[Template] = []
+    for i, (label, image, face) in enumerate(chosen):
+        source = Path(label).name if not isinstance(photos[i], np.ndarray) else f"array-{i + 1}"
+        styles = mask_styles(synthetic_masks, rng)
+        masked = [render_mask(image, face.landmarks[0], face.boxes[0], position="proper", style=style,
+                              rng=rng) for style in styles]
+        plain, *embs = run(partial(_embed_each, embedder, [image, *masked], face))
+        templates.append(Template("", plain, embedder.name, str(embedder.version), False, False, source))
+        for style, emb in zip(styles, embs, strict=True):
+            templates.append(Template("", emb, embedder.name, str(embedder.version), True, True,
+                                      f"{source}#mask-{style.shape}"))
+    thumb = _thumbnail(chosen[0][1], chosen[0][2]) if thumbnail else None
+    return PreparedEnrolment(clean, templates, thumb, len(chosen))
+
+
+def store_enrolment(gallery: Gallery, prepared: PreparedEnrolment, *,
+                    add_to_existing: bool = False) -> EnrolResult:
+    """The store half of :func:`enrol_photos`: write prepared templates in one transaction.
+
+    The person is looked up again here: enrolled (with ``add_to_existing``) -> the
+    templates are added (the thumbnail is kept only for a new person); not enrolled ->
+    a new person. A name enrolled meanwhile by someone else is :class:`PersonExists`.
+
+    Raises:
+        PersonExists, PersonNotFound (removed meanwhile), GalleryUnavailable (store down,
+        or a SQLite file locked by another writer for longer than its busy timeout).
+    """
+    clean = prepared.name
+    _, exists = check_enrolment(gallery, clean, add_to_existing=add_to_existing)
+    templates = prepared.templates
+    synthetic = sum(t.synthetic for t in templates)
+    if exists:
+        gallery.add_templates(clean, templates)
+        person = gallery.get_person(clean)
+    else:
+        person = gallery.add_person(clean, thumbnail=prepared.thumbnail, templates=templates)
+    log.info("enrolled %r from %d photos: %d templates (%d with synthetic masks)",
+             clean, prepared.photos, len(templates), synthetic)
+    return EnrolResult(person, prepared.photos, len(templates), synthetic, not exists)
 
 
 def enrol_photos(
@@ -168,6 +305,9 @@ def enrol_photos(
     add_to_existing: bool = False,
 ) -> EnrolResult:
     """Enrol a person from photos, with synthetic-mask templates for masked recognition.
+
+    The same as :func:`check_enrolment`, :func:`prepare_enrolment` (the model work)
+    and :func:`store_enrolment` (the write) in turn.
 
     Args:
         gallery: where to store the person.
@@ -199,49 +339,8 @@ def enrol_photos(
         raise EnrolError(f"no photos given to enrol {clean!r}")
     if synthetic_masks < 0:
         raise EnrolError("the number of synthetic masks cannot be negative")
-    try:
-        gallery.get_person(clean)
-        exists = True
-    except PersonNotFound:
-        exists = False
-    if exists and not add_to_existing:
-        raise PersonExists(f"a person named {clean!r} is already enrolled; add photos to them "
-                           "with add_to_existing, or choose another name")
-
-    # 1. check every photo before doing any work that is written
-    chosen: list[tuple[str, np.ndarray, Faces]] = []
-    for i, photo in enumerate(photos):
-        label = _photo_label(photo, i)
-        image = _load(photo, label)
-        face = _pick_face(detector.detect(image), label, pick_largest)
-        if float(face.sizes[0]) < SMALL_FACE_PX:
-            log.warning("the face in %s is only %.0f px; a larger photo gives a better template",
-                        label, float(face.sizes[0]))
-        chosen.append((label, image, face))
-
-    # 2. templates: the plain face, then the same face with synthetic masks drawn from
-    # its landmarks; the face geometry is unchanged, so the original landmarks align it.
-    rng = np.random.default_rng(rng_seed)
-    templates: list[Template] = []
-    for i, (label, image, face) in enumerate(chosen):
-        source = Path(label).name if not isinstance(photos[i], np.ndarray) else f"array-{i + 1}"
-        plain = embedder.embed(image, face)[0]
-        templates.append(Template("", plain, embedder.name, str(embedder.version), False, False, source))
-        for style in mask_styles(synthetic_masks, rng):
-            masked_img = render_mask(image, face.landmarks[0], face.boxes[0], position="proper",
-                                     style=style, rng=rng)
-            emb = embedder.embed(masked_img, face)[0]
-            templates.append(Template("", emb, embedder.name, str(embedder.version), True, True,
-                                      f"{source}#mask-{style.shape}"))
-
-    # 3. one transaction
-    thumb = _thumbnail(chosen[0][1], chosen[0][2]) if thumbnail else None
-    synthetic = sum(t.synthetic for t in templates)
-    if exists:
-        gallery.add_templates(clean, templates)
-        person = gallery.get_person(clean)
-    else:
-        person = gallery.add_person(clean, thumbnail=thumb, templates=templates)
-    log.info("enrolled %r from %d photos: %d templates (%d with synthetic masks)",
-             clean, len(chosen), len(templates), synthetic)
-    return EnrolResult(person, len(chosen), len(templates), synthetic, not exists)
+    check_enrolment(gallery, clean, add_to_existing=add_to_existing)
+    prepared = prepare_enrolment(clean, photos, detector=detector, embedder=embedder,
+                                 pick_largest=pick_largest, synthetic_masks=synthetic_masks,
+                                 rng_seed=rng_seed, thumbnail=thumbnail)
+    return store_enrolment(gallery, prepared, add_to_existing=add_to_existing)

@@ -452,3 +452,170 @@ def test_mongo_without_transactions(mongo_server, tmp_path):
     finally:
         g._db.client.drop_database(g._db.name)
         g.close()
+
+
+# --------------------------------------------------------------------------- invisible names
+
+
+@pytest.mark.parametrize("name, char", [
+    ("Ann\u200b", "U+200B"),        # zero-width space: "Ann" and "Ann" + ZWSP were two people
+    ("\u200bAnn", "U+200B"),
+    ("An\u200cn", "U+200C"),        # zero-width non-joiner between Latin letters
+    ("An\u200dn", "U+200D"),        # zero-width joiner between Latin letters
+    ("Ann\u200e", "U+200E"),        # left-to-right mark
+    ("\u200fAnn", "U+200F"),        # right-to-left mark
+    ("A\u202aB", "U+202A"), ("A\u202bB", "U+202B"), ("A\u202cB", "U+202C"),
+    ("A\u202dB", "U+202D"), ("A\u202eB", "U+202E"),  # embeddings, pop, overrides
+    ("A\u2066B", "U+2066"), ("A\u2067B", "U+2067"),  # isolates
+    ("A\u2068B", "U+2068"), ("A\u2069B", "U+2069"),
+    ("\ufeffAnn", "U+FEFF"),        # byte order mark
+    ("Ann\u2060", "U+2060"),        # word joiner
+    ("Ann\u00ad", "U+00AD"),        # soft hyphen
+    ("Ann\u034f", "U+034F"),        # combining grapheme joiner
+    ("Ann\ufe0f", "U+FE0F"),        # variation selector
+    ("\u3164", "U+3164"), ("Ann\u3164", "U+3164"),  # Hangul filler
+    ("A\u115fB", "U+115F"), ("A\u1160B", "U+1160"), ("A\uffa0B", "U+FFA0"),
+    ("Ann\u2800", "U+2800"),        # blank Braille pattern
+    ("Ann\U000e0041", "U+E0041"),   # tag character
+    ("Ann\ue000", "U+E000"),        # private use
+    ("Ann\u0378", "U+0378"),        # unassigned
+])
+def test_invisible_and_direction_characters_refused(name, char):
+    with pytest.raises(InvalidName) as info:
+        validate_name(name)
+    message = str(info.value)
+    assert char in message and "\n" not in message, message
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("Jose\u0301", "Jos\u00e9"),              # decomposed accent: NFC
+    ("\u0645\u062d\u0645\u062f", "\u0645\u062d\u0645\u062f"),  # Arabic letters (right to left)
+    ("\u05e9\u05e8\u05d4", "\u05e9\u05e8\u05d4"),  # Hebrew
+    ("\u5c71\u7530 \u592a\u90ce", "\u5c71\u7530 \u592a\u90ce"),
+    # Persian: a zero-width non-joiner between two joining letters is spelling
+    ("\u0639\u0644\u06cc\u200c\u0631\u0636\u0627", "\u0639\u0644\u06cc\u200c\u0631\u0636\u0627"),
+    ("\u0915\u094d\u200d\u0937", "\u0915\u094d\u200d\u0937"),  # Devanagari: ZWJ after a virama
+])
+def test_names_of_every_script_still_valid(name, expected):
+    assert validate_name(name) == expected
+
+
+def test_two_people_cannot_differ_by_an_invisible_character(gallery):
+    gallery.add_person("Ann", templates=make_templates(2))
+    with pytest.raises(InvalidName):
+        gallery.add_person("Ann\u200b", templates=make_templates(2, seed=1))
+    with pytest.raises(InvalidName):
+        gallery.rename("Ann", "\u202eAnn")
+    assert [p.name for p in gallery.list_people()] == ["Ann"]
+
+
+def test_an_old_name_with_an_invisible_character_can_still_be_used_and_removed(gallery):
+    """Galleries written before the rule may hold such names: they can be found, renamed
+    to a valid name and deleted, and their events recorded and queried."""
+    from maskwatch.events import Event
+    from maskwatch.gallery.base import Person, PersonRecord, new_person_id
+
+    for old in ("Bob\u200b", "\u202eEve"):
+        record = PersonRecord(Person(new_person_id(), old, time.time(), 2), make_templates(2))
+        gallery._write_people([record], replace=False)
+    assert gallery.get_person("Bob\u200b").templates == 2
+    assert len(gallery.templates_of("Bob\u200b")) == 2
+    assert gallery.add_templates("Bob\u200b", make_templates(1, seed=5)) == 1
+    now = time.time()
+    event = Event(uuid.uuid4().hex, "cam", 1, now - 1, now, 5, None, {}, "Bob\u200b", 0.9)
+    assert gallery.add_events([event]) == 1
+    page, total = gallery.query_events(identity="Bob\u200b")
+    assert total == 1 and page[0].identity == "Bob\u200b"
+    assert gallery.rename("Bob\u200b", "Bob").name == "Bob"
+    assert gallery.remove_person("\u202eEve") == 2
+    assert [p.name for p in gallery.list_people()] == ["Bob"]
+
+
+# --------------------------------------------------------------------------- the engine's matcher
+
+
+def test_live_matcher_never_waits_on_a_killed_mongodb(tmp_path):
+    """MongoDB killed (SIGKILL) under a live matcher: identify answers at once with the
+    templates loaded before, while the watcher thread retries with back-off; after the
+    server is started again on the same port, another process's enrolment is seen."""
+    from tests.mongo_server import MongoServer, secantusd_executable
+
+    if secantusd_executable() is None:
+        pytest.skip("secantusd-py not found: pip install secantusdb")
+    pytest.importorskip("pymongo")
+    server = MongoServer(tmp_path / "secantus")
+    server.start()
+    g = open_gallery(f"{server.url}/live")
+    other = open_gallery(f"{server.url}/live")
+    try:
+        g.add_person("Ann", templates=make_templates(1, seed=1))
+        ann = make_templates(1, seed=1)[0].embedding[None]
+        bob = make_templates(1, seed=2)[0].embedding[None]
+        changes: list[float] = []
+        live = g.live_matcher(EMB, VER, max_age_s=0.2, on_change=lambda: changes.append(time.monotonic()))
+        assert live.identify(ann, np.array([False]))[0][0] == "Ann" and len(changes) == 1
+        server.stop(kill=True)
+        slowest, calls = 0.0, 0
+        deadline = time.monotonic() + 4.0  # the watcher's reads fail after 2.5 s each meanwhile
+        while time.monotonic() < deadline:
+            t0 = time.perf_counter()
+            assert live.identify(ann, np.array([False]))[0][0] == "Ann"  # the templates loaded before
+            slowest, calls = max(slowest, time.perf_counter() - t0), calls + 1
+            time.sleep(0.01)
+        assert slowest < 0.1, f"identify took {slowest:.2f} s with the store down"
+        assert calls > 100 and "cannot be reached" in (live.store_error or "")
+        server.start()
+        other.add_person("Bob", templates=make_templates(1, seed=2))
+        deadline = time.monotonic() + 20.0  # back-off: 1, 2, 4 s after reads of 2.5 s
+        while live.identify(bob, np.array([False]))[0][0] != "Bob" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert live.identify(bob, np.array([False]))[0][0] == "Bob"
+        # on_change: the first load, then the templates read again when the store was
+        # back and (if that was before Bob) Bob's
+        assert live.store_error is None and len(changes) in (2, 3)
+        live.close()
+    finally:
+        other.close()
+        g.close()
+        server.stop(kill=True)
+
+
+def test_live_matcher_reload_uses_this_process_writes_at_once(gallery):
+    """After reload() (the web service calls it after each write) a removed person is
+    never named again, and the new templates arrive without waiting for the next look."""
+    gallery.add_person("Ann", templates=make_templates(1, seed=1))
+    ann = make_templates(1, seed=1)[0].embedding[None]
+    live = gallery.live_matcher(EMB, VER, max_age_s=60.0)  # the watcher looks once a minute
+    try:
+        assert live.wait_ready(10) and live.identify(ann, np.array([False]))[0][0] == "Ann"
+        gallery.remove_person("Ann")
+        gallery.add_person("Cid", templates=make_templates(1, seed=1))
+        live.reload()
+        got = live.identify(ann, np.array([False]))[0][0]
+        assert got in (None, "Cid")  # unknown until the new templates are loaded, never Ann
+        deadline = time.monotonic() + 5.0
+        while got != "Cid" and time.monotonic() < deadline:
+            time.sleep(0.01)
+            got = live.identify(ann, np.array([False]))[0][0]
+        assert got == "Cid"
+    finally:
+        live.close()
+
+
+def test_mongo_stamp_is_new_after_a_database_lost_its_last_writes(mongo_server):
+    """A MongoDB server killed before it saved its last writes (or a restored backup)
+    counts writes from an older value again: the change stamp still never repeats, so
+    matchers built before are not taken for current."""
+    g = open_gallery(f"{mongo_server}/stamp_{uuid.uuid4().hex[:8]}")
+    try:
+        g.add_person("Ann", templates=make_templates(1, seed=1))
+        before = g.change_stamp()
+        assert g.matcher(EMB, VER, max_age_s=0).names.tolist() == ["Ann"]
+        for c in ("meta", "people", "templates"):  # what such a server comes back with
+            g._db[c].delete_many({})
+        g.add_person("Bob", templates=make_templates(1, seed=2))
+        assert g.change_stamp() != before
+        assert g.matcher(EMB, VER, max_age_s=0).names.tolist() == ["Bob"]
+    finally:
+        g._db.client.drop_database(g._db.name)
+        g.close()

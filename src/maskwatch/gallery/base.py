@@ -33,8 +33,9 @@ import threading
 import time
 import unicodedata
 import uuid
+import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,13 +140,63 @@ class PersonRecord:
     templates: list[Template] = field(default_factory=list)
 
 
-def validate_name(name: object) -> str:
+#: Characters that render as nothing but are not format characters (category Cf), so that
+#: "Ann" and "Ann" + one of them would look the same: the Hangul fillers, the blank Braille
+#: pattern, the combining grapheme joiner, Khmer inherent vowels and Mongolian variation
+#: selectors (from Unicode's Default_Ignorable_Code_Point; U+2800 is not in it but is blank).
+INVISIBLE_NAME_CHARS = frozenset("\u115f\u1160\u3164\uffa0\u2800\u034f\u17b4\u17b5"
+                                 "\u180b\u180c\u180d\u180f")
+#: Scripts whose letters join, where a zero-width non-joiner between two letters is spelling
+#: (Persian names such as U+0639 U+0644 U+06CC U+200C U+0631 U+0636 U+0627): Arabic, Syriac,
+#: Arabic Supplement, Thaana, N'Ko, Arabic Extended and the Arabic presentation forms.
+_JOINING_SCRIPTS = ((0x0600, 0x08FF), (0xFB50, 0xFDFF), (0xFE70, 0xFEFF))
+
+
+def _joining_letter(c: str) -> bool:
+    return (unicodedata.category(c).startswith("L")
+            and any(lo <= ord(c) <= hi for lo, hi in _JOINING_SCRIPTS))
+
+
+def _invisible(clean: str, i: int) -> bool:
+    """Whether ``clean[i]`` is a character a name may not hold: format (Cf: zero-width,
+    direction marks, embeddings, overrides and isolates, BOM, tags, soft hyphen), private
+    use, unassigned, variation selectors or :data:`INVISIBLE_NAME_CHARS`.
+
+    The zero-width joiners are spelling in some scripts, so they are allowed where the
+    IDNA rules (RFC 5892, CONTEXTJ) allow them: after a virama (Indic conjuncts), and a
+    non-joiner between two letters of a joining script (Arabic, Persian, Syriac).
+    """
+    c = clean[i]
+    if c in ("\u200c", "\u200d"):
+        before = clean[i - 1] if i > 0 else ""
+        after = clean[i + 1] if i + 1 < len(clean) else ""
+        if before and unicodedata.combining(before) == 9:  # a virama
+            return False
+        joins = bool(before and after) and _joining_letter(before) and _joining_letter(after)
+        return not (c == "\u200c" and joins)
+    if c in INVISIBLE_NAME_CHARS or "\ufe00" <= c <= "\ufe0f" or "\U000e0100" <= c <= "\U000e01ef":
+        return True
+    return unicodedata.category(c) in ("Cf", "Co", "Cn")
+
+
+def validate_name(name: object, *, existing: bool = False) -> str:
     """The cleaned person name, or :class:`InvalidName` saying what is wrong.
 
     Cleaning: Unicode NFC normalisation and stripping of surrounding white space.
     Refused: empty names, more than :data:`MAX_NAME_CHARS` characters, any of
-    ``/ \\ : * ? " < > |``, control characters, ``.`` and ``..``. Names are
-    case-sensitive: ``Ann`` and ``ann`` are two people.
+    ``/ \\ : * ? " < > |``, control characters, ``.`` and ``..``; and characters that
+    cannot be seen or that turn text around (see :func:`_invisible`), so that two
+    people's names never look the same: ``Ann`` and ``Ann`` + a zero-width space, or a
+    name hiding a right-to-left override. Names are case-sensitive: ``Ann`` and ``ann``
+    are two people.
+
+    Args:
+        name: the name as given.
+        existing: the name of someone who may already be enrolled (a lookup, a rename's
+            old name, a removal, an event's identity): only the rules that held before
+            invisible characters were refused apply, so a gallery written earlier that
+            holds such a name can still find, rename and delete that person. New names
+            (enrolment, a rename's new name, an import) use the full rules.
     """
     if not isinstance(name, str):
         raise InvalidName(f"a person's name must be text, not {type(name).__name__}")
@@ -161,6 +212,13 @@ def validate_name(name: object) -> str:
         raise InvalidName(f"the name {clean!r} contains control characters")
     if clean in (".", ".."):
         raise InvalidName(f"{clean!r} cannot be used as a name")
+    if not existing:
+        hidden = list(dict.fromkeys(c for i, c in enumerate(clean) if _invisible(clean, i)))
+        if hidden:
+            what = ", ".join(f"U+{ord(c):04X} {unicodedata.name(c, '(unassigned)')}"
+                             for c in hidden[:3])
+            raise InvalidName(f"the name {clean!r} contains {what}: names cannot hold invisible, "
+                              "direction or unassigned characters")
     return clean
 
 
@@ -238,7 +296,7 @@ def event_filter(*, since: object = None, until: object = None, source: object =
         if identity in ("", UNKNOWN):
             unknown = True
         else:
-            name = validate_name(identity)
+            name = validate_name(identity, existing=True)
     state, unclassified = None, False
     if mask_state is not None:
         if mask_state in ("", UNCLASSIFIED):
@@ -280,7 +338,7 @@ def check_events(events: Iterable[Event]) -> list[Event]:
             raise GalleryError(f"{where}: unknown mask state {e.mask_state!r}")
         if sim is not None and not math.isfinite(sim):
             raise GalleryError(f"{where}: best_similarity must be a finite number or None")
-        identity = None if e.identity in (None, "") else validate_name(e.identity)
+        identity = None if e.identity in (None, "") else validate_name(e.identity, existing=True)
         out.append(Event(e.id, e.source.strip(), track_id, started, ended, frames, e.mask_state,
                          {k: counts.get(k, 0) for k in MASK_CLASSES}, identity, sim))
     return out
@@ -425,7 +483,7 @@ class Gallery(ABC):
         Raises:
             InvalidName, PersonNotFound, GalleryError (bad templates), GalleryUnavailable.
         """
-        clean = validate_name(name)
+        clean = validate_name(name, existing=True)
         checked = check_templates(templates)
         if not checked:
             if not self._people(clean, False):
@@ -441,7 +499,7 @@ class Gallery(ABC):
 
     def get_person(self, name: str) -> Person:
         """The person named ``name``, thumbnail included (:class:`PersonNotFound`)."""
-        clean = validate_name(name)
+        clean = validate_name(name, existing=True)
         found = self._people(clean, True)
         if not found:
             raise PersonNotFound(f"no person named {clean!r} is enrolled")
@@ -449,7 +507,7 @@ class Gallery(ABC):
 
     def rename(self, old: str, new: str) -> Person:
         """Give a person a new name; their templates follow. Returns the renamed person."""
-        old_c, new_c = validate_name(old), validate_name(new)
+        old_c, new_c = validate_name(old, existing=True), validate_name(new)
         if old_c != new_c:
             self._rename(old_c, new_c)
         return self.get_person(new_c)
@@ -463,14 +521,14 @@ class Gallery(ABC):
         Raises:
             InvalidName, PersonNotFound, GalleryUnavailable.
         """
-        clean = validate_name(name)
+        clean = validate_name(name, existing=True)
         removed = self._remove(clean)
         log.info("removed %r and %d templates from %s", clean, removed, self.location)
         return removed
 
     def templates_of(self, name: str) -> list[Template]:
         """Every template of one person (:class:`PersonNotFound`)."""
-        clean = validate_name(name)
+        clean = validate_name(name, existing=True)
         if not self._people(clean, False):
             raise PersonNotFound(f"no person named {clean!r} is enrolled")
         return self._templates_of(clean)
@@ -659,6 +717,33 @@ class Gallery(ABC):
                 raise GalleryError(f"{key[0]} v{key[1]} templates in this gallery have {have} "
                                    f"dimensions, the new ones {size}")
 
+    def _load_matcher(self, key: tuple[str, str, float, float], *,
+                      force: bool = False) -> tuple[int, EmbeddingMatcher]:
+        """Read the change stamp and, when it moved (or with ``force``), the templates:
+        ``(stamp, matcher)``.
+
+        The cache lock is not held while the store is read, so a store that takes its
+        whole timeout (seconds) to fail holds up no other thread's cached look-up.
+
+        Raises:
+            GalleryError: the store could not be read (nothing in the cache changes).
+        """
+        stamp = self.change_stamp()
+        with self._cache_lock:
+            self._stamp_seen = (stamp, time.monotonic())
+            self._down = None
+            cached = self._matchers.get(key)
+            if cached is not None and cached[0] == stamp and not force:
+                return cached
+        names, emb, masked = self._templates(key[0], key[1])
+        dim = emb.shape[1] if emb.ndim == 2 and emb.shape[1] else 1
+        m = EmbeddingMatcher(names, emb.reshape(len(names), dim), masked,
+                             threshold=key[2], masked_threshold=key[3])
+        with self._cache_lock:
+            self._matchers = {k: v for k, v in self._matchers.items() if v[0] == stamp}
+            self._matchers[key] = (stamp, m)
+        return stamp, m
+
     def matcher(self, embedder: str, embedder_version: str, threshold: float = 0.4,
                 masked_threshold: float = 0.4, *, max_age_s: float = 1.0,
                 stale_ok: bool = True) -> EmbeddingMatcher:
@@ -666,7 +751,8 @@ class Gallery(ABC):
 
         The store's change stamp is read at most every ``max_age_s`` seconds, so
         calling this once per frame costs nothing between reads; changes by other
-        processes are seen within ``max_age_s``.
+        processes are seen within ``max_age_s``. A read happens on the calling thread:
+        an engine that must never wait on the store uses :meth:`live_matcher`.
 
         Args:
             embedder, embedder_version: whose templates to use (others are never mixed in).
@@ -694,26 +780,15 @@ class Gallery(ABC):
                 if cached is not None and stale_ok:
                     return cached[1]
                 raise type(self._down[1])(str(self._down[1]))
-            try:
-                stamp = self.change_stamp()
-                self._stamp_seen = (stamp, time.monotonic())
-                if cached is not None and cached[0] == stamp:
-                    self._down = None
-                    return cached[1]
-                names, emb, masked = self._templates(key[0], key[1])
-                self._down = None
-            except GalleryError as exc:
+        try:
+            return self._load_matcher(key)[1]
+        except GalleryError as exc:
+            with self._cache_lock:
                 self._down = (time.monotonic() + self.retry_after_s, exc)
-                if cached is not None and stale_ok:
-                    log.warning("%s; using the templates loaded before", exc)
-                    return cached[1]
-                raise
-            dim = emb.shape[1] if emb.ndim == 2 and emb.shape[1] else 1
-            m = EmbeddingMatcher(names, emb.reshape(len(names), dim), masked,
-                                 threshold=key[2], masked_threshold=key[3])
-            self._matchers = {k: v for k, v in self._matchers.items() if v[0] == stamp}
-            self._matchers[key] = (stamp, m)
-            return m
+            if cached is not None and stale_ok:
+                log.warning("%s; using the templates loaded before", exc)
+                return cached[1]
+            raise
 
     def search(self, embeddings: np.ndarray, masked: np.ndarray | None = None, *, embedder: str,
                embedder_version: str, threshold: float = 0.4, masked_threshold: float = 0.4,
@@ -740,10 +815,14 @@ class Gallery(ABC):
         return m.identify(probes, flags)
 
     def live_matcher(self, embedder: str, embedder_version: str, threshold: float = 0.4,
-                     masked_threshold: float = 0.4, *, max_age_s: float = 1.0) -> LiveMatcher:
-        """A matcher for the engine: always the gallery's current templates, and
-        unrecognised faces (not an exception) while the store is down."""
-        return LiveMatcher(self, embedder, embedder_version, threshold, masked_threshold, max_age_s)
+                     masked_threshold: float = 0.4, *, max_age_s: float = 1.0,
+                     on_change: Callable[[], None] | None = None) -> LiveMatcher:
+        """A matcher for the engine: the gallery's current templates, kept up to date
+        by a background thread, so that identifying a face never waits on the store;
+        unrecognised faces (not an exception) while nothing could be loaded. See
+        :class:`LiveMatcher` for ``max_age_s`` and ``on_change``."""
+        return LiveMatcher(self, embedder, embedder_version, threshold, masked_threshold, max_age_s,
+                           on_change=on_change)
 
     # ------------------------------------------------------------------ export / import
 
@@ -881,22 +960,130 @@ def read_export(path: str | os.PathLike[str]) -> list[PersonRecord]:
 
 
 class LiveMatcher:
-    """The gallery's current matcher behind the pipeline's ``identify`` call.
+    """The gallery's current matcher behind the engine's ``identify`` call.
 
-    While the store cannot be reached (or refuses access) and nothing was loaded
-    before, every face is reported unrecognised (``(None, 0.0)``) and a warning is
-    logged once per outage: the engine keeps running.
+    With ``max_age_s > 0`` (the default; the web service and ``maskwatch analyze --db``
+    use it) every read of the store is done by a watcher thread, one per LiveMatcher:
+    it reads the change stamp every ``max_age_s`` seconds while the store answers;
+    when the stamp moved it loads the templates, builds the new
+    :class:`~maskwatch.recognition.EmbeddingMatcher` (and its approximate index, when
+    one is due) and swaps it in with one assignment. :meth:`identify` only uses the
+    matcher swapped in last, so a store that is down, slow or locked never holds up
+    the thread that analyses frames. While the store cannot be read the watcher tries
+    again after :attr:`retry_first_s`, doubling up to :attr:`retry_max_s` (a failed
+    read of MongoDB itself takes its ``timeout_s``, on the watcher), and faces are
+    matched against the templates loaded before, or stay unrecognised when none were
+    (names fall back to unknown); a warning is logged once per outage, and a line when
+    the store answers again.
+
+    :meth:`identify` waits once, for the watcher's first look (at most
+    :attr:`first_look_wait_s`), so that the first frames of a run, or the one photo of
+    ``maskwatch analyze photo.jpg --db ...``, are matched against the gallery; it does
+    not wait when the store failed within :attr:`Gallery.retry_after_s` already.
+    :meth:`reload` is for writes made by this process: the new templates are used at
+    once (see there).
+
+    ``max_age_s = 0`` starts no thread: every :meth:`identify` reads the change stamp
+    itself, on the caller's thread (:meth:`Gallery.matcher` with ``max_age_s=0``), for
+    tools and tests that must see every write at once and may wait on the store.
+
+    Args:
+        gallery: the store.
+        embedder, embedder_version, threshold, masked_threshold: as in :meth:`Gallery.matcher`.
+        max_age_s: seconds between looks at the change stamp (how long a change by another
+            process may take to be seen); 0: look on every call, on the caller's thread.
+        on_change: called on the watcher thread after a new matcher was swapped in (the
+            first one included); the web service looks every live track up again then.
+            It must not raise (an exception is logged) and should return quickly.
     """
 
+    #: Seconds before the first retry while the store cannot be read; each failure
+    #: doubles the wait up to :attr:`retry_max_s`; a successful read resets it.
+    retry_first_s: float = 1.0
+    retry_max_s: float = 30.0
+    #: Longest wait, seconds, of the first :meth:`identify` for the watcher's first look.
+    first_look_wait_s: float = 5.0
+
     def __init__(self, gallery: Gallery, embedder: str, embedder_version: str, threshold: float,
-                 masked_threshold: float, max_age_s: float = 1.0) -> None:
+                 masked_threshold: float, max_age_s: float = 1.0, *,
+                 on_change: Callable[[], None] | None = None) -> None:
         self.gallery = gallery
         self.embedder, self.embedder_version = embedder, embedder_version
         self.threshold, self.masked_threshold, self.max_age_s = threshold, masked_threshold, max_age_s
-        self._warned = False
+        self.on_change = on_change
+        self._key = (str(embedder), str(embedder_version), float(threshold), float(masked_threshold))
+        self._warned = False                               # max_age_s = 0: warned this outage
+        self._lock = threading.Lock()
+        self._current: EmbeddingMatcher | None = None      # what identify uses (None: unknown)
+        self._loaded: EmbeddingMatcher | None = None       # the last matcher the watcher built
+        self._wanted = 0                                   # reload() calls so far
+        self._down: str | None = None                      # the store's error during an outage
+        self._retry = self.retry_first_s
+        self._looked = threading.Event()                   # the first look is done
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if max_age_s > 0:
+            # The thread holds only a weak reference: a LiveMatcher that is dropped
+            # without close() ends its thread at the next look.
+            self._thread = threading.Thread(
+                target=LiveMatcher._watch, args=(weakref.ref(self), self._wake, self._stop),
+                name=f"maskwatch-gallery-watch {embedder}", daemon=True)
+            self._thread.start()
+
+    # ------------------------------------------------------------------ the engine's side
 
     def identify(self, embeddings: np.ndarray, masked: np.ndarray) -> list[tuple[str | None, float]]:
-        """``(name or None, similarity)`` per embedding, as :meth:`EmbeddingMatcher.identify`."""
+        """``(name or None, similarity)`` per embedding, as :meth:`EmbeddingMatcher.identify`;
+        never reads the store (unless ``max_age_s`` is 0)."""
+        if self._thread is None:
+            return self._identify_now(embeddings, masked)
+        if not self._looked.is_set():
+            self._looked.wait(self.first_look_wait_s)
+        m = self._current
+        if m is None:
+            return [(None, 0.0)] * len(embeddings)
+        return m.identify(embeddings, masked)
+
+    @property
+    def current(self) -> EmbeddingMatcher | None:
+        """The matcher :meth:`identify` uses now; None while faces stay unrecognised."""
+        return self._current if self._thread is not None else None
+
+    @property
+    def store_error(self) -> str | None:
+        """The store's error while the watcher cannot read it, else None."""
+        return self._down
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait (at most ``timeout`` seconds) for the watcher's first look at the store;
+        True once it is done, whether the store answered or not."""
+        return self._thread is None or self._looked.wait(timeout)
+
+    def reload(self) -> None:
+        """This process has just changed people: look at the store now.
+
+        Until the watcher has loaded the new templates (milliseconds, for a store that
+        has just accepted a write) :meth:`identify` answers unknown rather than use
+        templates older than the change, so a removed person's name is never given
+        again. Returns at once; any thread.
+        """
+        if self._thread is None:
+            return
+        with self._lock:
+            self._wanted += 1
+            self._current = None
+        self._wake.set()
+
+    def close(self, wait_s: float = 3.0) -> None:
+        """Stop the watcher thread (waiting at most ``wait_s`` seconds for a read in
+        progress); :meth:`identify` goes on with the last matcher."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(wait_s)
+
+    def _identify_now(self, embeddings: np.ndarray, masked: np.ndarray) -> list[tuple[str | None, float]]:
         try:
             m = self.gallery.matcher(self.embedder, self.embedder_version, self.threshold,
                                      self.masked_threshold, max_age_s=self.max_age_s)
@@ -907,3 +1094,73 @@ class LiveMatcher:
                 self._warned = True
             return [(None, 0.0)] * len(embeddings)
         return m.identify(embeddings, masked)
+
+    # ------------------------------------------------------------------ the watcher thread
+
+    @staticmethod
+    def _watch(ref: weakref.ref[LiveMatcher], wake: threading.Event, stop: threading.Event) -> None:
+        delay = 0.0
+        while True:
+            wake.wait(delay)
+            if stop.is_set():
+                return
+            me = ref()
+            if me is None:
+                return
+            wake.clear()  # before the look: a reload() during it wakes the next one
+            try:
+                delay = me._look()
+            except Exception:  # noqa: BLE001 - a bug must not end the watching silently
+                log.exception("watching the gallery %s failed", me.gallery.location)
+                delay = me.retry_max_s
+            finally:
+                me._looked.set()
+            del me
+
+    def _look(self) -> float:
+        """One look at the store; returns the seconds until the next."""
+        with self._lock:
+            wanted = self._wanted
+        try:
+            if not self._looked.is_set():
+                with self.gallery._cache_lock:
+                    down = self.gallery._down
+                if down is not None and time.monotonic() < down[0]:
+                    raise down[1]  # failed a moment ago: the first identify need not wait
+            # After an outage the templates are read whatever the stamp says: a store
+            # restarted without its last writes (or restored from a backup) may count
+            # from an older stamp again.
+            _, m = self.gallery._load_matcher(self._key, force=self._down is not None)
+            if m is not self._loaded:
+                # Build any approximate index here, not on the first frame that needs it.
+                m.uses_approximate(False)
+                m.uses_approximate(True)
+        except GalleryError as exc:
+            if self._stop.is_set():
+                return 0.0
+            if self._down is None:
+                known = "the templates loaded before are used" if self._current is not None \
+                    else "faces stay unrecognised"
+                log.warning("%s; %s until it is back (looking again with back-off up to %g s)",
+                            exc, known, self.retry_max_s)
+            self._down = str(exc)
+            delay, self._retry = self._retry, min(self._retry * 2, self.retry_max_s)
+            return delay
+        if self._down is not None:
+            log.info("the gallery %s answers again; faces are matched against its templates",
+                     self.gallery.location)
+            self._down = None
+        self._retry = self.retry_first_s
+        with self._lock:
+            self._loaded = m
+            if wanted != self._wanted:
+                return 0.0  # a write happened during the look: look again before using it
+            # new templates, or the first ones since reload(): identify answered unknown
+            changed = m is not self._current
+            self._current = m
+        if changed and self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:  # noqa: BLE001 - a callback must not stop the watching
+                log.exception("the gallery change callback failed")
+        return self.max_age_s

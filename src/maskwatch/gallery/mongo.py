@@ -6,7 +6,10 @@ Collections: ``people`` (``_id`` = person id, unique ``name``, ``created``,
 ``source``), ``events`` (``_id`` = event id, ``source``, ``track_id``, ``started``,
 ``ended``, ``frames``, ``mask_state``, ``mask_frames``, ``person_id`` or null,
 ``best_similarity``; indexed by ``ended`` and by source, person and mask state with
-``ended``) and ``meta`` (the change stamp document ``{_id: "stamp", value}``).
+``ended``) and ``meta`` (the change stamp document ``{_id: "stamp", value, epoch}``:
+``value`` counts writes, ``epoch`` is drawn at random when the document is created, so a
+database that lost its last writes (a server killed before it saved them, a restored
+backup) and counts from an older value again still gives stamps never seen before).
 
 Writes run in a multi-document transaction when the server supports them (replica
 sets, sharded clusters, SecantusDB). On a standalone server they are ordered so that
@@ -162,7 +165,9 @@ class MongoGallery(Gallery):
                             raise
                         time.sleep(random.uniform(0.005, 0.02) * 2 ** min(attempt, 5))
             if bump:
-                self._meta_c.update_one({"_id": "stamp"}, {"$inc": {"value": 1}}, upsert=True)
+                self._meta_c.update_one({"_id": "stamp"}, {"$inc": {"value": 1},
+                                                           "$setOnInsert": {"epoch": random.getrandbits(31)}},
+                                        upsert=True)
         return result
 
     def close(self) -> None:
@@ -171,9 +176,11 @@ class MongoGallery(Gallery):
     # ------------------------------------------------------------------ primitives
 
     def change_stamp(self) -> int:
+        """The write count, with the stamp document's epoch in the bits above 32 (see the
+        module docstring); 0 while nothing was written."""
         with self._errors("read the change stamp"):
             doc = self._meta_c.find_one({"_id": "stamp"})
-        return int(doc["value"]) if doc else 0
+        return int(doc["value"]) + (int(doc.get("epoch", 0)) << 32) if doc else 0
 
     @staticmethod
     def _template_docs(person_id: str, templates: Sequence[Template]) -> list[dict[str, Any]]:

@@ -1,10 +1,20 @@
 """The engine behind the web app: shared models, one inference thread, live streams.
 
 OpenCV dnn nets are not thread-safe and the machine has few cores, so every model call
-(detection, mask classification, SFace, enrolment) runs on one dedicated worker thread;
-requests await it. Each live stream (a browser's camera, a server source) has its own
-:class:`~maskwatch.pipeline.Pipeline` (its own tracker) built around the shared model
-objects, and its own event recorder.
+(detection, mask classification, SFace, the model half of enrolment) runs on one dedicated
+worker thread; requests await it. Each live stream (a browser's camera, a server source)
+has its own :class:`~maskwatch.pipeline.Pipeline` (its own tracker) built around the shared
+model objects, and its own event recorder, which hands the stream's events to the
+service's one :class:`~maskwatch.events.EventWriter`.
+
+The inference thread never waits on the store, so a MongoDB outage or a SQLite file
+locked by another writer costs live analysis nothing: templates are watched and loaded
+by the gallery's :class:`~maskwatch.gallery.base.LiveMatcher` thread (names fall back to
+unknown while none could be loaded), events are written by the event writer's thread
+(kept in memory while the store is down, and in the data folder's spool file if the
+process ends before it is back), retention is purged by this service's store thread,
+and enrolment's reads and writes run on the caller's thread, only its detection and
+embedding on the inference thread.
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from maskwatch.events import EventRecorder
+from maskwatch.events import SPOOL_NAME, EventRecorder, EventWriter
 from maskwatch.gallery import Gallery, open_gallery
 from maskwatch.web.settings import WebSettings
 
@@ -28,10 +38,14 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: How often (seconds) the gallery's change stamp is read to notice edits by other processes.
+#: How often (seconds) the gallery's change stamp is read to notice edits by other processes
+#: (by the live matcher's watcher thread, with back-off while the store is down).
 STAMP_POLL_S = 1.0
-#: How often (seconds) old events are purged.
+#: How often (seconds) old events are purged (by the store thread).
 PURGE_EVERY_S = 3600.0
+#: Longest wait (seconds) at start-up for the first look at the gallery, so that the first
+#: frames are matched against it; a MongoDB that is down fails within its own 2.5 s.
+FIRST_LOOK_S = 10.0
 
 
 class LiveStream:
@@ -69,7 +83,8 @@ class LiveStream:
         return result
 
     def finish(self) -> None:
-        """End the stream's tracks (recorded as events) and flush; inference thread."""
+        """End the stream's tracks (recorded as events); inference thread. Never waits for
+        the store: the events stay with the service's writer until they are written."""
         if self.closed:
             return
         self.closed = True
@@ -93,15 +108,23 @@ class EngineService:
     def __init__(self, settings: WebSettings) -> None:
         self.settings = settings
         self.gallery: Gallery = open_gallery(settings.db)
+        # One writer for the events of every stream, for the life of the service: a stream
+        # that ends while the store is down leaves its events here (in the spool file at
+        # close), and the spool of an earlier run is written by its thread while the
+        # models load. Retention is purged by the store thread, not here.
+        self.events = EventWriter(self.gallery, spool=settings.resolved_home() / SPOOL_NAME,
+                                  retention_days=None, max_backoff_s=10.0)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maskwatch-inference")
         self._lock = threading.Lock()
         self._streams: dict[str, LiveStream] = {}
         self._generation = 0
-        self._stamp: int | None = None
-        self._stamp_read = 0.0
-        self._last_purge = 0.0
+        self._closing = threading.Event()
         # Build the models on the inference thread: some OpenCV backends bind to it.
         self._executor.submit(self._load_models).result()
+        self.matcher.wait_ready(FIRST_LOOK_S)
+        self._store_thread = threading.Thread(target=self._store_loop, name="maskwatch-store",
+                                              daemon=True)
+        self._store_thread.start()
         self.started = time.time()
 
     def _load_models(self) -> None:
@@ -117,13 +140,10 @@ class EngineService:
         self.enrol_detector = enrolment_detector()
         self.classifier = MaskClassifier()
         self.embedder = create_embedder(self.settings.embedder)
-        note = self.gallery.other_embedders_message(
-            self.embedder.name, self.embedder.version,
-            f"enrol them again on the People page (this server uses --embedder {self.settings.embedder})")
-        if note:
-            log.warning(note)
+        # The templates are read by the matcher's own thread, never by this one.
         self.matcher = self.gallery.live_matcher(self.embedder.name, self.embedder.version,
-                                                 *self.settings.resolved_thresholds())
+                                                 *self.settings.resolved_thresholds(),
+                                                 max_age_s=STAMP_POLL_S, on_change=self._templates_changed)
         self.photo_pipeline = Pipeline(accurate, detector=self.photo_detector, classifier=self.classifier,
                                        embedder=self.embedder, matcher=self.matcher)
 
@@ -138,7 +158,7 @@ class EngineService:
         return await asyncio.wrap_future(self.submit(fn, *args))
 
     def _guarded(self, fn: Callable[..., T], *args: Any) -> T:
-        self._poll_gallery()
+        # Nothing here touches the store: see the module docstring.
         return fn(*args)
 
     # -- gallery changes ----------------------------------------------------------
@@ -149,24 +169,37 @@ class EngineService:
         return self._generation
 
     def people_changed(self) -> None:
-        """Tell live streams to look their faces up again (after a gallery write)."""
+        """After a gallery write by this process: load the new templates now and tell
+        live streams to look their faces up again (any thread; returns at once).
+
+        Until the matcher has the new templates faces are unrecognised, so a removed
+        or renamed person's old name is not given again; when they are loaded the
+        streams look their faces up once more (:meth:`_templates_changed`).
+        """
+        self.matcher.reload()
         with self._lock:
             self._generation += 1
 
-    def _poll_gallery(self) -> None:
-        now = time.monotonic()
-        if now - self._stamp_read < STAMP_POLL_S:
-            return
-        self._stamp_read = now
+    def _templates_changed(self) -> None:
+        """The matcher's watcher has swapped in new templates (a change by this or
+        another process, or the store back after an outage): look faces up again."""
+        with self._lock:
+            self._generation += 1
+
+    def _store_loop(self) -> None:
+        """The store thread: the note about other embedders, then retention purges (at
+        start and hourly); each waits on the store here, never on the inference thread
+        nor on the event loop (a MongoDB that is down takes its 2.5 s timeout here)."""
         try:
-            stamp = self.gallery.change_stamp()
-        except Exception:  # noqa: BLE001 - the matcher reports an unreachable store itself
-            return
-        if self._stamp is not None and stamp != self._stamp:
-            self.people_changed()
-        self._stamp = stamp
-        if time.time() - self._last_purge > PURGE_EVERY_S:
-            self._last_purge = time.time()
+            note = self.gallery.other_embedders_message(
+                self.embedder.name, self.embedder.version,
+                f"enrol them again on the People page (this server uses --embedder {self.settings.embedder})")
+            if note:
+                log.warning(note)
+        except Exception as exc:  # noqa: BLE001 - only a note; the matcher reports an outage
+            log.info("could not check the gallery for other embedders' templates: %s", exc)
+        self.purge_events()
+        while not self._closing.wait(PURGE_EVERY_S):
             self.purge_events()
 
     # -- streams ------------------------------------------------------------------
@@ -210,22 +243,30 @@ class EngineService:
 
     def enrol(self, name: str, images: Sequence[np.ndarray], *, add: bool = False,
               thumbnail: bool = False, largest: bool = True) -> Any:
-        """Enrol a person from BGR photos (inference thread); see :func:`maskwatch.enrol.enrol_photos`."""
-        from maskwatch.enrol import enrol_photos
+        """Enrol a person from BGR photos, as :func:`maskwatch.enrol.enrol_photos`.
 
+        Call it from any thread but the inference thread (a worker thread of a request):
+        the gallery is read and written here, and only the detection and embedding are
+        run on the inference thread (the synthetic masks are drawn here too), so a write
+        that waits for the store (a SQLite file locked by another process waits up to its
+        busy timeout, 10 s) holds up this enrolment and no live stream.
+        """
+        from maskwatch.enrol import check_enrolment, prepare_enrolment, store_enrolment
+
+        clean, _ = check_enrolment(self.gallery, name, add_to_existing=add)
+        prepared = prepare_enrolment(clean, list(images), detector=self.enrol_detector,
+                                     embedder=self.embedder, pick_largest=largest, thumbnail=thumbnail,
+                                     run_model=lambda step: self.submit(step).result())
         try:
-            return enrol_photos(self.gallery, name, list(images), detector=self.enrol_detector,
-                                embedder=self.embedder, pick_largest=largest, thumbnail=thumbnail,
-                                add_to_existing=add)
+            return store_enrolment(self.gallery, prepared, add_to_existing=add)
         finally:
             self.people_changed()
 
     # -- events -------------------------------------------------------------------
 
     def new_recorder(self, source: str) -> EventRecorder:
-        # Retention is purged here, at start-up and hourly (purge_events), not by each
-        # stream's recorder at every browser connection.
-        return EventRecorder(self.gallery, source, retention_days=None)
+        """A recorder for one stream, handing its events to the service's writer."""
+        return EventRecorder(self.gallery, source, writer=self.events)
 
     def purge_events(self) -> int:
         """Delete events older than the retention period; returns how many."""
@@ -246,4 +287,12 @@ class EngineService:
             except Exception:  # noqa: BLE001
                 log.exception("could not finish %s", s.source)
         self._executor.shutdown(wait=True)
+        self._stop_store_threads()
+        self.events.close()  # one last write; what the store still refuses goes to the spool
         self.gallery.close()
+
+    def _stop_store_threads(self) -> None:
+        """End the matcher's watcher and the store thread (before the store is closed)."""
+        self._closing.set()
+        self.matcher.close()
+        self._store_thread.join(timeout=5)
