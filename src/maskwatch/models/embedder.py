@@ -31,7 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from maskwatch.models._ort import cpu_session
+from maskwatch.models._ort import cpu_session, quiet_runtime_telemetry
 from maskwatch.models.detector import _package_file
 from maskwatch.types import Faces
 
@@ -67,6 +67,8 @@ def sface_fp32_model(model_path: str | os.PathLike[str]) -> bytes:
         ``(N, 3, 112, 112)`` float32 RGB 0-255, output ``(N, 128)`` not normalised.
     """
     import onnx  # the onnxruntime backend's one extra dependency: imported on use
+
+    quiet_runtime_telemetry()
     import onnxruntime as ort
     from onnx import helper, numpy_helper
 
@@ -142,6 +144,7 @@ class _OpenVINORunner:
     """SFace's float32 graph compiled by OpenVINO for the CPU, one run at a time."""
 
     def __init__(self, model: bytes, threads: int | None) -> None:
+        quiet_runtime_telemetry()
         import openvino as ov
 
         core = ov.Core()
