@@ -214,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private", action=argparse.BooleanOptionalAction, default=None,
                    help="watching (live page, streams, /api/analyze) needs the admin login too; default: "
                    "private when --host is not a loopback address, open on this machine only")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a name clients use for this server, accepted in the Host header besides localhost, "
+                   "127.0.0.1, [::1] and --host (repeatable; any port; '*' accepts any name). Others are "
+                   "refused, which stops DNS rebinding; give the server's LAN name or address with --host 0.0.0.0")
     _add_common(p)
     return parser
 
@@ -275,12 +279,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.db:
         embedder, matcher = _recognition(args.db, args.threshold, args.embedder)
         if config.track:  # one event per face track, in the gallery's store
-            from maskwatch.events import EventRecorder, event_source_name
+            from maskwatch.events import SPOOL_NAME, EventRecorder, event_source_name
+            from maskwatch.gallery import default_gallery_path
 
             # A video file's timestamps count from its first frame: date its events from
             # when its analysis started, whatever the speed of the analysis.
+            # Events the store refuses at the end of the run wait in the data folder's spool
+            # (written by the next `analyze --db` or `serve` with this store), as the server's do.
             recorder = EventRecorder(matcher.gallery, event_source_name(source.kind, source.source),
-                                     time_origin=time.time() if source.kind == "video" else None)
+                                     time_origin=time.time() if source.kind == "video" else None,
+                                     spool=default_gallery_path().parent / SPOOL_NAME)
     engine = Pipeline(config, embedder=embedder, matcher=matcher)
     annotator = FaceAnnotator()
     out = Path(args.out) if args.out else None
@@ -355,6 +363,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             recorder.add_tracks(ended)
             recorder.close()
             print(f"maskwatch: {recorder.written} event(s) recorded in {recorder.gallery.location}", file=sys.stderr)
+            if recorder.spooled:
+                print(f"maskwatch: the store cannot be reached; {recorder.spooled} event(s) are kept in "
+                      f"{recorder.writer.spool.path} until the next `maskwatch analyze --db` or `maskwatch "
+                      "serve` with this store writes them", file=sys.stderr)
+            if recorder.lost:
+                print(f"maskwatch: {recorder.lost} event(s) could not be recorded (see the log above)",
+                      file=sys.stderr)
         if writer is not None:
             writer.release()
         if window is not None:
@@ -679,6 +694,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UserError(f"--port {args.port}: expected 0 to 65535")
     if args.retention_days <= 0 or args.max_upload_mb <= 0 or args.max_pixels <= 0:
         raise UserError("--retention-days, --max-upload-mb and --max-pixels must be positive")
+    import ipaddress
+    import re
+
+    # a host name or IPv4 address: letters, digits, dots and dashes; or an IPv6 address
+    host_name = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
+    for name in args.allowed_host:
+        try:
+            ipaddress.IPv6Address(name.strip("[]"))
+            continue
+        except ValueError:
+            pass
+        if name != "*" and not host_name.fullmatch(name):
+            raise UserError(f"--allowed-host {name!r}: give a host name or address such as camera.lan, "
+                            "192.168.1.20 or [fe80::1], without scheme, port or path (any port is accepted)")
     if args.embedder == "dlib":
         from maskwatch.models.dlib_embedder import DlibUnavailable, load_face_recognition
 
@@ -688,7 +717,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise UserError(str(exc)) from exc
     settings = WebSettings(host=args.host, port=args.port, db=args.db, sources=list(args.source),
                            retention_days=args.retention_days, max_upload_bytes=int(args.max_upload_mb * 2**20),
-                           max_pixels=args.max_pixels, private=args.private, embedder=args.embedder)
+                           max_pixels=args.max_pixels, private=args.private, embedder=args.embedder,
+                           allowed_hosts=list(args.allowed_host))
+    if args.host in ("0.0.0.0", "::") and not args.allowed_host:
+        logging.getLogger("maskwatch.serve").warning(
+            "listening on every interface, but only localhost names are accepted in the Host header: "
+            "add --allowed-host NAME for each name or address clients use to reach this machine")
     serve(settings, log_level="debug" if args.verbose else "warning" if args.quiet else "info")
     return 0
 

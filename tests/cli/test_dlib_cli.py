@@ -127,7 +127,8 @@ def test_the_web_app_recognises_with_the_dlib_embedder(datasets, tmp_path):
     train = ex / "knn_examples" / "train"
     db = str(tmp_path / "gallery.sqlite3")
     assert run_cli("people", "add", "biden", str(train / "biden" / "biden.jpg"), "--db", db).returncode == 0  # sface
-    settings = WebSettings(home=tmp_path / "home", db=db, admin_password="pw-for-dlib-test", embedder="dlib")
+    settings = WebSettings(home=tmp_path / "home", db=db, admin_password="pw-for-dlib-test", embedder="dlib",
+                           allowed_hosts=["testserver"])  # the TestClient's Host header
     assert settings.resolved_thresholds() == (0.948, 0.973)
     bearer = {"Authorization": "Bearer pw-for-dlib-test"}
     with TestClient(create_app(settings)) as c:

@@ -30,11 +30,13 @@ def serve(settings: WebSettings, *, log_level: str = "info") -> None:
     first start, the generated admin password (once)."""
     import uvicorn
 
+    from maskwatch.web.app import BodyLimits
     from maskwatch.web.app import create_app as _create
 
     app = _create(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
-                            ws_max_size=settings.max_upload_bytes + 4, proxy_headers=False)
+                            ws_max_size=BodyLimits.from_settings(settings).ws_message,
+                            proxy_headers=False)
     server = uvicorn.Server(config)
     original_startup = server.startup
 
@@ -43,11 +45,14 @@ def serve(settings: WebSettings, *, log_level: str = "info") -> None:
         if server.should_exit:
             return
         a = app.state.auth
-        host = "localhost" if settings.host in ("127.0.0.1", "::1", "localhost") else settings.host
+        # a name the Host allow-list accepts (never 0.0.0.0: see WebSettings.allowed_host_names)
+        local = ("127.0.0.1", "::1", "localhost", "0.0.0.0", "::")
+        host = "localhost" if settings.host in local else settings.host
         port = server.servers[0].sockets[0].getsockname()[1] if server.servers else settings.port
         lines = [f"maskwatch is running: open http://{host}:{port}/ in your browser"]
         if settings.host in ("0.0.0.0", "::"):
-            lines.append("  listening on every network interface; put it behind https for remote use")
+            lines.append("  listening on every network interface; put it behind https for remote use; other "
+                         "machines reach it by the names given with --allowed-host")
         if settings.watching_needs_login():
             lines.append("  private: the live page, streams and /api/analyze need the admin login "
                          "(--no-private opens them)")

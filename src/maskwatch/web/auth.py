@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
@@ -15,6 +13,7 @@ from maskwatch.web.deps import (
     is_https,
     render,
 )
+from maskwatch.web.security import LockedOut
 
 router = APIRouter(include_in_schema=False)
 
@@ -36,18 +35,18 @@ async def login_page(request: Request, next: str = "/") -> Response:  # noqa: A0
 async def login(request: Request) -> Response:
     form = await check_form_csrf(request)
     a = auth(request)
-    client = client_address(request)
     nxt = _safe_next(form.get("next"))
-    wait = a.retry_after(client)
-    if wait > 0:
-        return render(request, "login.html", {"next": nxt, "error": f"Too many failed attempts; try again in "
-                                              f"{int(wait) + 1} s."}, status_code=429)
     password = form.get("password")
-    ok = isinstance(password, str) and await asyncio.to_thread(a.check_password, password)
+    try:
+        # the one lockout shared with Bearer tokens; scrypt runs off the event loop
+        ok = isinstance(password, str) and await a.verify_secret_async(password, client_address(request))
+    except LockedOut as exc:
+        resp = render(request, "login.html", {"next": nxt, "error": f"{str(exc)[:1].upper()}{str(exc)[1:]}."},
+                      status_code=429)
+        resp.headers["Retry-After"] = str(exc.retry_after)
+        return resp
     if not ok:
-        a.record_failure(client)
         return render(request, "login.html", {"next": nxt, "error": "Wrong password."}, status_code=401)
-    a.clear_failures(client)
     resp = RedirectResponse(nxt, status_code=303)
     resp.set_cookie(SESSION_COOKIE, a.new_session(), httponly=True, samesite="strict", secure=is_https(request),
                     max_age=int(request.app.state.settings.session_hours * 3600), path="/")

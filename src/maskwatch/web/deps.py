@@ -9,7 +9,7 @@ from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse
 from starlette.requests import HTTPConnection
 
-from maskwatch.web.security import AdminAuth
+from maskwatch.web.security import AdminAuth, LockedOut
 from maskwatch.web.service import EngineService
 
 SESSION_COOKIE = "mw_session"
@@ -36,12 +36,14 @@ def service(request: Request) -> EngineService:
     return request.app.state.service
 
 
-def auth(request: Request) -> AdminAuth:
+def auth(request: HTTPConnection) -> AdminAuth:
     return request.app.state.auth
 
 
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+def client_address(conn: HTTPConnection) -> str:
+    """The peer's address: the unit of the login lockout. Headers such as
+    X-Forwarded-For are not trusted (uvicorn runs with ``proxy_headers=False``)."""
+    return conn.client.host if conn.client else "unknown"
 
 
 def is_https(request: Request) -> bool:
@@ -49,13 +51,38 @@ def is_https(request: Request) -> bool:
     return forced if forced is not None else request.url.scheme == "https"
 
 
+def bearer_token(conn: HTTPConnection) -> str | None:
+    """The token of ``Authorization: Bearer <token>``, or None when there is no such header."""
+    header = conn.headers.get("authorization", "")
+    return header[7:].strip() if header.lower().startswith("bearer ") else None
+
+
+def locked_out(exc: LockedOut) -> HTTPException:
+    """The 429 answer for a locked-out address, with Retry-After in seconds."""
+    return HTTPException(429, str(exc), headers={"Retry-After": str(exc.retry_after)})
+
+
 def is_admin(request: HTTPConnection) -> bool:
-    """True for a valid session cookie or ``Authorization: Bearer <admin password>``
-    (on a request or a WebSocket)."""
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return auth(request).check_bearer(header[7:].strip())
+    """True for a valid session cookie, or a Bearer token already verified (see
+    :meth:`AdminAuth.known_secret`). Runs no scrypt, so sync code may call it; routes
+    decide with :func:`authenticate`, which verifies an unknown token (off the event loop)."""
+    token = bearer_token(request)
+    if token is not None:
+        return auth(request).known_secret(token) and auth(request).retry_after(client_address(request)) == 0
     return auth(request).session_from_cookie(request.cookies.get(SESSION_COOKIE)) is not None
+
+
+async def authenticate(conn: HTTPConnection) -> bool:
+    """True for ``Authorization: Bearer <admin password>`` (checked under the lockout, off
+    the event loop) or, without that header, a valid session cookie.
+
+    Raises:
+        LockedOut: the client's address has used up its attempts (Bearer only).
+    """
+    token = bearer_token(conn)
+    if token is not None:
+        return await auth(conn).verify_secret_async(token, client_address(conn))
+    return auth(conn).session_from_cookie(conn.cookies.get(SESSION_COOKIE)) is not None
 
 
 def _csrf_ok(request: Request, form_token: str | None = None) -> bool:
@@ -64,11 +91,17 @@ def _csrf_ok(request: Request, form_token: str | None = None) -> bool:
 
 
 async def require_admin(request: Request) -> None:
-    """API dependency: 401 without credentials; 403 when a cookie session changes state
-    without a valid CSRF token (header ``X-CSRF-Token``)."""
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        if not auth(request).check_bearer(header[7:].strip()):
+    """API dependency: 401 without credentials; 429 for a locked-out address that sends a
+    Bearer token; 403 when a cookie session changes state without a valid CSRF token
+    (header ``X-CSRF-Token``). The guard middleware (:mod:`maskwatch.web.guards`) has
+    already refused requests without any valid credential; this is the second check."""
+    token = bearer_token(request)
+    if token is not None:
+        try:
+            ok = await auth(request).verify_secret_async(token, client_address(request))
+        except LockedOut as exc:
+            raise locked_out(exc) from None
+        if not ok:
             raise HTTPException(401, "wrong token", headers={"WWW-Authenticate": "Bearer"})
         return
     if auth(request).session_from_cookie(request.cookies.get(SESSION_COOKIE)) is None:
@@ -85,15 +118,20 @@ async def require_viewer(request: Request) -> None:
         await require_admin(request)
 
 
-def require_viewer_page(request: Request) -> None:
+async def require_viewer_page(request: Request) -> None:
     """Page dependency: the login page first when the server is private."""
     if request.app.state.settings.watching_needs_login():
-        require_admin_page(request)
+        await require_admin_page(request)
 
 
-def require_admin_page(request: Request) -> None:
-    """Page dependency: redirect to the login page when not logged in."""
-    if not is_admin(request):
+async def require_admin_page(request: Request) -> None:
+    """Page dependency: redirect to the login page when not logged in (429 for a
+    locked-out address that sends a Bearer token)."""
+    try:
+        ok = await authenticate(request)
+    except LockedOut as exc:
+        raise locked_out(exc) from None
+    if not ok:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise LoginRequired(target)
 

@@ -7,11 +7,12 @@ engine JSON of that frame (``analyze --json`` schema) plus ``"seq"`` and
 ``"server_ms"`` (decode + analysis time), or ``{"seq": n, "error": "..."}`` for a
 frame it cannot use. Frames are handled one after another per connection, so a client
 that keeps at most one or two frames in flight holds at most that much memory here.
+On a private server the socket is closed with code 4401 without the login, and with
+4429 while the client's address is locked out after failed logins.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -19,8 +20,9 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from maskwatch.web.deps import is_admin
-from maskwatch.web.uploads import UploadError, check_image
+from maskwatch.web.deps import authenticate
+from maskwatch.web.security import LockedOut
+from maskwatch.web.uploads import UploadError, decode_upload
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +44,16 @@ async def live_socket(ws: WebSocket) -> None:
         await ws.close(code=1008, reason="cross-origin WebSocket refused")
         return
     await ws.accept()
-    if ws.app.state.settings.watching_needs_login() and not is_admin(ws):
+    if ws.app.state.settings.watching_needs_login():
         # accepted first so that the page gets the code (a refused handshake is only 1006)
-        await ws.close(code=4401, reason="log in first: this server is private")
-        return
+        try:
+            ok = await authenticate(ws)  # a Bearer token counts under the one login lockout
+        except LockedOut as exc:
+            await ws.close(code=4429, reason=f"too many failed attempts: locked for {exc.retry_after} s")
+            return
+        if not ok:
+            await ws.close(code=4401, reason="log in first: this server is private")
+            return
     svc = ws.app.state.service
     settings = ws.app.state.settings
     try:
@@ -68,8 +76,8 @@ async def live_socket(ws: WebSocket) -> None:
             seq = int.from_bytes(data[:4], "big") if len(data) >= 4 else -1
             t0 = time.perf_counter()
             try:
-                image = await asyncio.to_thread(check_image, data[4:], name=f"frame {seq}",
-                                                max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+                image = await decode_upload(data[4:], name=f"frame {seq}",
+                                            max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
             except UploadError as exc:
                 await ws.send_text(json.dumps({"seq": seq, "error": str(exc)}))
                 continue

@@ -14,10 +14,17 @@ No HTTP here: the routes in :mod:`maskwatch.web.auth` call these.
   ``X-CSRF-Token`` headers is HMAC(key, seed). A cross-site page can neither read the
   cookie nor compute the token (signed double-submit).
 - API clients send ``Authorization: Bearer <admin password>`` and need no CSRF token.
+- One lockout for every way of presenting the password (the login form, Bearer on a
+  route or on the WebSocket): failures from one client address count together, and past
+  ``attempts`` failures within ``window_s`` every check from that address is refused
+  (:class:`LockedOut`), the right password included, until the window passes. A session
+  cookie is not the password and keeps working. Checks run scrypt on a small pool of
+  their own (:meth:`AdminAuth.verify_secret_async`), never on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -28,6 +35,7 @@ import secrets
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +46,30 @@ SECRET_FILE = "web-secret"
 SESSIONS_FILE = "sessions.json"
 #: scrypt cost parameters (about 50 ms per check on a 2-core CPU, 16 MB of memory).
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+#: Password checks run at once, at most (each ~50 ms of CPU, 16 MB): a flood of guesses
+#: queues here instead of filling the event loop or the default thread pool.
+SCRYPT_WORKERS = 2
+_scrypt_pool: ThreadPoolExecutor | None = None
+_scrypt_pool_lock = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The process's pool for password checks (made at first use, shared by every app)."""
+    global _scrypt_pool
+    with _scrypt_pool_lock:
+        if _scrypt_pool is None:
+            _scrypt_pool = ThreadPoolExecutor(SCRYPT_WORKERS, thread_name_prefix="maskwatch-scrypt")
+        return _scrypt_pool
+
+
+class LockedOut(Exception):
+    """Too many failed attempts from one client address; ``retry_after`` in seconds
+    (a whole number, at least 1, as the HTTP header wants it)."""
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = int(retry_after) + 1
+        super().__init__(f"too many failed attempts from your address: every way of logging in is locked "
+                         f"for {self.retry_after} s more, even with the right password")
 
 
 def _b64(data: bytes) -> str:
@@ -98,7 +130,8 @@ class AdminAuth:
         password: set (or replace) the admin password; None keeps the stored one or,
             when none is stored, generates one (see :attr:`generated_password`).
         session_s: lifetime of a login, seconds.
-        attempts, window_s: failed logins allowed per client within ``window_s`` seconds.
+        attempts, window_s: failed password checks allowed per client address within
+            ``window_s`` seconds, the form and Bearer tokens counted together.
     """
 
     def __init__(self, home: Path, password: str | None = None, *, session_s: float = 12 * 3600,
@@ -149,39 +182,77 @@ class AdminAuth:
         """True for the admin password (slow on purpose: scrypt)."""
         return verify_password(password, self._record)
 
-    def check_bearer(self, token: str) -> bool:
-        """True for ``Authorization: Bearer <token>`` with the admin password; the
-        result is cached by digest so API clients pay scrypt once."""
-        digest = hashlib.sha256(token.encode()).digest()
+    def known_secret(self, secret: str) -> bool:
+        """True when ``secret`` is the admin password as already verified (the cache of
+        good tokens, by SHA-256 digest, so API clients pay scrypt once): cheap, runs no
+        scrypt, so sync code on the event loop may call it. No lockout here."""
+        digest = hashlib.sha256(secret.encode()).digest()
         with self._lock:
-            if digest in self._good_tokens:
-                return True
-        ok = self.check_password(token)
-        if ok:
-            with self._lock:
-                self._good_tokens = {digest}
-        return ok
+            return digest in self._good_tokens
+
+    def _remember(self, secret: str) -> None:
+        with self._lock:
+            self._good_tokens = {hashlib.sha256(secret.encode()).digest()}
+
+    def verify_secret(self, secret: str, client: str) -> bool:
+        """Check the admin password presented by ``client`` (form, Bearer, WebSocket),
+        under the one lockout: blocking (scrypt), for a worker thread.
+
+        Raises:
+            LockedOut: ``client`` has used up its attempts; the password is not checked.
+        """
+        self._start_attempt(client)  # counted as failed until it succeeds
+        if self.known_secret(secret) or self.check_password(secret):
+            self._remember(secret)
+            self.clear_failures(client)
+            return True
+        return False
+
+    async def verify_secret_async(self, secret: str, client: str) -> bool:
+        """:meth:`verify_secret` from async code: a locked-out address or a cached good
+        token is answered at once; scrypt runs on a pool of :data:`SCRYPT_WORKERS`
+        threads, off the event loop. Raises :class:`LockedOut`."""
+        wait = self.retry_after(client)
+        if wait > 0:
+            raise LockedOut(wait)
+        if self.known_secret(secret):
+            return True
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(_pool(), self.verify_secret, secret, client)
 
     # -- rate limiting --------------------------------------------------------------
+
+    def _recent_failures(self, client: str, now: float) -> deque[float] | None:
+        """The failures of ``client`` within the window (call with the lock held)."""
+        fails = self._failures.get(client)
+        while fails and fails[0] <= now - self.window_s:
+            fails.popleft()
+        return fails
 
     def retry_after(self, client: str) -> float:
         """Seconds before ``client`` may try to log in again (0 = now)."""
         now = time.monotonic()
         with self._lock:
-            fails = self._failures.get(client)
-            if not fails:
+            fails = self._recent_failures(client, now)
+            if not fails or len(fails) < self.attempts:
                 return 0.0
-            while fails and fails[0] <= now - self.window_s:
-                fails.popleft()
-            if len(fails) < self.attempts:
-                return 0.0
-            return max(fails[0] + self.window_s - now, 0.0)
+            return max(fails[0] + self.window_s - now, 1e-3)
 
-    def record_failure(self, client: str) -> None:
+    def _start_attempt(self, client: str) -> None:
+        """Count an attempt of ``client`` as a failure before its check runs, so that
+        guesses made at once cannot pass the limit; raises :class:`LockedOut` when the
+        limit is reached."""
+        now = time.monotonic()
         with self._lock:
-            if len(self._failures) > 10_000:  # bounded memory under a flood of addresses
-                self._failures.clear()
-            self._failures.setdefault(client, deque(maxlen=self.attempts)).append(time.monotonic())
+            fails = self._recent_failures(client, now)
+            if fails is not None and len(fails) >= self.attempts:
+                raise LockedOut(max(fails[0] + self.window_s - now, 0.0))
+            self._add_failure(client, now)
+
+    def _add_failure(self, client: str, now: float) -> None:
+        if len(self._failures) > 10_000:  # bounded memory under a flood of addresses
+            self._failures.clear()
+        self._failures.setdefault(client, deque(maxlen=self.attempts)).append(now)
 
     def clear_failures(self, client: str) -> None:
         with self._lock:

@@ -52,12 +52,18 @@ class WebSettings:
         max_live_clients: live WebSocket sessions served at once; more are refused.
         session_hours: how long a login lasts.
         login_attempts, login_window_s: failed logins allowed per client address
-            within the window before further attempts get 429.
+            within the window (seconds; the form, Bearer tokens on routes and on the
+            WebSocket counted together) before every further attempt gets 429, the
+            right password included.
         https: mark cookies Secure (None: when the request came over https).
         private: watching needs the admin login too: the live page and its WebSocket,
             server streams, the source list and ``/api/analyze``, which show faces and
             names. None (default): private whenever the server listens beyond this
             machine (``host`` is not a loopback address), open on localhost.
+        allowed_hosts: names accepted in the ``Host`` header besides the localhost names
+            and ``host`` (see :meth:`allowed_host_names`); ``"*"`` accepts any. A page of
+            another site that makes its own name resolve to this machine (DNS
+            rebinding) sends its own name, so it is refused.
     """
 
     host: str = "127.0.0.1"
@@ -79,6 +85,7 @@ class WebSettings:
     login_window_s: float = 300.0
     https: bool | None = None
     private: bool | None = None
+    allowed_hosts: list[str] = field(default_factory=list)
 
     def resolved_home(self) -> Path:
         return Path(self.home).expanduser() if self.home else default_home()
@@ -88,6 +95,23 @@ class WebSettings:
         if self.private is not None:
             return self.private
         return not is_loopback(self.host)
+
+    def allowed_host_names(self) -> frozenset[str] | None:
+        """Host names (lower case, IPv6 in brackets, no port) this server answers to, or
+        None for any (``"*"`` in :attr:`allowed_hosts`).
+
+        Always ``localhost``, ``127.0.0.1`` and ``[::1]``; also ``host`` unless it is the
+        wildcard ``0.0.0.0`` or ``::`` (a client never names those); then every name of
+        :attr:`allowed_hosts`. Any port is accepted.
+        """
+        extra = [h.strip().lower() for h in self.allowed_hosts]
+        if "*" in extra:
+            return None
+        names = {"localhost", "127.0.0.1", "[::1]"}
+        for h in (self.host.strip().lower(), *extra):
+            if h and h not in ("0.0.0.0", "::", "[::]"):
+                names.add(f"[{h}]" if ":" in h and not h.startswith("[") else h)
+        return frozenset(names)
 
     def resolved_thresholds(self) -> tuple[float, float]:
         """``(threshold, masked_threshold)``: the ones given, else the embedder's."""
