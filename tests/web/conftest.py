@@ -16,16 +16,22 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette's note about httpx2
     from fastapi.testclient import TestClient
 
+from tests.mongo_server import MongoServer, secantusd_executable  # noqa: E402
+
 from maskwatch.web import WebSettings, create_app  # noqa: E402
 
 PASSWORD = "correct horse battery staple"
+#: Headers with the admin password. Pass a copy where a callee may add to it (starlette's
+#: ``TestClient.websocket_connect`` adds its handshake headers to the dict it is given).
 BEARER = {"Authorization": f"Bearer {PASSWORD}"}
 
 
 def make_settings(tmp: Path, **overrides: object) -> WebSettings:
     base: dict[str, object] = {"home": tmp / "home", "db": str(tmp / "home" / "gallery.sqlite3"),
                                "admin_password": PASSWORD, "max_upload_bytes": 2 * 1024 * 1024,
-                               "max_pixels": 4_000_000, "login_attempts": 3, "login_window_s": 60.0}
+                               "max_pixels": 4_000_000, "login_attempts": 3, "login_window_s": 60.0,
+                               # the TestClient's Host header; the default list is localhost names only
+                               "allowed_hosts": ["testserver"]}
     base.update(overrides)
     return WebSettings(**base)  # type: ignore[arg-type]
 
@@ -56,3 +62,17 @@ def login(client: TestClient, password: str = PASSWORD) -> tuple[int, str]:
     r = client.post("/login", data={"password": password, "csrf_token": token, "next": "/people"},
                     follow_redirects=False)
     return r.status_code, token
+
+
+@pytest.fixture
+def mongo(tmp_path: Path) -> Iterator[MongoServer]:
+    """A SecantusDB server of the test's own (tests kill and restart it); skips without it."""
+    if secantusd_executable() is None:
+        pytest.skip("secantusd-py not found: pip install secantusdb")
+    pytest.importorskip("pymongo")
+    server = MongoServer(tmp_path / "secantus")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop(kill=True)

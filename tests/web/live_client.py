@@ -55,8 +55,10 @@ class LiveClient:
                  timeout: float = 30.0) -> None:
         from websockets.sync.client import connect
 
-        self.ws = connect(base_url.replace("http://", "ws://", 1) + "/ws/live",
-                          additional_headers=headers or {}, open_timeout=timeout, max_size=2**24)
+        self._connection = connect(base_url.replace("http://", "ws://", 1) + "/ws/live",
+                                   additional_headers=headers or {}, open_timeout=timeout,
+                                   max_size=2**24)
+        self.ws = self._connection.__enter__()  # websockets wants its connection entered
         self.timeout = timeout
         self.hello = json.loads(self.ws.recv(timeout=timeout))
         self.source = self.hello.get("source")
@@ -85,7 +87,7 @@ class LiveClient:
         return len(answers) / (time.perf_counter() - t0), answers
 
     def close(self) -> None:
-        self.ws.close()
+        self._connection.__exit__(None, None, None)
 
     def __enter__(self) -> LiveClient:
         return self

@@ -7,9 +7,12 @@ URLs) are shared by all requests; they start with the app and stop with it.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -30,6 +33,8 @@ from maskwatch.gallery import (
     PersonNotFound,
 )
 from maskwatch.web.deps import LoginRequired
+from maskwatch.web.guards import Guards
+from maskwatch.web.responses import problem_schema
 from maskwatch.web.security import AdminAuth
 from maskwatch.web.service import EngineService
 from maskwatch.web.settings import WebSettings
@@ -55,50 +60,137 @@ def gallery_status(exc: GalleryError) -> int:
     return 400
 
 
-class BodyLimit:
-    """ASGI middleware: refuse request bodies over ``limit`` bytes with 413, whether or
-    not the client states a Content-Length, before the body is stored anywhere."""
+#: Body limit of routes that take no file (JSON bodies, the login and the page forms), bytes.
+SMALL_BODY_BYTES = 64 * 1024
+#: Room for a multipart form's boundaries, part headers (file names) and text fields, bytes:
+#: once per request, and per file of an enrolment.
+FORM_OVERHEAD_BYTES = 64 * 1024
+FILE_PART_OVERHEAD_BYTES = 4 * 1024
+#: Live WebSocket frames start with a 4-byte sequence number (see :mod:`maskwatch.web.live`).
+WS_FRAME_HEADER_BYTES = 4
 
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, int(limit)
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """The largest request each kind of route accepts, bytes: the one table of body limits.
+
+    Attributes:
+        small: JSON routes, ``/login``, ``/logout`` and the page forms without files.
+        upload: ``POST /api/analyze``: one photo of ``max_upload_bytes`` and its form.
+        enrol: enrolment (``POST /api/people``, ``/api/people/{name}/photos``, the
+            ``/people`` page form): ``max_upload_files`` photos and their form.
+        ws_message: one live WebSocket message: a frame of ``max_upload_bytes`` and its
+            sequence number (also uvicorn's ``ws_max_size`` in :func:`maskwatch.web.serve`).
+    """
+
+    small: int
+    upload: int
+    enrol: int
+    ws_message: int
+
+    @classmethod
+    def from_settings(cls, s: WebSettings) -> BodyLimits:
+        return cls(small=SMALL_BODY_BYTES,
+                   upload=s.max_upload_bytes + FORM_OVERHEAD_BYTES,
+                   enrol=s.max_upload_files * (s.max_upload_bytes + FILE_PART_OVERHEAD_BYTES)
+                   + FORM_OVERHEAD_BYTES,
+                   ws_message=s.max_upload_bytes + WS_FRAME_HEADER_BYTES)
+
+    def for_request(self, method: str, path: str) -> int:
+        """The limit of an HTTP request (``path`` as in the ASGI scope: decoded)."""
+        if method == "POST":
+            if path == "/api/analyze":
+                return self.upload
+            if path in ("/api/people", "/people") or _PHOTOS_PATH.fullmatch(path):
+                return self.enrol
+        return self.small
+
+
+_PHOTOS_PATH = re.compile(r"/api/people/[^/]+/photos")
+
+
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over the route's limit (:class:`BodyLimits`)
+    with 413, whether or not the client states a Content-Length, before more of the body
+    is read; and close a live WebSocket (1009, "message too big") on an oversized message.
+
+    A stated Content-Length over the limit is refused before the app runs. Otherwise the
+    body is counted as the app reads it; past the limit the read raises, and whatever the
+    app makes of that (a form parser's 400, a handler that catches everything) is
+    replaced by the 413: once the limit is crossed, nothing the app sends goes out.
+    """
+
+    def __init__(self, app: Any, limits: BodyLimits) -> None:
+        self.app, self.limits = app, limits
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.limits.for_request(scope.get("method", "GET"), scope.get("path", ""))
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            await self._refuse(send)
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await self._refuse(send, limit)
             return
         seen = 0
-        started = False
+        exceeded = started = False
 
         async def limited_receive() -> dict[str, Any]:
-            nonlocal seen
+            nonlocal seen, exceeded
+            if exceeded:
+                raise _TooLarge()
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
+                    exceeded = True
                     raise _TooLarge()
             return message
 
-        async def tracking_send(message: dict[str, Any]) -> None:
+        async def guarded_send(message: dict[str, Any]) -> None:
             nonlocal started
+            if exceeded:
+                return  # the app's answer to the aborted read: the 413 goes out instead
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, guarded_send)
         except _TooLarge:
-            if not started:
-                await self._refuse(send)
+            pass
+        if exceeded and not started:
+            log.info("refused %s %s: body over %d bytes", scope.get("method"), scope.get("path"),
+                     limit)
+            await self._refuse(send, limit)
 
-    async def _refuse(self, send: Any) -> None:
-        body = (b'{"detail":"the request is larger than the limit of %d bytes"}' % self.limit)
+    async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        limit = self.limits.ws_message
+
+        async def limited_receive() -> dict[str, Any]:
+            message = await receive()
+            if message["type"] == "websocket.receive":
+                size = len(message.get("bytes") or b"") + len((message.get("text") or "").encode())
+                if size > limit:
+                    await send({"type": "websocket.close", "code": 1009,
+                                "reason": f"message over the limit of {limit:,} bytes"})
+                    return {"type": "websocket.disconnect", "code": 1009}
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    @staticmethod
+    async def _refuse(send: Any, limit: int) -> None:
+        body = json.dumps({"detail": f"the request is larger than the limit of {limit:,} bytes "
+                                     "for this route"}).encode()
         await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
 
 
@@ -140,7 +232,6 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
         app.state.sources = SourceManager(app.state.service)
         for spec in settings.sources:
             app.state.sources.add(spec, trusted=True)
-        app.state.service.purge_events()
         try:
             yield
         finally:
@@ -168,8 +259,12 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
         (works offline; no script from another origin, none inline)."""
         return HTMLResponse(DOCS_PAGE)
 
-    # Room for every photo of one enrolment plus the form fields.
-    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes * settings.max_upload_files + 1024 * 1024)
+    # A body limit per kind of route; inside the guards, so a request refused for its Host or
+    # its missing credentials is not read at all.
+    app.state.body_limits = BodyLimits.from_settings(settings)
+    app.add_middleware(BodyLimit, limits=app.state.body_limits)
+    # Outermost (added last): Host allow-list, cross-site POSTs, credentials before the body.
+    app.add_middleware(Guards, settings=settings)
 
     app.include_router(auth.router)
     app.include_router(pages.router)
@@ -198,4 +293,11 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
+    def _openapi() -> dict[str, Any]:
+        """FastAPI's schema with the 422 body the handler above really gives (a Problem)."""
+        if app.openapi_schema is None:
+            app.openapi_schema = problem_schema(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = _openapi  # type: ignore[method-assign]
     return app

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from maskwatch.gallery import GalleryError
-from maskwatch.web.api import enrol_uploads, person_dict
+from maskwatch.web.api import Name, SourceId, enrol_uploads, person_dict
 from maskwatch.web.deps import (
     check_form_csrf,
     render,
@@ -69,7 +69,7 @@ async def enrol_form(request: Request) -> Response:
 
 
 @router.post("/people/{name}/rename", dependencies=[Depends(require_admin_page)])
-async def rename_form(request: Request, name: str) -> Response:
+async def rename_form(request: Request, name: Name) -> Response:
     form = await check_form_csrf(request)
     new = form.get("new_name")
     try:
@@ -81,7 +81,7 @@ async def rename_form(request: Request, name: str) -> Response:
 
 
 @router.post("/people/{name}/delete", dependencies=[Depends(require_admin_page)])
-async def delete_form(request: Request, name: str) -> Response:
+async def delete_form(request: Request, name: Name) -> Response:
     form = await check_form_csrf(request)
     if form.get("confirm") != name:
         return _back("/people", err=f"Not deleted: type the name {name!r} to confirm.")
@@ -110,7 +110,7 @@ async def add_source_form(request: Request) -> Response:
 
 
 @router.post("/sources/{source_id}/delete", dependencies=[Depends(require_admin_page)])
-async def remove_source_form(request: Request, source_id: str) -> Response:
+async def remove_source_form(request: Request, source_id: SourceId) -> Response:
     await check_form_csrf(request)
     ok = await asyncio.to_thread(request.app.state.sources.remove, source_id)
     return _back("/", msg=f"Source {source_id} removed.") if ok else _back("/", err=f"No source {source_id}.")

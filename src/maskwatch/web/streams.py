@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response, StreamingResponse
 
+from maskwatch.web.api import SourceId
 from maskwatch.web.deps import require_viewer
+from maskwatch.web.responses import AUTH, JPEGResponse, MJPEGResponse, errors, merge
 
 router = APIRouter(tags=["streams"])
 
@@ -24,9 +26,14 @@ def _source(request: Request, source_id: str):  # noqa: ANN202
     return src
 
 
-@router.get("/stream/{source_id}.mjpg", dependencies=[Depends(require_viewer)],
-            summary="Annotated MJPEG stream of a server source")
-async def mjpeg(request: Request, source_id: str) -> StreamingResponse:
+#: Error answers of the stream routes: no such source (or no frame yet), and the login of a
+#: private server.
+RESPONSES = merge(AUTH, errors(404))
+
+
+@router.get("/stream/{source_id}.mjpg", dependencies=[Depends(require_viewer)], responses=RESPONSES,
+            response_class=MJPEGResponse, summary="Annotated MJPEG stream of a server source")
+async def mjpeg(request: Request, source_id: SourceId) -> StreamingResponse:
     src = _source(request, source_id)
 
     async def frames() -> AsyncIterator[bytes]:
@@ -47,9 +54,9 @@ async def mjpeg(request: Request, source_id: str) -> StreamingResponse:
                              headers={"Cache-Control": "no-store"})
 
 
-@router.get("/stream/{source_id}.jpg", dependencies=[Depends(require_viewer)],
-            summary="Latest annotated frame of a server source")
-async def snapshot(request: Request, source_id: str) -> Response:
+@router.get("/stream/{source_id}.jpg", dependencies=[Depends(require_viewer)], responses=RESPONSES,
+            response_class=JPEGResponse, summary="Latest annotated frame of a server source")
+async def snapshot(request: Request, source_id: SourceId) -> Response:
     src = _source(request, source_id)
     if src.jpeg is None:
         raise HTTPException(404, f"source {source_id} has no frame yet ({src.state})")
