@@ -334,7 +334,7 @@ def _extract(
 
     ``embedder`` is a name for :func:`~maskwatch.models.embedder.create_embedder`, or
     any object with ``embed(image, faces) -> (N, dim)``, ``dim``, ``name`` and
-    ``version`` (an experiment can keep other per-face data through the same protocol).
+    ``version``.
     """
     from tqdm import tqdm
 
