@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "'default' for the one in your data folder")
     p.add_argument("--threshold", type=float, default=None, help="recognition threshold (cosine, -1..1)")
     p.add_argument("--embedder", choices=("sface", "dlib"), default="sface",
-                   help="face embedder for --db (default sface; dlib: the original's, needs the [dlib] extra); "
+                   help="face embedder for --db (default sface; dlib: dlib's ResNet from face_recognition, needs the [dlib] extra); "
                    "only templates enrolled with the same embedder are matched")
     _add_common(p)
 
@@ -129,10 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-face-px", type=int, default=48,
                    help="also probe with faces scaled to about this width (small faces; 0 = off)")
     p.add_argument("--detector", choices=("yunet", "ssd", "hog"), default="yunet",
-                   help="detector: yunet or ssd for --task detection; yunet or hog (the original's dlib HOG, "
+                   help="detector: yunet or ssd for --task detection; yunet or hog (dlib's HOG, "
                    "[dlib] extra) for --task recognition")
     p.add_argument("--embedder", choices=("sface", "dlib"), default="sface",
-                   help="embedder for --task recognition (dlib: the original's ResNet, [dlib] extra)")
+                   help="embedder for --task recognition (dlib: dlib's ResNet from face_recognition, [dlib] extra)")
     _add_common(p)
 
     people = sub.add_parser(
@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--thumbnail", action="store_true", help="keep a small face thumbnail (off by default)")
             q.add_argument("--add", action="store_true", help="add the photos to an existing person")
             q.add_argument("--embedder", choices=("sface", "dlib"), default="sface",
-                           help="face embedder of the templates (default sface; dlib: the original's, needs "
+                           help="face embedder of the templates (default sface; dlib: dlib's ResNet, needs "
                            "the [dlib] extra); recognition uses only templates of its own embedder")
         if name == "load":
             q.add_argument("--replace", action="store_true", help="replace people who already exist")
@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload, MB (default 10)")
     p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest accepted image, pixels (default 40M)")
     p.add_argument("--embedder", choices=("sface", "dlib"), default="sface",
-                   help="face embedder for recognition and enrolment (default sface; dlib: the original's, "
+                   help="face embedder for recognition and enrolment (default sface; dlib: dlib's ResNet, "
                    "needs the [dlib] extra); people enrolled with another embedder are not recognised")
     p.add_argument("--private", action=argparse.BooleanOptionalAction, default=None,
                    help="watching (live page, streams, /api/analyze) needs the admin login too; default: "

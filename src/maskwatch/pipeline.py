@@ -47,7 +47,7 @@ class PipelineConfig:
     """Engine settings; keys equal constructor arguments of the parts they set.
 
     Attributes:
-        detector: ``yunet`` (default) or ``ssd`` (the original's res10 SSD).
+        detector: ``yunet`` (default) or ``ssd`` (OpenCV's res10 SSD).
         min_score: detector confidence threshold, 0-1 (YuNet; the SSD uses 0.5).
         max_side: longest side given to YuNet, pixels; larger frames are shrunk.
         upscale: enlarge small frames by this factor before detection (accurate mode).

@@ -9,8 +9,8 @@ another random stream than enrolment (and MaskTheFace templates when given, whic
 enrolment never uses). A masked probe is detected again after the mask is drawn, as
 the live system sees it; faces lost there count as failures to detect.
 
-The embedder (SFace or the original's dlib ResNet) and the detector under test (YuNet
-or the original's dlib HOG) are chosen per run. YuNet always finds the probe face on
+The embedder (SFace or dlib's ResNet from face_recognition) and the detector under test (YuNet
+or dlib's HOG) are chosen per run. YuNet always finds the probe face on
 which the mask is drawn (the reference), so every configuration is probed with the
 same images; the detector under test must then find that face again (IoU >= 0.3),
 unmasked and masked, or the probe counts as a failure to detect.
@@ -660,7 +660,7 @@ def evaluate_recognition(
         limit_people: use only the first this many people (0: all).
         embedder: ``"sface"`` or ``"dlib"`` (:func:`~maskwatch.models.embedder.create_embedder`).
         detector: the detector under test, one that gives landmarks: ``"yunet"`` or
-            ``"hog"`` (the original's dlib HOG). It finds the enrolment faces and the
+            ``"hog"`` (dlib's HOG). It finds the enrolment faces and the
             probes' faces; YuNet still places the probes' synthetic masks, so every
             configuration is probed with the same images.
 

@@ -1,4 +1,4 @@
-"""Face detectors: YuNet (default) and the original project's res10 SSD.
+"""Face detectors: YuNet (default) and OpenCV's res10 SSD.
 
 Both take a BGR uint8 image and return :class:`~maskwatch.types.Faces` with boxes in
 that image's pixels. Model files come from pip packages that carry them
@@ -287,7 +287,7 @@ class SSDDetector:
     frame are missed; it gives no landmarks.
 
     Args:
-        confidence: minimum face confidence, 0-1 (0.5 as in the original).
+        confidence: minimum face confidence, 0-1 (default 0.5).
     """
 
     name = "ssd"
@@ -316,8 +316,8 @@ class SSDDetector:
 
 
 def create_detector(name: str = "yunet", **kwargs: object) -> YuNetDetector | SSDDetector | Any:
-    """Detector by name: ``"yunet"`` (default), ``"ssd"`` (the original's res10 SSD) or
-    ``"hog"`` (the original's recogniser's detector, dlib HOG; needs the ``[dlib]`` extra,
+    """Detector by name: ``"yunet"`` (default), ``"ssd"`` (OpenCV's res10 SSD) or
+    ``"hog"`` (dlib's HOG, face_recognition's detector; needs the ``[dlib]`` extra,
     see :mod:`maskwatch.models.hog_detector`)."""
     if name == "yunet":
         return YuNetDetector(**kwargs)  # type: ignore[arg-type]

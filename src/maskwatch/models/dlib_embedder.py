@@ -88,7 +88,7 @@ class DlibEmbedder:
 
     Args:
         num_jitters: times each face is re-sampled with small random shifts and the
-            descriptors averaged (face_recognition's argument); 1 as in the original,
+            descriptors averaged (face_recognition's argument, default 1 there too);
             higher is slower and slightly more accurate.
 
     Raises:

@@ -254,7 +254,7 @@ class SFaceEmbedder:
         return self.embed_aligned(self.align(image, faces))
 
 
-#: Embedder names for ``--embedder``: SFace (default) and the original's dlib ResNet.
+#: Embedder names for ``--embedder``: SFace (default) and dlib's ResNet (face_recognition).
 EMBEDDERS = ("sface", "dlib")
 
 
@@ -274,7 +274,7 @@ def default_thresholds(name: str = "sface") -> tuple[float, float]:
 
 def create_embedder(name: str = "sface", **kwargs: object) -> SFaceEmbedder | Any:
     """Embedder by name: ``"sface"`` (default, :class:`SFaceEmbedder`) or ``"dlib"``
-    (the original's dlib ResNet, :class:`~maskwatch.models.dlib_embedder.DlibEmbedder`;
+    (dlib's ResNet from face_recognition, :class:`~maskwatch.models.dlib_embedder.DlibEmbedder`;
     needs the ``[dlib]`` extra and raises ``DlibUnavailable`` saying how to install it).
 
     Both give (N, 128) unit-length float32 embeddings and carry ``name`` and

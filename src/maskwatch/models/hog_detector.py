@@ -28,7 +28,7 @@ class HogDetector:
 
     Args:
         upsample: times the image is doubled before detection (face_recognition's
-            ``number_of_times_to_upsample``, default 1 as in the original): 1 finds
+            ``number_of_times_to_upsample``, default 1, as in face_recognition): 1 finds
             faces down to about 40 px, at four times the cost of 0.
         landmarks: also predict the five landmarks (needed for synthetic masks and
             for SFace alignment).

@@ -45,7 +45,7 @@ class WebSettings:
         max_pixels: largest accepted image or frame, width x height.
         retention_days: events older than this are deleted.
         embedder: face embedder for recognition and enrolment, ``"sface"`` or
-            ``"dlib"`` (the original's; needs the ``[dlib]`` extra). Templates of one
+            ``"dlib"`` (dlib's ResNet from face_recognition; needs the ``[dlib]`` extra). Templates of one
             embedder are never matched against another's.
         threshold, masked_threshold: recognition thresholds (cosine similarity; None:
             the ones calibrated for ``embedder``).

@@ -1,4 +1,5 @@
-"""MJPEG streams of the server's sources (``/stream/{id}.mjpg``), as the original did."""
+"""MJPEG streams of the server's sources (``/stream/{id}.mjpg``): annotated JPEG frames
+in a multipart/x-mixed-replace response, which any browser shows as video."""
 
 from __future__ import annotations
 
