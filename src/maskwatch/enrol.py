@@ -24,18 +24,12 @@ from typing import Any, Protocol, TypeVar
 import cv2
 import numpy as np
 
-from maskwatch.gallery.base import (
-    Gallery,
-    GalleryError,
-    Person,
-    PersonExists,
-    PersonNotFound,
-    Template,
-    validate_name,
-)
+from maskwatch.errors import EnrolError, PersonExists, PersonNotFound
+from maskwatch.gallery.base import Gallery, Person, Template
 from maskwatch.ops.image import ImageError, read_image, to_bgr_uint8
 from maskwatch.ops.synthmask import MaskStyle, random_mask_style, render_mask
 from maskwatch.types import Faces
+from maskwatch.validation import validate_name
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +51,6 @@ _ENROL_STYLES: tuple[MaskStyle, ...] = (
     MaskStyle("surgical", (238, 238, 238), "pleats", 1.0, True),   # white surgical
     MaskStyle("cloth", (95, 45, 25), "plain", 1.0, True),          # navy cloth
 )
-
-
-class EnrolError(GalleryError):
-    """An enrolment refused before anything was written (one clear sentence)."""
 
 
 class Detector(Protocol):

@@ -19,9 +19,14 @@ in a spool file in the data folder, :class:`EventSpool`, written by the next pro
 and the store skips event ids it already has. A server shares one writer between all its
 streams, so a stream that ends during an outage leaves its events with the writer.
 
-The store side (``add_events``, ``query_events``, ``event_stats``, ``purge_events``,
-``event_sources``) is on :class:`~maskwatch.gallery.base.Gallery`. The time of an
-event, for filters, ordering, buckets and retention, is when it *ended*.
+The writer needs of its store only an :class:`EventStore` (``add_events``,
+``purge_events``, ``location``), which a :class:`~maskwatch.gallery.base.Gallery` is;
+the whole store side (``add_events``, ``query_events``, ``event_stats``,
+``purge_events``, ``event_sources``) is on the gallery. This module imports no gallery
+module: the record (:class:`Event`, :data:`UNKNOWN`, :data:`UNCLASSIFIED`) is in
+:mod:`maskwatch.records` (re-exported here), its checks in :mod:`maskwatch.validation`,
+the errors in :mod:`maskwatch.errors`. The time of an event, for filters, ordering,
+buckets and retention, is when it *ended*.
 """
 
 from __future__ import annotations
@@ -35,85 +40,30 @@ import os
 import re
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
+from maskwatch.errors import GalleryError
+
+# The record and its constants live in a leaf module (the stores use them too); they are
+# re-exported here, where callers have always imported them.
+from maskwatch.records import DEFAULT_RETENTION_DAYS, Event, event_from_dict, new_event_id
+from maskwatch.records import UNCLASSIFIED as UNCLASSIFIED
+from maskwatch.records import UNKNOWN as UNKNOWN
 from maskwatch.types import MASK_CLASSES
+from maskwatch.validation import check_events
 
 if TYPE_CHECKING:
-    from maskwatch.gallery.base import Gallery
     from maskwatch.tracking import Track
 
 log = logging.getLogger(__name__)
 
-#: ``identity=UNKNOWN`` (or ``""``) in :meth:`Gallery.query_events` selects unknown faces.
-#: The angle brackets are forbidden in person names, so no person can be called this.
-UNKNOWN = "<unknown>"
-#: ``mask_state=UNCLASSIFIED`` selects events whose mask state was never classified.
-UNCLASSIFIED = "unclassified"
-#: Default retention of events, in days.
-DEFAULT_RETENTION_DAYS = 30.0
 #: Columns of :func:`events_to_csv`, in order.
 CSV_COLUMNS = ("id", "source", "track_id", "started_iso", "ended_iso", "duration_s", "frames", "mask_state",
                "with_mask_frames", "without_mask_frames", "mask_incorrect_frames", "identity", "best_similarity")
-
-
-@dataclass
-class Event:
-    """One face track from its appearance to its end.
-
-    Attributes:
-        id: uuid4 hex (32 characters), unique in the store.
-        source: where it was seen, e.g. ``"browser:<client-id>"``, ``"camera:0"``,
-            ``"file:clip.mp4"``, or an RTSP URL with its password masked.
-        track_id: the tracker's id (unique within one run of the engine only).
-        started, ended: Unix seconds (UTC wall clock) of the first and last matched frame.
-        frames: matched frames (``Track.hits``).
-        mask_state: the dominant stable label over the track's life (the most frames in
-            ``mask_frames``), None when it was never classified.
-        mask_frames: frames spent in each stable label, keyed by every name in
-            ``MASK_CLASSES`` (``Track.mask_counts``).
-        identity: the person's name, None when unknown.
-        best_similarity: cosine similarity of the match behind ``identity`` (while
-            unknown: the highest one seen), None when recognition never ran.
-    """
-
-    id: str
-    source: str
-    track_id: int
-    started: float
-    ended: float
-    frames: int
-    mask_state: str | None
-    mask_frames: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MASK_CLASSES, 0))
-    identity: str | None = None
-    best_similarity: float | None = None
-
-    @property
-    def duration(self) -> float:
-        """Seconds between the first and the last matched frame."""
-        return self.ended - self.started
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict: every attribute, plus ``duration_s``."""
-        return {
-            "id": self.id, "source": self.source, "track_id": int(self.track_id),
-            "started": float(self.started), "ended": float(self.ended),
-            "duration_s": round(float(self.duration), 3), "frames": int(self.frames),
-            "mask_state": self.mask_state,
-            "mask_frames": {k: int(self.mask_frames.get(k, 0)) for k in MASK_CLASSES},
-            "identity": self.identity,
-            "best_similarity": None if self.best_similarity is None else float(self.best_similarity),
-        }
-
-
-def new_event_id() -> str:
-    return uuid.uuid4().hex
 
 
 def event_source_name(kind: str, source: str) -> str:
@@ -189,6 +139,35 @@ def events_from_tracks(tracks: Sequence[Track], source: str, *, clock: Callable[
     return out
 
 
+# ---------------------------------------------------------------------- the store
+
+
+class EventStore(Protocol):
+    """What the event writer needs of a store; a :class:`~maskwatch.gallery.base.Gallery`
+    (SQLite or MongoDB) is one.
+
+    Both calls raise :class:`~maskwatch.errors.GalleryError` (or its
+    :class:`~maskwatch.errors.GalleryUnavailable`) when the store cannot do them; the
+    writer then keeps the events and tries again. A store that is a file may also have
+    a ``path`` (see :func:`store_key`).
+
+    Attributes:
+        location: where the store is, for messages (a file path, or a URL with the
+            password masked).
+    """
+
+    location: str
+
+    def add_events(self, events: Sequence[Event]) -> int:
+        """Store events in one transaction, skipping ids already stored; the number stored."""
+        ...
+
+    def purge_events(self, older_than: float) -> int:
+        """Delete events that ended before ``older_than`` (Unix seconds); the number deleted."""
+        ...
+
+
+
 # ---------------------------------------------------------------------- the spool
 
 
@@ -203,25 +182,7 @@ MAX_SPOOL_EVENTS = 100_000
 MAX_SPOOL_BYTES = 64 * 2**20
 
 
-def event_from_dict(d: dict[str, Any]) -> Event:
-    """The event of :meth:`Event.to_dict` (a spool line's ``event``).
-
-    Raises:
-        KeyError, TypeError, ValueError: a malformed dict (validate the result with
-            :func:`~maskwatch.gallery.base.check_events` before storing it).
-    """
-    frames = d.get("mask_frames") or {}
-    if not isinstance(frames, dict):
-        raise TypeError("mask_frames is not an object")
-    sim = d.get("best_similarity")
-    return Event(id=str(d["id"]), source=str(d["source"]), track_id=int(d["track_id"]),
-                 started=float(d["started"]), ended=float(d["ended"]), frames=int(d["frames"]),
-                 mask_state=d.get("mask_state"),
-                 mask_frames={k: int(frames.get(k, 0)) for k in MASK_CLASSES},
-                 identity=d.get("identity"), best_similarity=None if sim is None else float(sim))
-
-
-def store_key(gallery: Gallery) -> str:
+def store_key(gallery: EventStore) -> str:
     """Which store an event is for, as the spool names it: ``sqlite:`` and the real path
     of a gallery file, else the store's location (a URL with its password masked)."""
     path = getattr(gallery, "path", None)
@@ -409,7 +370,7 @@ class EventWriter:
     events handed over by a recorder that is closed stay here until written.
 
     Args:
-        gallery: the store (not closed by the writer).
+        gallery: the store, an :class:`EventStore` such as a gallery (not closed by the writer).
         name: for log messages (a source, or ``"events"``).
         spool: the spool file (e.g. ``<data folder>/pending-events.jsonl``); None: events
             still unwritten at :meth:`close` are lost (logged).
@@ -423,7 +384,7 @@ class EventWriter:
         max_backoff_s: longest wait, in seconds, between retries while the store is down.
     """
 
-    def __init__(self, gallery: Gallery, *, name: str = "events",
+    def __init__(self, gallery: EventStore, *, name: str = "events",
                  spool: str | os.PathLike[str] | None = None,
                  retention_days: float | None = DEFAULT_RETENTION_DAYS, flush_every_s: float = 2.0,
                  max_buffer: int = 10_000, batch_size: int = 500, clock: Callable[[], float] = time.time,
@@ -471,8 +432,6 @@ class EventWriter:
 
     def add_events(self, events: Iterable[Event]) -> None:
         """Buffer events; returns at once, never raises (a malformed event is logged and left out)."""
-        from maskwatch.gallery.base import GalleryError, check_events
-
         events = list(events)
         if not events:
             return
@@ -579,8 +538,6 @@ class EventWriter:
     def _load_spool(self) -> int:
         """Buffer the spool's events for this store (as many as there is room for);
         returns how many."""
-        from maskwatch.gallery.base import GalleryError, check_events
-
         if self.spool is None or not self._spool_more:
             return 0
         with self._flush_lock:
@@ -620,8 +577,6 @@ class EventWriter:
             return len(take)
 
     def _flush(self, force: bool) -> int:
-        from maskwatch.gallery.base import GalleryError
-
         with self._flush_lock:
             if not force and time.monotonic() < self._retry_at:
                 return 0
@@ -700,7 +655,7 @@ class EventRecorder:
     in the writer until they are written, however long the store is down.
 
     Args:
-        gallery: the store (not closed by the recorder).
+        gallery: the store, an :class:`EventStore` such as a gallery (not closed by the recorder).
         source: the events' source (see :class:`Event`).
         min_frames: shorter tracks are dropped (see :func:`events_from_tracks`).
         retention_days, flush_every_s, max_buffer, batch_size, purge_every_s,
@@ -713,7 +668,7 @@ class EventRecorder:
         writer: a shared writer; None: the recorder makes its own.
     """
 
-    def __init__(self, gallery: Gallery, source: str, *, min_frames: int = 3,
+    def __init__(self, gallery: EventStore, source: str, *, min_frames: int = 3,
                  retention_days: float | None = DEFAULT_RETENTION_DAYS, flush_every_s: float = 2.0,
                  max_buffer: int = 10_000, batch_size: int = 500, clock: Callable[[], float] = time.time,
                  purge_every_s: float = 3600.0, max_backoff_s: float = 30.0,

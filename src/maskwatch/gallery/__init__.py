@@ -5,7 +5,9 @@
     >>> gallery = open_gallery("mongodb://db:27017/maskwatch")
 
 See :class:`~maskwatch.gallery.base.Gallery` for the operations; the same store keeps
-the events of :mod:`maskwatch.events`.
+the events of :mod:`maskwatch.events`. The error family (:mod:`maskwatch.errors`), the
+event record (:mod:`maskwatch.records`) and :func:`validate_name`
+(:mod:`maskwatch.validation`) live in leaf modules and are re-exported here.
 """
 
 from __future__ import annotations
@@ -13,20 +15,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from maskwatch.events import UNCLASSIFIED, UNKNOWN, Event
-from maskwatch.gallery.base import (
-    EventFilter,
-    Gallery,
+from maskwatch.errors import (
     GalleryError,
     GalleryUnavailable,
     InvalidName,
-    LiveMatcher,
-    Person,
     PersonExists,
     PersonNotFound,
-    Template,
-    validate_name,
 )
+from maskwatch.gallery.base import (
+    EventFilter,
+    Gallery,
+    LiveMatcher,
+    Person,
+    Template,
+)
+from maskwatch.records import UNCLASSIFIED, UNKNOWN, Event
+from maskwatch.validation import validate_name
 
 __all__ = [
     "UNCLASSIFIED", "UNKNOWN", "Event", "EventFilter", "Gallery", "GalleryError", "GalleryUnavailable", "InvalidName", "LiveMatcher", "Person",

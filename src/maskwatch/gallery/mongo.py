@@ -32,20 +32,17 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from maskwatch.events import Event
+from maskwatch.errors import GalleryError, GalleryUnavailable, PersonExists, PersonNotFound
 from maskwatch.gallery.base import (
     MAX_BUCKETS,
     EventFilter,
     Gallery,
-    GalleryError,
-    GalleryUnavailable,
     Person,
-    PersonExists,
-    PersonNotFound,
     PersonRecord,
     Template,
     mask_url_password,
 )
+from maskwatch.records import Event
 from maskwatch.types import MASK_CLASSES
 
 log = logging.getLogger(__name__)

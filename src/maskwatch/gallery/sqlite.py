@@ -16,7 +16,7 @@ before every read and write and again just before every commit. When the file ha
 deleted, or another file has taken its place, while maskwatch runs, SQLite would go on
 writing to the deleted file (its open descriptors keep it alive) and everything written
 from then on would vanish at the next restart; instead every operation raises
-:class:`~maskwatch.gallery.base.GalleryUnavailable` ("the gallery file ... was deleted
+:class:`~maskwatch.errors.GalleryUnavailable` ("the gallery file ... was deleted
 or replaced while maskwatch was running; ...") and nothing more is written to it: an
 enrolment answers 503, events wait in their writer's memory (and in its spool at exit).
 
@@ -47,19 +47,16 @@ from pathlib import Path
 
 import numpy as np
 
-from maskwatch.events import Event
+from maskwatch.errors import GalleryError, GalleryUnavailable, PersonExists, PersonNotFound
 from maskwatch.gallery.base import (
     MAX_BUCKETS,
     EventFilter,
     Gallery,
-    GalleryError,
-    GalleryUnavailable,
     Person,
-    PersonExists,
-    PersonNotFound,
     PersonRecord,
     Template,
 )
+from maskwatch.records import Event
 from maskwatch.types import MASK_CLASSES
 
 log = logging.getLogger(__name__)
