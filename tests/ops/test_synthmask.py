@@ -12,14 +12,18 @@ import numpy as np
 import pytest
 
 from maskwatch.ops.synthmask import (
+    HELD_OUT_SHAPES,
+    HELD_OUT_TEMPLATE_FAMILIES,
     MASK_POSITIONS,
     MASK_SHAPES,
     MASK_TEXTURES,
     MaskStyle,
     MaskTemplates,
+    held_out_mask_style,
     mask_polygon,
     random_mask_style,
     render_mask,
+    training_mask_style,
 )
 
 # A frontal face in a 200 x 200 image: eyes 40 px apart, nose tip 22 px below the
@@ -360,6 +364,27 @@ def test_template_variant_follows_yaw(tmp_path):
     used = [s.template_index for s in picks if s.shape == "template"]
     assert 0.15 * len(picks) < len(used) < 0.6 * len(picks)
     assert set(used) == {frontal}  # one per family, its frontal member
+
+
+def test_held_out_families_never_reach_training_and_are_all_evaluation_draws(tmp_path):
+    names = ("toy", "toy_left", "KN95", "KN95_right")
+    templates = MaskTemplates.from_folder(_write_template_folder(tmp_path, names=names, missing=()))
+    assert HELD_OUT_TEMPLATE_FAMILIES == ("KN95",) and HELD_OUT_SHAPES == ("n95",)
+    rng = np.random.default_rng(3)
+    train = [training_mask_style(rng, templates) for _ in range(400)]
+    held = [held_out_mask_style(rng, templates) for _ in range(400)]
+    family = {s.template_index: templates[s.template_index].family for s in train + held if s.template_index is not None}
+    train_kinds = {family[s.template_index] if s.shape == "template" else s.shape for s in train}
+    held_kinds = {family[s.template_index] if s.shape == "template" else s.shape for s in held}
+    assert train_kinds == {"toy", "surgical", "cloth", "kn95"}  # every family but the held-out ones
+    assert held_kinds == {"KN95", "n95"}
+    assert {random_mask_style(rng, None, shapes=("cloth",)).shape for _ in range(20)} == {"cloth"}
+    with pytest.raises(ValueError, match="nothing|no mask shape"):
+        random_mask_style(rng, None, shapes=())
+    with pytest.raises(ValueError, match="unknown mask shapes"):
+        random_mask_style(rng, None, shapes=("scarf",))
+    # without templates the held-out draws are procedural N95 cups only
+    assert {held_out_mask_style(rng).shape for _ in range(50)} == {"n95"}
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "no_images", "file"])

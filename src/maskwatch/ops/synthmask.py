@@ -532,8 +532,19 @@ def _pick(rng: np.random.Generator, items):
     return items[int(rng.choice(len(items), p=w / w.sum()))][0]
 
 
+#: Mask families that no training step may use: evaluations draw their "unseen mask"
+#: probes from these only (a template family of MaskTheFace photos and a procedural
+#: shape), so that a model's gain is measured on masks it never saw.
+HELD_OUT_TEMPLATE_FAMILIES: tuple[str, ...] = ("KN95",)
+HELD_OUT_SHAPES: tuple[str, ...] = ("n95",)
+
+
 def random_mask_style(
-    rng: np.random.Generator, templates: MaskTemplates | None = None
+    rng: np.random.Generator,
+    templates: MaskTemplates | None = None,
+    *,
+    shapes: Sequence[str] | None = None,
+    template_families: Sequence[str] | None = None,
 ) -> MaskStyle:
     """Draw a realistic mask style.
 
@@ -545,14 +556,32 @@ def random_mask_style(
     Args:
         rng: random generator.
         templates: optional templates to choose from.
+        shapes: procedural shapes allowed (default: all of :data:`MASK_SHAPES`), drawn
+            with their usual weights renormalised; empty: templates only.
+        template_families: template families allowed (case-insensitive; default: all);
+            empty: procedural shapes only.
+
+    Raises:
+        ValueError: an unknown shape, or nothing left to draw from.
     """
+    shape_p = _SHAPE_P
+    if shapes is not None:
+        unknown = set(shapes) - set(MASK_SHAPES)
+        if unknown:
+            raise ValueError(f"unknown mask shapes {sorted(unknown)}; choose from {MASK_SHAPES}")
+        shape_p = [(s, p) for s, p in _SHAPE_P if s in shapes]
+    heads = templates.family_heads() if templates is not None and len(templates) else []
+    if template_families is not None:
+        allowed = {f.lower() for f in template_families}
+        heads = [i for i in heads if templates[i].family.lower() in allowed]  # type: ignore[index]
+    if not shape_p and not heads:
+        raise ValueError("no mask shape or template family left to draw from")
     opacity = float(1.0 - 0.15 * rng.random() ** 3)
-    if templates is not None and len(templates) and rng.random() < _TEMPLATE_P:
-        heads = templates.family_heads()
-        w = np.array([0.1 if "gas" in templates[i].family.lower() else 1.0 for i in heads])
+    if heads and (not shape_p or rng.random() < _TEMPLATE_P):
+        w = np.array([0.1 if "gas" in templates[i].family.lower() else 1.0 for i in heads])  # type: ignore[index]
         idx = int(heads[int(rng.choice(len(heads), p=w / w.sum()))])
-        return MaskStyle("template", templates[idx].mean_color, "plain", opacity, False, idx)
-    shape = _pick(rng, _SHAPE_P)
+        return MaskStyle("template", templates[idx].mean_color, "plain", opacity, False, idx)  # type: ignore[index]
+    shape = _pick(rng, shape_p)
     palette = _pick(rng, _PALETTES[shape])
     base = np.array(palette[int(rng.integers(len(palette)))], dtype=np.float64)
     base = base * rng.uniform(0.9, 1.06) + rng.normal(0.0, 6.0, 3)
@@ -560,6 +589,22 @@ def random_mask_style(
     texture = _pick(rng, _TEXTURES[shape])
     straps = bool(rng.random() < _STRAP_P[shape])
     return MaskStyle(shape, color, texture, opacity, straps, None)
+
+
+def training_mask_style(rng: np.random.Generator, templates: MaskTemplates | None = None) -> MaskStyle:
+    """A random style from every family except the held-out ones (for training)."""
+    families = None
+    if templates is not None:
+        held = {f.lower() for f in HELD_OUT_TEMPLATE_FAMILIES}
+        families = sorted({t.family for t in templates.templates if t.family.lower() not in held})
+    shapes = [s for s in MASK_SHAPES if s not in HELD_OUT_SHAPES]
+    return random_mask_style(rng, templates, shapes=shapes, template_families=families)
+
+
+def held_out_mask_style(rng: np.random.Generator, templates: MaskTemplates | None = None) -> MaskStyle:
+    """A random style from the held-out families only (for evaluation)."""
+    return random_mask_style(rng, templates, shapes=HELD_OUT_SHAPES,
+                             template_families=HELD_OUT_TEMPLATE_FAMILIES)
 
 
 # --------------------------------------------------------------------------- rendering
