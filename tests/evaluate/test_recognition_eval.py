@@ -159,7 +159,8 @@ def _random_data(n_people=6, per_person=3, n_probes=10, seed=0):
     data = rec._Data(
         people=[f"p{i}" for i in range(n_people)], t_emb=t_emb, t_person=t_person, t_masked=t_masked,
         enrol_photos=np.ones(n_people, np.int64), enrol_failures=[], p_person=p_person,
-        p_source=[f"x{i}" for i in range(n_probes)], p_mask_shape=["surgical"] * n_probes,
+        p_source=[f"x{i}" for i in range(n_probes)],
+        p_mask_family={"masked": ["surgical"] * n_probes},
         sets={"unmasked": {"emb": probes, "ok": ok}, "masked": {"emb": probes, "ok": ok}},
     )
     return data, probes
@@ -180,6 +181,7 @@ def test_summarise_on_random_embeddings_is_complete():
     data, _ = _random_data(n_people=8, n_probes=40)
     res = rec.summarise(data, k=1, synthetic_masks=2, seed=0, probe_face_px=None, open_set=True,
                         calibration_people=0.5, calibration_fpir=0.05)
+    assert set(res["closed_set"]["masked"]["plain"]["by_mask"]) == {"surgical"}
     for name in ("unmasked", "masked"):
         assert set(res["closed_set"][name]) == set(rec.SCHEMES)
         assert set(res["open_set"][name]) == set(rec.SCHEMES)
@@ -214,7 +216,7 @@ def test_small_run_on_lfw(datasets, tmp_path):
     assert on_disk["people"] == res["people"] == 12
     assert res["enrolment"]["templates"] == 12 * 2 * 5
     probes = res["probes"]
-    assert set(probes) == {"unmasked", "masked", "unmasked_48px", "masked_48px"}
+    assert set(probes) == {"unmasked", "masked", "masked_seen", "unmasked_48px", "masked_48px"}
     for p in probes.values():
         assert p["photos"] == 12 * 8
         assert p["detected"] + p["failed_to_detect"] == p["photos"]
@@ -229,3 +231,6 @@ def test_small_run_on_lfw(datasets, tmp_path):
     thr = res["recommended_thresholds"]["mask_aware"]
     assert 0.2 < thr["threshold"] < 0.8 and 0.2 < thr["masked_threshold"] < 0.8
     assert "## Targets" in md and "masked TAR at FAR 1e-3" in md and "Open set" in md
+    assert "configurations" not in res and "## Side by side" not in md  # no student: SFace alone
+    assert set(res["mask_families"]["masked"]) == {"n95", "template:KN95"}
+    assert set(res["closed_set"]["masked_seen"]) == set(rec.SCHEMES)

