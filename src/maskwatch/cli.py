@@ -73,6 +73,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = sub.add_parser(
+        "train-embedder",
+        help="distil a mask-invariant face embedder from SFace and write a run report",
+        description="Train a student of SFace whose embedding of a masked face lands where SFace puts "
+        "the same face unmasked (so it matches the templates SFace made). Reads lfw-train, "
+        "mask-classification/without_mask and identity-examples from --datasets; caches crops and "
+        "features in --out/cache and resumes from --out/checkpoint.pt when run again with the same "
+        "settings. Writes student.onnx, report.md (with a model card), history.json, metadata.json "
+        "and curves.png into --out.",
+    )
+    p.add_argument("--datasets", default="../shared/datasets", help="the shared datasets folder")
+    p.add_argument("--out", required=True, help="run folder (created; an earlier run there is resumed)")
+    p.add_argument("--mask-templates", help="MaskTheFace-style template folder (default: DATASETS/mask-templates "
+                   "when present); the held-out families are never used")
+    p.add_argument("--masks-per-face", type=int, default=4, help="synthetic masks per photo (default 4)")
+    p.add_argument("--below-nose", type=float, default=0.2, help="share of masks below the nose (default 0.2)")
+    p.add_argument("--cut-unit", type=int, default=24,
+                   help="first of SFace's 27 Conv units that trains; the ones before are frozen (default 24)")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=64, help="faces per step (each masked and plain)")
+    p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (cosine schedule)")
+    p.add_argument("--plain-weight", type=float, default=0.5, help="weight of the unmasked term of the loss")
+    p.add_argument("--limit", type=int, default=0, help="use at most this many photos (0 = all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="worker processes and torch threads")
+    _add_common(p)
+
+    p = sub.add_parser(
         "train",
         help="train the mask classifier by transfer learning and write a run report",
         description="Train a 3-class mask classifier (with_mask, without_mask, mask_incorrect) on any mix "
@@ -131,8 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", choices=("yunet", "ssd", "hog"), default="yunet",
                    help="detector: yunet or ssd for --task detection; yunet or hog (dlib's HOG, "
                    "[dlib] extra) for --task recognition")
-    p.add_argument("--embedder", choices=("sface", "dlib"), default="sface",
-                   help="embedder for --task recognition (dlib: dlib's ResNet from face_recognition, [dlib] extra)")
+    p.add_argument("--embedder", default="sface", metavar="{sface,dlib,FILE.onnx}",
+                   help="embedder for --task recognition (dlib: dlib's ResNet from "
+                   "face_recognition, [dlib] extra); an .onnx file: a student embedder with "
+                   "SFace's interface, evaluated beside SFace on the same faces")
     _add_common(p)
 
     people = sub.add_parser(
@@ -390,6 +419,40 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     )
     if frames == 0:
         raise UserError("no readable frames")
+    return 0
+
+
+def cmd_train_embedder(args: argparse.Namespace) -> int:
+    try:
+        from maskwatch.train.embedder import EmbedderTrainConfig, train_embedder
+    except ImportError as exc:
+        raise UserError(f"training needs the [train] extra ({exc.name} missing): pip install 'maskwatch[train]'") from exc
+    datasets = Path(args.datasets)
+    if not datasets.is_dir():
+        raise UserError(f"{datasets}: no such folder")
+    templates = Path(args.mask_templates) if args.mask_templates else datasets / "mask-templates"
+    if args.mask_templates and not templates.is_dir():
+        raise UserError(f"{templates}: no such folder")
+    if not 0.0 <= args.below_nose <= 1.0:
+        raise UserError("--below-nose must be between 0 and 1")
+    for name in ("masks_per_face", "epochs", "batch_size", "threads"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    config = EmbedderTrainConfig(
+        datasets=datasets, out=Path(args.out), mask_templates=templates if templates.is_dir() else None,
+        masks_per_face=args.masks_per_face, below_nose=args.below_nose, cut_unit=args.cut_unit,
+        epochs=args.epochs, batch=args.batch_size, lr=args.lr, plain_weight=args.plain_weight,
+        limit=args.limit, seed=args.seed, threads=args.threads, progress=not args.quiet,
+    )
+    try:
+        res = train_embedder(config)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    b, base = res["best"], res["teacher_on_validation"]
+    print(f"best epoch {b['epoch']}: validation masked rank-1 {100 * b['val_masked_rank1']:.2f}% "
+          f"(SFace {100 * base['val_masked_rank1']:.2f}%), masked cos {b['val_masked_cos']:.4f} "
+          f"(SFace {base['val_masked_cos']:.4f})")
+    print(f"student: {Path(args.out) / 'student.onnx'}; report: {Path(args.out) / 'report.md'}")
     return 0
 
 
@@ -727,15 +790,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluation_student(embedder: str) -> Any:
+    """The student embedder that ``--embedder FILE.onnx`` names, loaded and checked to
+    be comparable with SFace; None for ``sface`` and ``dlib``."""
+    from maskwatch.evaluate.recognition import check_student
+    from maskwatch.models.embedder import EMBEDDERS, SFACE_NAME, create_embedder, is_embedder_file
+
+    if not is_embedder_file(embedder):
+        if embedder not in EMBEDDERS:
+            raise UserError(f"--embedder {embedder!r}: choose {', '.join(EMBEDDERS)} "
+                            "or an .onnx file")
+        return None
+    try:
+        student = create_embedder(embedder)  # FileNotFoundError: reported as it is
+        check_student(student, SFACE_NAME)
+    except (ValueError, ImportError) as exc:
+        raise UserError(str(exc)) from exc
+    return student
+
+
 def _evaluate_recognition(args: argparse.Namespace) -> int:
     from maskwatch.evaluate.recognition import evaluate_recognition, summary_lines
     from maskwatch.models.dlib_embedder import DlibUnavailable, load_face_recognition
 
+    student = _evaluation_student(args.embedder)
+    embedder = "sface" if student is not None else args.embedder
     if len(args.sources) != 1:
         raise UserError("recognition takes one folder with one sub-folder of photos per person")
     if args.detector not in ("yunet", "hog"):
         raise UserError("recognition needs a detector that gives landmarks: --detector yunet or hog")
-    if args.embedder == "dlib" or args.detector == "hog":
+    if embedder == "dlib" or args.detector == "hog":
         try:
             load_face_recognition()
         except DlibUnavailable as exc:
@@ -746,7 +830,8 @@ def _evaluate_recognition(args: argparse.Namespace) -> int:
     res = evaluate_recognition(
         root, args.out, k=args.k, seed=args.seed, probe_face_px=args.probe_face_px or None,
         mask_templates=args.mask_templates, progress=not args.quiet,
-        limit_people=args.max_per_source, embedder=args.embedder, detector=args.detector,
+        limit_people=args.max_per_source, embedder=embedder, detector=args.detector,
+        student=student,
     )
     for line in summary_lines(res):
         print(line)
@@ -816,7 +901,8 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args)
     from maskwatch.ops.image import ImageError
 
-    handlers = {"analyze": cmd_analyze, "train": cmd_train, "evaluate": cmd_evaluate, "bench": cmd_bench,
+    handlers = {"analyze": cmd_analyze, "train": cmd_train,
+                "train-embedder": cmd_train_embedder, "evaluate": cmd_evaluate, "bench": cmd_bench,
                 "people": cmd_people, "serve": cmd_serve, "events": cmd_events}
     from maskwatch.gallery import GalleryError
     from maskwatch.train.data import DataError  # numpy/OpenCV only: no [train] extra needed
