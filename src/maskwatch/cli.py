@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from maskwatch import __version__
+from maskwatch.config import DEFAULT_MAX_PIXELS, DEFAULT_RETENTION_DAYS
 
 log = logging.getLogger("maskwatch")
 
@@ -61,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: accurate for images and folders, live for video)")
     p.add_argument("--no-track", action="store_true", help="run every stage on every face of every frame")
     p.add_argument("--min-score", type=float, help="face detector confidence threshold (yunet)")
-    p.add_argument("--max-pixels", type=int, default=64_000_000, help="refuse images larger than this many pixels")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS // 10**6} M)")
     p.add_argument("--max-retries", type=int, default=None,
                    help="reconnection attempts for a camera or URL that drops (default: forever)")
     p.add_argument("--db", help="recognise people from this gallery (SQLite path or mongodb://...); "
@@ -234,9 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: gallery.sqlite3 in your data folder)")
     p.add_argument("--source", action="append", default=[], metavar="SOURCE",
                    help="server-side camera index, video file or rtsp/http URL (repeatable)")
-    p.add_argument("--retention-days", type=float, default=30.0, help="delete events older than this (default 30)")
+    p.add_argument("--retention-days", type=float, default=DEFAULT_RETENTION_DAYS,
+                   help=f"delete events older than this (default {DEFAULT_RETENTION_DAYS:g})")
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload, MB (default 10)")
-    p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest accepted image, pixels (default 40M)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help=f"largest accepted image, pixels (default {DEFAULT_MAX_PIXELS // 10**6} M)")
     p.add_argument("--embedder", choices=("sface", "dlib"), default="sface",
                    help="face embedder for recognition and enrolment (default sface; dlib: dlib's ResNet, "
                    "needs the [dlib] extra); people enrolled with another embedder are not recognised")
@@ -649,8 +653,8 @@ def _add_events_parser(sub: Any) -> None:
             q.add_argument("--offset", type=int, default=0, help="events to skip")
             q.add_argument("--json", action="store_true", help="one JSON object per line")
         if name == "purge":
-            q.add_argument("--older-than-days", type=float, default=30.0,
-                           help="delete events that ended more than this many days ago (default 30)")
+            q.add_argument("--older-than-days", type=float, default=DEFAULT_RETENTION_DAYS,
+                           help=f"delete events that ended more than this many days ago (default {DEFAULT_RETENTION_DAYS:g})")
         if name == "stats":
             q.add_argument("--bucket", default="1h", help="bucket width: 15m, 1h, 1d... (default 1h)")
 

@@ -1,4 +1,4 @@
-"""Settings shared by the command line and the web app.
+"""Settings shared by the command line and the web app: each default is set here once.
 
 Recognition thresholds are SFace cosine similarities (-1..1; higher is stricter), set by
 ``maskwatch evaluate --task recognition`` on LFW: the lowest values that named at most
@@ -7,6 +7,12 @@ unmasked and 87.7% of known masked probes named right).
 """
 
 from __future__ import annotations
+
+#: Limit on decoded pixels (width * height), for files and uploads alike: a 40-megapixel
+#: photo (at most 7 bytes a pixel while decoding: under 300 MB).
+DEFAULT_MAX_PIXELS = 40_000_000
+#: Events older than this many days are deleted (the store's retention).
+DEFAULT_RETENTION_DAYS = 30.0
 
 #: Operating threshold for unmasked probes (cosine similarity).
 DEFAULT_THRESHOLD = 0.422

@@ -1,4 +1,4 @@
-"""The event record and its constants, in a module that imports only :mod:`maskwatch.types`.
+"""The event record and its constants; imports only :mod:`maskwatch.types` and :mod:`maskwatch.config`.
 
 An :class:`Event` is one face track from its appearance to its end. The stores
 (:mod:`maskwatch.gallery`) keep events and the event writer (:mod:`maskwatch.events`)
@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from maskwatch.config import DEFAULT_RETENTION_DAYS as DEFAULT_RETENTION_DAYS  # re-exported
 from maskwatch.types import MASK_CLASSES
 
 #: ``identity=UNKNOWN`` (or ``""``) in :meth:`Gallery.query_events` selects unknown faces.
@@ -19,8 +20,6 @@ from maskwatch.types import MASK_CLASSES
 UNKNOWN = "<unknown>"
 #: ``mask_state=UNCLASSIFIED`` selects events whose mask state was never classified.
 UNCLASSIFIED = "unclassified"
-#: Default retention of events, in days.
-DEFAULT_RETENTION_DAYS = 30.0
 
 
 @dataclass

@@ -33,7 +33,7 @@ def test_analyze_a_huge_image_exits_2_with_one_line(tmp_path, size):
     huge = tmp_path / "huge.png"
     huge.write_bytes(bomb_png(*size))
     line = _one_line(run_cli("analyze", str(huge), "--quiet"))
-    assert "huge.png" in line and f"{size[0] * size[1]:,} pixels is over the limit of 64,000,000 pixels" in line
+    assert "huge.png" in line and f"{size[0] * size[1]:,} pixels is over the limit of 40,000,000 pixels" in line
 
 
 def test_analyze_folder_reports_the_huge_image_and_goes_on(datasets, tmp_path):

@@ -23,8 +23,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-#: Default limit on decoded pixels (width * height): about a 64-megapixel photo.
-DEFAULT_MAX_PIXELS = 64_000_000
+from maskwatch.config import DEFAULT_MAX_PIXELS as DEFAULT_MAX_PIXELS  # one default, set there
+
 #: Shortest side, in pixels, of an image worth looking for faces in (YuNet finds
 #: faces from about 10 px); smaller ones are refused by the analysis sources.
 MIN_FACE_IMAGE_SIDE = 8

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from maskwatch.config import DEFAULT_MAX_PIXELS, DEFAULT_RETENTION_DAYS
+
 
 def default_home() -> Path:
     """The maskwatch data folder: where the default gallery and the admin secret live.
@@ -74,8 +76,8 @@ class WebSettings:
     admin_password: str | None = None
     max_upload_bytes: int = 10 * 1024 * 1024
     max_upload_files: int = 20
-    max_pixels: int = 40_000_000
-    retention_days: float = 30.0
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    retention_days: float = DEFAULT_RETENTION_DAYS
     embedder: str = "sface"
     threshold: float | None = None
     masked_threshold: float | None = None
