@@ -5,9 +5,11 @@ YuNet beforehand: the time of ``SFaceEmbedder.embed`` (alignment included) for o
 face per call, and per face when ``--group`` faces go in one call (OpenVINO and onnxruntime run
 them as one batch, OpenCV one by one). The configurations take turns photo by photo,
 so that other work on the machine slows them alike; also printed: the load time of
-each embedder and the least cosine between the backends' embeddings.
+each embedder and the least cosine between the backends' embeddings. The masked-face
+student (``--student``, default the shipped one) is timed beside SFace in OpenVINO and
+onnxruntime: it is SFace's graph with other weights, so it should cost the same.
 
-    python benchmarks/bench_embedder.py [--photos 60] [--rounds 3] [--group 6]
+    python benchmarks/bench_embedder.py [--photos 60] [--rounds 3] [--group 6] [--student FILE|none]
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ def main() -> None:
     ap.add_argument("--photos", type=int, default=60)
     ap.add_argument("--rounds", type=int, default=3, help="passes over the photos per configuration")
     ap.add_argument("--group", type=int, default=6, help="faces per call in the batched measurement")
+    ap.add_argument("--student", default=None, help="student .onnx to time too (default: the shipped one; "
+                    "'none': SFace only)")
     ap.add_argument("--datasets", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from maskwatch.models.detector import create_detector
-    from maskwatch.models.embedder import SFaceEmbedder
+    from maskwatch.models.embedder import SFaceEmbedder, masked_student_path
     from maskwatch.ops.image import read_image
     from maskwatch.types import Faces
 
@@ -62,13 +66,19 @@ def main() -> None:
              platform.processor() or platform.machine(), platform.python_version(), os.cpu_count() or 0,
              " ".join(load), len(pairs), args.rounds)
 
+    student = None if args.student == "none" else Path(args.student) if args.student else masked_student_path()
     configs = [(b, t) for b in ("openvino", "onnxruntime", "opencv") for t in (1, 2)]
+    if student is not None and student.is_file():
+        configs += [(f"student-{b}", t) for b in ("openvino", "onnxruntime") for t in (1, 2)]
     embedders = {}
     for backend, threads in configs:
         cv2.setNumThreads(threads)
         t0 = time.perf_counter()
-        embedders[backend, threads] = SFaceEmbedder(backend=backend, threads=threads)
-        log.info("load %-11s %d thread(s): %6.0f ms", backend, threads, (time.perf_counter() - t0) * 1e3)
+        if backend.startswith("student-"):
+            embedders[backend, threads] = SFaceEmbedder(model_path=student, backend=backend[8:], threads=threads)
+        else:
+            embedders[backend, threads] = SFaceEmbedder(backend=backend, threads=threads)
+        log.info("load %-19s %d thread(s): %6.0f ms", backend, threads, (time.perf_counter() - t0) * 1e3)
 
     ref = [embedders["opencv", 1].embed(im, f) for im, f in pairs]
     for backend in ("openvino", "onnxruntime"):
@@ -101,7 +111,7 @@ def main() -> None:
 
     log.info("ms per face (alignment included)     one face per call        %d faces per call", len(group_faces))
     for c in configs:
-        log.info("%-11s %d thread(s)               %s     %s", c[0], c[1], stats(one[c]), stats(many[c]))
+        log.info("%-19s %d thread(s)       %s     %s", c[0], c[1], stats(one[c]), stats(many[c]))
     with open("/proc/loadavg") as fh:
         log.info("load average after: %s", " ".join(fh.read().split()[:3]))
 

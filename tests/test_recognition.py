@@ -32,6 +32,23 @@ def test_identify(matcher, probe, masked, expected):
     assert -1.0 <= sim <= 1.0
 
 
+@pytest.mark.parametrize("approximate", [False, None])
+def test_masked_probes_against_plain_templates_keep_the_masked_threshold(matcher, approximate):
+    # The masked-face student maps a masked face onto the plain templates.
+    m = EmbeddingMatcher(matcher.names, matcher.embeddings, matcher.masked, threshold=0.8,
+                         masked_threshold=0.7, approximate=approximate)
+    probe = unit([[0, 1, 0.1]])
+    assert m.identify(probe, np.array([True]))[0][0] is None  # masked templates: only ann's
+    [(name, sim)] = m.identify(probe, np.array([True]), masked_templates=False)
+    assert name == "bob" and sim == pytest.approx(float(unit([0, 1, 0.1]) @ unit([0, 1, 0])), abs=1e-6)
+    # ann's masked template is not searched: the plain one (cos 0.74) is the best, and the
+    # masked threshold (0.7) names her, where the unmasked one (0.8) would not
+    probe = unit([[0.74, 0.0, 0.6726]])
+    [(name, sim)] = m.identify(probe, np.array([True]), masked_templates=False)
+    assert name == "ann" and sim == pytest.approx(0.74, abs=1e-3)
+    assert m.identify(probe, np.array([False]))[0][0] is None
+
+
 def test_empty_gallery_and_empty_probes():
     m = EmbeddingMatcher.from_arrays([], np.zeros((0, 3), np.float32))
     assert m.identify(unit([[1, 0, 0]]), np.array([False])) == [(None, 0.0)]

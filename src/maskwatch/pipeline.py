@@ -334,6 +334,11 @@ class Pipeline:
 
     def _identify(self, image: np.ndarray, faces: Faces, masked: np.ndarray) -> list[tuple[str | None, float]]:
         assert self.embedder is not None and self.matcher is not None
+        if getattr(self.embedder, "mask_aware", False):
+            # A masked face goes to the student, whose embedding lands where SFace puts the
+            # face unmasked: it is matched against the plain templates.
+            embeddings = self.embedder.embed(image, faces, masked=masked)  # type: ignore[call-arg]
+            return self.matcher.identify(embeddings, masked, masked_templates=False)  # type: ignore[call-arg]
         return self.matcher.identify(self.embedder.embed(image, faces), masked)
 
 

@@ -156,11 +156,11 @@ class EmbeddingMatcher:
         t = self._unit if templates is None else self._unit[templates]
         return p @ t.T
 
-    def _selection(self, masked_probe: bool) -> str:
+    def _selection(self, masked_probe: bool, masked_templates: bool = True) -> str:
         """Which templates a probe is compared with: "masked", "plain" or "all"."""
-        if masked_probe and self.masked.any():
+        if masked_probe and masked_templates and self.masked.any():
             return "masked"
-        if not masked_probe and (~self.masked).any():
+        if (not masked_probe or not masked_templates) and (~self.masked).any():
             return "plain"
         return "all"
 
@@ -193,11 +193,15 @@ class EmbeddingMatcher:
         the index when it is due and not built yet)."""
         return len(self) > 0 and self._index_for(self._selection(masked)) is not None
 
-    def identify(self, embeddings: np.ndarray, masked: np.ndarray) -> list[tuple[str | None, float]]:
+    def identify(self, embeddings: np.ndarray, masked: np.ndarray, *,
+                 masked_templates: bool = True) -> list[tuple[str | None, float]]:
         """Best person per probe: ``(name, similarity)``, name None below the threshold.
 
         Masked probes are compared with masked templates and unmasked ones with plain
-        templates when the gallery has both kinds; otherwise with all templates.
+        templates when the gallery has both kinds; otherwise with all templates. With
+        ``masked_templates=False`` masked probes are compared with the plain templates
+        too (an embedder that maps masked faces onto plain ones: the masked-face
+        student), still with ``masked_threshold``.
         Exact up to ``approx_min_templates`` templates of the kind searched, then
         approximate (see :class:`ApproximateIndex`).
         """
@@ -207,16 +211,16 @@ class EmbeddingMatcher:
         if len(self) == 0:
             return [(None, 0.0)] * len(embeddings)
         masked = np.asarray(masked, bool).reshape(-1)
-        keys = [self._selection(bool(m)) for m in masked]
+        keys = [self._selection(bool(m), masked_templates) for m in masked]
         if any(self._index_for(k) is not None for k in set(keys)):
             return self._identify_indexed(embeddings, masked, keys)
         sims_all = self.similarities(embeddings)
         has_masked, has_plain = self.masked.any(), (~self.masked).any()
         for i in range(len(embeddings)):
             sel = np.ones(len(self), bool)
-            if masked[i] and has_masked:
+            if masked[i] and masked_templates and has_masked:
                 sel = self.masked
-            elif not masked[i] and has_plain:
+            elif (not masked[i] or not masked_templates) and has_plain:
                 sel = ~self.masked
             sims = np.where(sel, sims_all[i], -np.inf)
             j = int(np.argmax(sims))

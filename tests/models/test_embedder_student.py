@@ -163,3 +163,98 @@ def test_missing_and_broken_files_give_one_clear_error(tmp_path):
         create_embedder(str(broken))
     with pytest.raises(ValueError, match="unknown embedder"):
         create_embedder("arcface")
+
+
+def _changed_student(path: Path) -> Path:
+    """A student whose Gemm weights differ from SFace's (each input column scaled), so
+    that its embeddings can be told apart from SFace's."""
+    from onnx import numpy_helper
+
+    model = onnx.load_from_string(sface_fp32_model(sface_model_path()))
+    gemm = next(n for n in model.graph.node if n.op_type == "Gemm")
+    init = next(t for t in model.graph.initializer if t.name == gemm.input[1])
+    w = numpy_helper.to_array(init)
+    init.CopyFrom(numpy_helper.from_array(w * np.linspace(0.3, 1.7, w.shape[1], dtype=np.float32), init.name))
+    for key, value in STUDENT_META.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+    return path
+
+
+def test_mask_aware_embedder_sends_masked_faces_to_the_student(crops, tmp_path):
+    from maskwatch.models.embedder import MaskAwareEmbedder
+
+    sface = SFaceEmbedder(backend="onnxruntime", threads=1)
+    student = SFaceEmbedder(model_path=_changed_student(tmp_path / "s.onnx"), backend="onnxruntime", threads=1)
+    both = MaskAwareEmbedder(sface, student)
+    assert (both.name, both.version) == (sface.name, sface.version)  # SFace's templates, no re-enrolment
+    masked = np.arange(len(crops)) % 3 == 0
+    got = both.embed_aligned(crops, masked)
+    plain, changed = sface.embed_aligned(crops), student.embed_aligned(crops)
+    assert np.allclose(got[masked], changed[masked], atol=1e-5)
+    assert np.allclose(got[~masked], plain[~masked], atol=1e-5)
+    assert np.max(np.sum(plain[masked] * changed[masked], axis=1)) < 0.999  # the two really differ
+    assert np.allclose(both.embed_aligned(crops), plain, atol=1e-5)  # no mask labels: SFace (enrolment)
+    with pytest.raises(ValueError, match="flags"):
+        both.embed_aligned(crops, masked[:-1])
+
+
+def test_mask_aware_embedder_refuses_a_student_of_another_space(tmp_path):
+    from maskwatch.models.embedder import MaskAwareEmbedder
+
+    other = write_student(tmp_path / "o.onnx", meta={**STUDENT_META, META_SPACE: "dlib-resnet"})
+    with pytest.raises(ValueError, match="space"):
+        MaskAwareEmbedder(SFaceEmbedder(backend="onnxruntime"), SFaceEmbedder(model_path=other))
+
+
+def test_the_engine_embeds_masked_faces_with_the_shipped_student():
+    from maskwatch.config import DEFAULT_MASKED_THRESHOLD, DEFAULT_THRESHOLD, STUDENT_MASKED_THRESHOLD
+    from maskwatch.models.embedder import (
+        MaskAwareEmbedder,
+        engine_embedder,
+        engine_thresholds,
+        masked_student_path,
+    )
+
+    path = masked_student_path()
+    assert path.is_file() and path.stat().st_size < 20e6  # shipped with the package
+    both = engine_embedder("sface")
+    assert isinstance(both, MaskAwareEmbedder)
+    assert (both.masked.name, both.masked.space, both.name) == ("sface-masked-student", SFACE_NAME, SFACE_NAME)
+    assert engine_thresholds("sface", both) == (DEFAULT_THRESHOLD, STUDENT_MASKED_THRESHOLD)
+    alone = engine_embedder("sface", "sface")
+    assert isinstance(alone, SFaceEmbedder)
+    assert engine_thresholds("sface", alone) == (DEFAULT_THRESHOLD, DEFAULT_MASKED_THRESHOLD)
+    with pytest.raises(ValueError, match="masked-face embedder"):
+        engine_embedder("sface", "scarf")
+
+
+def test_the_pipeline_matches_a_masked_face_by_the_student_against_plain_templates(datasets, tmp_path):
+    from maskwatch.models.embedder import MaskAwareEmbedder
+    from maskwatch.ops.synthmask import MaskStyle, render_mask
+    from maskwatch.pipeline import Pipeline, PipelineConfig
+    from maskwatch.recognition import EmbeddingMatcher
+
+    root = datasets / "identity-examples" / "examples" / "knn_examples" / "train" / "obama"
+    sface = SFaceEmbedder(backend="onnxruntime", threads=1)
+    student = SFaceEmbedder(model_path=_changed_student(tmp_path / "s.onnx"), backend="onnxruntime", threads=1)
+    both = MaskAwareEmbedder(sface, student)
+    det = YuNetDetector()
+    enrol = read_image(root / "obama.jpg")
+    face = det.detect(enrol)[:1]
+    style = MaskStyle("surgical", (226, 196, 150), "pleats", 1.0, True)
+    masked_enrol = render_mask(enrol, face.landmarks[0], face.boxes[0], style=style)
+    templates = np.concatenate([sface.embed(enrol, face), sface.embed(masked_enrol, face)])
+    matcher = EmbeddingMatcher.from_arrays(["obama", "obama"], templates, [False, True],
+                                           threshold=-1.0, masked_threshold=-1.0)
+    probe = read_image(root / "obama2.jpg")
+    pface = det.detect(probe)[:1]
+    masked_probe = render_mask(probe, pface.landmarks[0], pface.boxes[0], style=style)
+    engine = Pipeline(PipelineConfig.accurate(), embedder=both, matcher=matcher)
+    result = engine.process(masked_probe)
+    assert result.mask_labels == ["with_mask"] and result.names == ["obama"]
+    found = result.faces[:1]
+    by_student = student.embed(masked_probe, found)[0] @ templates[0]  # against the plain template
+    assert result.similarities[0] == pytest.approx(float(by_student), abs=1e-4)
+    assert abs(float(sface.embed(masked_probe, found)[0] @ templates[1]) - float(by_student)) > 1e-3

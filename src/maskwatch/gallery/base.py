@@ -902,17 +902,18 @@ class LiveMatcher:
 
     # ------------------------------------------------------------------ the engine's side
 
-    def identify(self, embeddings: np.ndarray, masked: np.ndarray) -> list[tuple[str | None, float]]:
+    def identify(self, embeddings: np.ndarray, masked: np.ndarray, *,
+                 masked_templates: bool = True) -> list[tuple[str | None, float]]:
         """``(name or None, similarity)`` per embedding, as :meth:`EmbeddingMatcher.identify`;
         never reads the store (unless ``max_age_s`` is 0)."""
         if self._thread is None:
-            return self._identify_now(embeddings, masked)
+            return self._identify_now(embeddings, masked, masked_templates)
         if not self._looked.is_set():
             self._looked.wait(self.first_look_wait_s)
         m = self._current
         if m is None:
             return [(None, 0.0)] * len(embeddings)
-        return m.identify(embeddings, masked)
+        return m.identify(embeddings, masked, masked_templates=masked_templates)
 
     @property
     def current(self) -> EmbeddingMatcher | None:
@@ -952,7 +953,8 @@ class LiveMatcher:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(wait_s)
 
-    def _identify_now(self, embeddings: np.ndarray, masked: np.ndarray) -> list[tuple[str | None, float]]:
+    def _identify_now(self, embeddings: np.ndarray, masked: np.ndarray,
+                      masked_templates: bool = True) -> list[tuple[str | None, float]]:
         try:
             m = self.gallery.matcher(self.embedder, self.embedder_version, self.threshold,
                                      self.masked_threshold, max_age_s=self.max_age_s)
@@ -962,7 +964,7 @@ class LiveMatcher:
                 log.warning("%s; faces stay unrecognised until it is back", exc)
                 self._warned = True
             return [(None, 0.0)] * len(embeddings)
-        return m.identify(embeddings, masked)
+        return m.identify(embeddings, masked, masked_templates=masked_templates)
 
     # ------------------------------------------------------------------ the watcher thread
 

@@ -325,8 +325,109 @@ class SFaceEmbedder:
         return self.embed_aligned(self.align(image, faces))
 
 
+def masked_student_path() -> Path:
+    """Path of the student shipped with maskwatch (``train-embedder``'s run, see
+    ``docs/embedder/report.md``): SFace retrained so that a masked face lands where SFace
+    puts the same face unmasked. May be absent in a source tree without it."""
+    return Path(__file__).resolve().parents[1] / "weights" / "sface_masked_student.onnx"
+
+
+class MaskAwareEmbedder:
+    """SFace for unmasked faces and a student of SFace for masked ones.
+
+    The student's embeddings live in SFace's space, so both kinds are matched against
+    the same templates, which SFace made (enrolment calls :meth:`embed` without mask
+    labels: plain SFace). It carries SFace's ``name`` and ``version`` for that reason:
+    galleries enrolled before the student keep working, nothing is re-enrolled.
+
+    Args:
+        plain: the SFace embedder.
+        masked: an embedder whose ``space`` is ``plain``'s name (a student file).
+
+    Raises:
+        ValueError: ``masked`` does not live in ``plain``'s space.
+    """
+
+    mask_aware = True
+    dim = 128
+
+    def __init__(self, plain: SFaceEmbedder, masked: SFaceEmbedder) -> None:
+        if masked.space != plain.name:
+            raise ValueError(f"{masked.name}'s embeddings live in {masked.space}'s space, not {plain.name}'s")
+        self.plain = plain
+        self.masked = masked
+        self.name = plain.name
+        self.version = plain.version
+        self.space = plain.space
+        self.backend = plain.backend
+
+    def align(self, image: np.ndarray, faces: Faces) -> np.ndarray:
+        return self.plain.align(image, faces)
+
+    def embed_aligned(self, crops: np.ndarray, masked: np.ndarray | None = None) -> np.ndarray:
+        """Embeddings of aligned crops; rows where ``masked`` is True by the student."""
+        crops = np.asarray(crops)
+        if masked is None or not np.any(masked):
+            return self.plain.embed_aligned(crops)
+        masked = np.asarray(masked, bool).reshape(-1)
+        if len(masked) != len(crops):
+            raise ValueError(f"{len(masked)} mask flags for {len(crops)} faces")
+        out = np.zeros((len(crops), self.dim), np.float32)
+        if (~masked).any():
+            out[~masked] = self.plain.embed_aligned(crops[~masked])
+        out[masked] = self.masked.embed_aligned(crops[masked])
+        return out
+
+    def embed(self, image: np.ndarray, faces: Faces, masked: np.ndarray | None = None) -> np.ndarray:
+        """Embeddings (N, 128) of ``faces``; ``masked`` (N,) bool picks the student."""
+        return self.embed_aligned(self.align(image, faces), masked)
+
+
 #: Embedder names for ``--embedder``: SFace (default) and dlib's ResNet (face_recognition).
 EMBEDDERS = ("sface", "dlib")
+
+
+#: What embeds faces that wear a mask (``--masked-faces``): the shipped student of SFace,
+#: or SFace itself.
+MASKED_FACE_EMBEDDERS = ("student", "sface")
+
+
+def engine_embedder(name: str = "sface", masked_faces: str = "student", **kwargs: Any) -> Any:
+    """The embedder the engine identifies faces with.
+
+    ``name`` as for :func:`create_embedder`. For SFace with ``masked_faces="student"``
+    (the default) the result is a :class:`MaskAwareEmbedder`: faces the mask classifier
+    calls masked are embedded by the shipped student (:func:`masked_student_path`) and
+    matched against SFace's plain templates. Where the student cannot run (its file
+    missing, or only OpenCV's backend installed) SFace embeds every face, and a log line
+    says so. Enrolment needs no such choice: templates are always SFace's.
+    """
+    if masked_faces not in MASKED_FACE_EMBEDDERS:
+        raise ValueError(f"unknown masked-face embedder {masked_faces!r}; choose one of "
+                         f"{', '.join(MASKED_FACE_EMBEDDERS)}")
+    emb = create_embedder(name, **kwargs)
+    if name != "sface" or masked_faces == "sface":
+        return emb
+    path = masked_student_path()
+    if not path.is_file():
+        log.info("no masked-face student at %s: SFace embeds masked faces too", path)
+        return emb
+    if emb.backend == "opencv":
+        log.warning("the masked-face student runs in OpenVINO or onnxruntime (pip install onnx "
+                    "onnxruntime): SFace embeds masked faces too")
+        return emb
+    return MaskAwareEmbedder(emb, SFaceEmbedder(model_path=path, **kwargs))
+
+
+def engine_thresholds(name: str, embedder: Any) -> tuple[float, float]:
+    """``(threshold, masked_threshold)`` calibrated for the engine embedder ``embedder``
+    (from :func:`engine_embedder` with ``name``): with the masked-face student the masked
+    threshold is the one calibrated for its embeddings against plain templates."""
+    if getattr(embedder, "mask_aware", False):
+        from maskwatch.config import DEFAULT_THRESHOLD, STUDENT_MASKED_THRESHOLD
+
+        return DEFAULT_THRESHOLD, STUDENT_MASKED_THRESHOLD
+    return default_thresholds(name)
 
 
 def default_thresholds(name: str = "sface") -> tuple[float, float]:

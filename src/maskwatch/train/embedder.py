@@ -69,8 +69,9 @@ class EmbedderTrainConfig:
     """Settings of one distillation run (all saved in ``metadata.json``).
 
     Attributes:
-        datasets: the shared datasets folder (``lfw-train/``, ``mask-classification/``,
-            ``identity-examples/`` are read from it).
+        datasets: the shared datasets folder (``lfw-train/`` and the unmasked faces of
+            ``mask-classification/`` are read from it; ``identity-examples/`` is left out:
+            its people are the ones the recognition tests and the demo clip name).
         out: the run folder: cache, checkpoints, report and ``student.onnx``.
         mask_templates: MaskTheFace-style template folder (None: procedural masks only).
         masks_per_face: synthetic masks drawn per photo (cached).
@@ -78,6 +79,9 @@ class EmbedderTrainConfig:
         cut_unit: first Conv unit that trains (SFace has 27; 24 = the last 3 and the head).
         epochs, batch, lr, weight_decay: optimisation (Adam, cosine schedule).
         plain_weight: weight of the unmasked term of the loss.
+        anchor_weight: weight of a pull towards SFace's weights: the squared change of
+            the trained weights relative to their size (0: none).
+        train_head: train the Gemm head too (False: only the Conv units from ``cut_unit``).
         val_people: share of ``lfw-train`` people held out for validation.
         limit: use at most this many photos (0: all), for quick runs and tests.
         seed: every random choice (masks, split, batches).
@@ -88,21 +92,23 @@ class EmbedderTrainConfig:
     datasets: Path
     out: Path
     mask_templates: Path | None = None
-    masks_per_face: int = 4
+    masks_per_face: int = 5
     below_nose: float = 0.2
     cut_unit: int = 24
-    epochs: int = 8
+    epochs: int = 10
     batch: int = 64
-    lr: float = 2e-4
+    lr: float = 3e-4
     weight_decay: float = 0.0
     plain_weight: float = 0.5
+    anchor_weight: float = 0.0
+    train_head: bool = False
     val_people: float = 0.05
     limit: int = 0
     seed: int = 0
     threads: int = 2
     progress: bool = True
     sources: list[str] = field(default_factory=lambda: [
-        "lfw-train/images", "mask-classification/without_mask", "identity-examples/knn_examples/train"])
+        "lfw-train/images", "mask-classification/without_mask"])
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -114,7 +120,7 @@ class EmbedderTrainConfig:
 
 def training_photos(config: EmbedderTrainConfig) -> list[tuple[str, str]]:
     """``(path, group)`` of every training photo, sorted; ``group`` is the person for
-    folders of people (``lfw-train``, ``identity-examples``), the file otherwise.
+    folders of people (``lfw-train``), the file otherwise.
 
     Raises:
         ValueError: none of the source folders exists.
@@ -394,7 +400,13 @@ def train_embedder(config: EmbedderTrainConfig) -> dict[str, Any]:
 
     for node in net.nodes[:cut]:
         node.requires_grad_(False)
-    params = [p for node in net.nodes[cut:] for p in node.parameters()]
+    if not config.train_head:
+        for node in net.nodes:
+            if node.op == "Gemm":
+                node.requires_grad_(False)
+    params = [p for node in net.nodes[cut:] for p in node.parameters() if p.requires_grad]
+    start = [p.detach().clone() for p in params]
+    start_norm = float(sum(float((p * p).sum()) for p in start))
     opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(train_idx) / config.batch))
     total_steps = steps_per_epoch * config.epochs
@@ -473,6 +485,9 @@ def train_embedder(config: EmbedderTrainConfig) -> dict[str, Any]:
             lm = _cos_loss(tail(hm), target)
             lp = _cos_loss(tail(f_plain[idx]), target)
             loss = lm + config.plain_weight * lp
+            if config.anchor_weight > 0:
+                change = sum(((p - p0) ** 2).sum() for p, p0 in zip(params, start, strict=True))
+                loss = loss + config.anchor_weight * change / start_norm
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -591,7 +606,11 @@ def report_markdown(summary: dict[str, Any], history: dict[str, list[float]]) ->
         "",
         f"Command: `maskwatch train-embedder --datasets {c['datasets']} --out {c['out']}"
         + (f" --mask-templates {c['mask_templates']}" if c["mask_templates"] not in (None, "None") else "")
-        + f" --epochs {c['epochs']} --masks-per-face {c['masks_per_face']}`",
+        + f" --masks-per-face {c['masks_per_face']} --below-nose {c['below_nose']} --cut-unit {c['cut_unit']}"
+        + f" --epochs {c['epochs']} --batch-size {c['batch']} --lr {c['lr']} --plain-weight {c['plain_weight']}"
+        + (" --train-head" if c["train_head"] else "")
+        + (f" --anchor-weight {c['anchor_weight']}" if c["anchor_weight"] else "")
+        + f" --seed {c['seed']}`",
         "",
         f"Photos {summary['photos']}, faces found {summary['faces']} (training {summary['train_faces']}, "
         f"validation {summary['val_faces']} of people held out of lfw-train); {summary['masks_per_face']} "
@@ -599,9 +618,12 @@ def report_markdown(summary: dict[str, Any], history: dict[str, list[float]]) ->
         f"{100 * c['below_nose']:.0f}% below the nose; masked faces detected again: "
         f"{summary['masked_redetected']} of {summary['masked_total']}.",
         "",
-        f"Trained: Conv units {summary['cut_unit']}-26 and the head ({summary['trainable_parameters']:,} "
-        f"parameters), the front frozen and cached; Adam lr {c['lr']}, cosine schedule, batch {c['batch']}, "
-        f"loss = masked + {c['plain_weight']} x plain (1 - cos to SFace's plain embedding).",
+        f"Trained: Conv units {summary['cut_unit']}-26" + (" and the Gemm head" if c["train_head"] else "")
+        + f" ({summary['trainable_parameters']:,} parameters), the front frozen and cached; Adam lr {c['lr']}, "
+        f"cosine schedule, batch {c['batch']}, loss = masked + {c['plain_weight']} x plain (1 - cos to "
+        f"SFace's plain embedding)"
+        + (f" + {c['anchor_weight']} x the squared relative change of the weights" if c["anchor_weight"] else "")
+        + ".",
         "",
         f"Time on {summary['machine']['cpu_count']} cores: crops {summary['crops_seconds']:.0f} s, "
         f"features {summary['features_seconds']:.0f} s, training {summary['train_seconds']:.0f} s.",
@@ -631,7 +653,7 @@ def report_markdown(summary: dict[str, Any], history: dict[str, list[float]]) ->
         "(MobileFaceNet-style, 128-d), whose embeddings are comparable with SFace 2021dec's "
         f"(`{TEACHER_NAME}`): meant for faces wearing a mask, matched against templates SFace made.",
         "- **Trained on:** LFW people with fewer than 10 photos (`lfw-train`, none in `lfw-identities`), "
-        "unmasked faces of `mask-classification/without_mask` and `identity-examples`, with synthetic masks "
+        "unmasked faces of `mask-classification/without_mask`, with synthetic masks "
         "(procedural and MaskTheFace templates) drawn by maskwatch; no identity labels.",
         "- **Evaluated by:** `maskwatch evaluate --task recognition --embedder student.onnx` on "
         "`lfw-identities` with mask families training never used.",

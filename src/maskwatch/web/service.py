@@ -129,7 +129,7 @@ class EngineService:
 
     def _load_models(self) -> None:
         from maskwatch.enrol import enrolment_detector
-        from maskwatch.models.embedder import create_embedder
+        from maskwatch.models.embedder import engine_embedder
         from maskwatch.models.mask_classifier import MaskClassifier
         from maskwatch.pipeline import Pipeline, PipelineConfig
 
@@ -139,10 +139,10 @@ class EngineService:
         self.photo_detector = accurate.make_detector()
         self.enrol_detector = enrolment_detector()
         self.classifier = MaskClassifier()
-        self.embedder = create_embedder(self.settings.embedder)
+        self.embedder = engine_embedder(self.settings.embedder, self.settings.masked_faces)
         # The templates are read by the matcher's own thread, never by this one.
         self.matcher = self.gallery.live_matcher(self.embedder.name, self.embedder.version,
-                                                 *self.settings.resolved_thresholds(),
+                                                 *self.settings.resolved_thresholds(self.embedder),
                                                  max_age_s=STAMP_POLL_S, on_change=self._templates_changed)
         self.photo_pipeline = Pipeline(accurate, detector=self.photo_detector, classifier=self.classifier,
                                        embedder=self.embedder, matcher=self.matcher)

@@ -6,6 +6,7 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from maskwatch.config import DEFAULT_MAX_PIXELS, DEFAULT_RETENTION_DAYS
 
@@ -49,6 +50,8 @@ class WebSettings:
         embedder: face embedder for recognition and enrolment, ``"sface"`` or
             ``"dlib"`` (dlib's ResNet from face_recognition; needs the ``[dlib]`` extra). Templates of one
             embedder are never matched against another's.
+        masked_faces: what embeds faces wearing a mask with SFace: ``"student"`` (the
+            shipped student of SFace, matched against SFace's templates) or ``"sface"``.
         threshold, masked_threshold: recognition thresholds (cosine similarity; None:
             the ones calibrated for ``embedder``).
         max_live_clients: live WebSocket sessions served at once; more are refused.
@@ -79,6 +82,7 @@ class WebSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     retention_days: float = DEFAULT_RETENTION_DAYS
     embedder: str = "sface"
+    masked_faces: str = "student"
     threshold: float | None = None
     masked_threshold: float | None = None
     max_live_clients: int = 16
@@ -115,11 +119,13 @@ class WebSettings:
                 names.add(f"[{h}]" if ":" in h and not h.startswith("[") else h)
         return frozenset(names)
 
-    def resolved_thresholds(self) -> tuple[float, float]:
-        """``(threshold, masked_threshold)``: the ones given, else the embedder's."""
-        from maskwatch.models.embedder import default_thresholds
+    def resolved_thresholds(self, embedder: Any = None) -> tuple[float, float]:
+        """``(threshold, masked_threshold)``: the ones given, else those calibrated for
+        the engine embedder ``embedder`` (None: for :attr:`embedder` alone)."""
+        from maskwatch.models.embedder import default_thresholds, engine_thresholds
 
-        thr, mthr = default_thresholds(self.embedder)
+        thr, mthr = (default_thresholds(self.embedder) if embedder is None
+                     else engine_thresholds(self.embedder, embedder))
         return (thr if self.threshold is None else self.threshold,
                 mthr if self.masked_threshold is None else self.masked_threshold)
 
