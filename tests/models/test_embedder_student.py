@@ -209,7 +209,11 @@ def test_mask_aware_embedder_refuses_a_student_of_another_space(tmp_path):
 
 
 def test_the_engine_embeds_masked_faces_with_the_shipped_student():
-    from maskwatch.config import DEFAULT_MASKED_THRESHOLD, DEFAULT_THRESHOLD, STUDENT_MASKED_THRESHOLD
+    from maskwatch.config import (
+        DEFAULT_MASKED_THRESHOLD,
+        DEFAULT_THRESHOLD,
+        STUDENT_MASKED_THRESHOLD,
+    )
     from maskwatch.models.embedder import (
         MaskAwareEmbedder,
         engine_embedder,
