@@ -190,7 +190,12 @@ def test_enrolment_waiting_on_a_locked_sqlite_file_does_not_stall_live_frames(tm
         assert during >= MIN_RATIO * (before + after) / 2, rates
         assert answer.get("status") == 201, answer
         assert answer["at"] >= released[0] - 0.05, "the enrolment did not wait for the lock"
-        seen = _names(live.send(frames[:30]))
+        seen: set[str] = set()
+        for k in range(0, len(frames), 10):  # the stream looks faces up again on the change
+            seen |= _names(live.send(frames[k:k + 10]))
+            if "Lin" in seen:
+                break
+        print(f"named after {k + 10} frames")
         assert "Lin" in seen, seen
 
 
