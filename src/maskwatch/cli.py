@@ -252,9 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedder", choices=("sface", "dlib"), default="sface",
                    help="face embedder for recognition and enrolment (default sface; dlib: dlib's ResNet, "
                    "needs the [dlib] extra); people enrolled with another embedder are not recognised")
-    p.add_argument("--masked-faces", choices=("student", "sface"), default="sface",
-                   help="with sface: what embeds faces wearing a mask (default sface: SFace itself; student: "
-                   "the shipped student of SFace, matched against SFace's templates, no re-enrolment)")
+    p.add_argument("--masked-faces", choices=("student", "sface"), default="student",
+                   help="with sface: what embeds faces wearing a mask (default student: the shipped student "
+                   "of SFace, matched against SFace's templates, no re-enrolment; sface: SFace itself)")
     p.add_argument("--private", action=argparse.BooleanOptionalAction, default=None,
                    help="watching (live page, streams, /api/analyze) needs the admin login too; default: "
                    "private when --host is not a loopback address, open on this machine only")

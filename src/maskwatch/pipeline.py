@@ -4,8 +4,8 @@
 expensive ones run. With tracking on (the default for video), each face keeps a track
 id; its mask state is classified when the track appears and every
 ``classify_every`` frames after, smoothed over the track so labels do not flicker,
-and its identity is looked up when the track appears and every ``identify_every``
-frames. Without tracking (single photos), every stage runs on every face.
+and its identity is looked up when the track appears, then every ``identify_every``
+frames once named (every ``identify_unknown_every`` while unknown). Without tracking (single photos), every stage runs on every face.
 """
 
 from __future__ import annotations
@@ -66,6 +66,9 @@ class PipelineConfig:
             chroma distance plus half the lightness change, 8-bit Lab): a mask went on,
             off or down. 0 turns it off.
         identify_every: frames between identity look-ups of a tracked face.
+        identify_unknown_every: frames between look-ups of a tracked face that is still
+            unknown: a face first seen turning, blurred or half in the frame gets more
+            chances (a face nobody enrolled costs one embedding every this many frames).
         model: mask classifier ONNX file (None: the shipped one).
         threads: onnxruntime threads for the classifier (None: its default).
         max_missed, iou_threshold, ema, switch_frames, switch_confidence, hold_frames,
@@ -85,6 +88,7 @@ class PipelineConfig:
     classify_every: int = 10
     reclassify_change: float = 15.0
     identify_every: int = 30
+    identify_unknown_every: int = 10
     model: str | None = None
     threads: int | None = None
     max_missed: int = 15
@@ -314,10 +318,7 @@ class Pipeline:
         if self._can_identify() and len(faces):
             t0 = time.perf_counter()
             live = self.tracker.live
-            need = np.array(
-                [live[int(t)].last_identified < 0 or live[int(t)].last_identified <= self._frame - c.identify_every
-                 for t in faces.track_ids], bool,
-            )
+            need = np.array([self._identity_due(live[int(t)]) for t in faces.track_ids], bool)
             if need.any():
                 sub = faces[need]
                 masked = np.array([labels[i] not in (None, "without_mask") for i in np.flatnonzero(need)], bool)
@@ -328,6 +329,12 @@ class Pipeline:
         names = [live[int(t)].identity if int(t) in live else None for t in faces.track_ids]
         sims = [live[int(t)].best_similarity if int(t) in live else None for t in faces.track_ids]
         return faces, labels, names, sims, self.tracker.pop_ended()
+
+    def _identity_due(self, track: Any) -> bool:
+        if track.last_identified < 0:
+            return True
+        every = self.config.identify_every if track.identity is not None else self.config.identify_unknown_every
+        return track.last_identified <= self._frame - every
 
     def _can_identify(self) -> bool:
         return self.embedder is not None and self.matcher is not None

@@ -50,11 +50,9 @@ class WebSettings:
         embedder: face embedder for recognition and enrolment, ``"sface"`` or
             ``"dlib"`` (dlib's ResNet from face_recognition; needs the ``[dlib]`` extra). Templates of one
             embedder are never matched against another's.
-        masked_faces: what embeds faces wearing a mask with SFace: ``"sface"`` (default
-            for the server for now: in full test runs a live stream sometimes did not
-            name a person enrolled a moment before when the student was in use; not yet
-            understood) or ``"student"`` (the shipped student of SFace, matched against
-            SFace's templates, as ``analyze`` does).
+        masked_faces: what embeds faces wearing a mask with SFace: ``"student"`` (the
+            shipped student of SFace, matched against SFace's templates) or ``"sface"``
+            (SFace itself, against its masked templates).
         threshold, masked_threshold: recognition thresholds (cosine similarity; None:
             the ones calibrated for ``embedder``).
         max_live_clients: live WebSocket sessions served at once; more are refused.
@@ -85,7 +83,7 @@ class WebSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     retention_days: float = DEFAULT_RETENTION_DAYS
     embedder: str = "sface"
-    masked_faces: str = "sface"
+    masked_faces: str = "student"
     threshold: float | None = None
     masked_threshold: float | None = None
     max_live_clients: int = 16
