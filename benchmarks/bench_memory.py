@@ -2,7 +2,8 @@
 
 Runs the live engine (YuNet, mask classifier, tracker, SFace, a 1,000-template
 matcher) over ``videos/short_hamilton_clip.mp4`` in this process and prints the
-peak RSS. The bench command's own figure also holds the original-way model.
+peak RSS. ``maskwatch bench``'s own peak also counts its baseline's res10 SSD +
+MobileNetV2-224 model.
 
     python benchmarks/bench_memory.py [--datasets ../shared/datasets]
 """

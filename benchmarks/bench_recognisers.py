@@ -1,7 +1,7 @@
 """Per-call time of the face detectors and embedders used for recognition, side by side.
 
 On LFW photos (250x250, one centred face) from the shared datasets: median and p95
-milliseconds of one detection (YuNet; dlib HOG, the original's, upsampled once as
+milliseconds of one detection (YuNet; dlib's HOG detector, upsampled once as
 face_recognition does) and of one face embedding (SFace; dlib ResNet), each on the
 same photos and faces, one after the other in one process.
 

@@ -98,7 +98,7 @@ def test_embedders_are_never_mixed_and_the_hint_re_enrols(datasets, db):
 
 
 @needs_dlib
-def test_evaluate_recognition_with_the_original_pipeline(datasets, tmp_path):
+def test_evaluate_recognition_with_dlib_and_hog(datasets, tmp_path):
     out = tmp_path / "rec"
     res = run_cli("evaluate", "--task", "recognition", str(datasets / "lfw-identities"), "--out", str(out),
                   "--embedder", "dlib", "--detector", "hog", "--max-per-source", "3", "--quiet")

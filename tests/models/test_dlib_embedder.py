@@ -1,4 +1,4 @@
-"""The optional dlib backend (the original's recogniser) on real photos.
+"""The optional dlib backend (dlib's ResNet descriptor, face_recognition) on real photos.
 
 Skips when the [dlib] extra / face_recognition is not installed or the shared data is
 absent; the message about a missing backend is tested in tests/cli/test_dlib_cli.py.

@@ -9,7 +9,7 @@ from maskwatch.train.backbones import BackboneUnavailable, MaskNet  # noqa: E402
 from maskwatch.train.export import export_onnx  # noqa: E402
 
 
-@pytest.mark.parametrize("head", ["pool", "original"])
+@pytest.mark.parametrize("head", ["pool", "dense"])
 def test_onnx_and_torch_agree(tmp_path, head):
     torch.manual_seed(0)
     model = MaskNet("efficientnet_lite0", 3, 64, head=head).eval()

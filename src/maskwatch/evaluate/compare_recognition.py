@@ -5,7 +5,8 @@ same protocol (dataset, ``k``, seed, mask templates); the report puts their head
 figures in one table per matching scheme and checks that the protocols agree::
 
     python -m maskwatch.evaluate.compare_recognition \\
-        "dlib + HOG (the original)=runs/rec-dlib-hog" "dlib on YuNet faces=runs/rec-dlib-yunet" \\
+        "dlib + HOG (face_recognition)=runs/rec-dlib-hog" \\
+        "dlib on YuNet faces=runs/rec-dlib-yunet" \\
         "SFace on YuNet faces=docs/results/recognition.json" --out docs/results/recognition-dlib
 
 writes ``recognition-dlib.md`` (the tables, then each run's full report but the last)
@@ -97,7 +98,7 @@ def format_comparison(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
     first = runs[0][1]
     px = first.get("probe_face_px")
     out = [
-        "# Recognition under masks: the original's dlib recogniser beside SFace",
+        "# Recognition under masks: dlib (face_recognition) beside SFace",
         "",
         f"Same protocol for every column (`maskwatch evaluate --task recognition`): {first['people']} LFW people, "
         f"the first {first['k']} photos of each enrolled ({first['synthetic_masks']} synthetic-mask templates per "
@@ -125,8 +126,8 @@ def format_comparison(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
     rows.append(("enrolment photos without a face", [str(s["enrolment_failures"]) for s in sums]))
     out += _table(labels, rows)
 
-    for scheme, title in (("plain", "Plain templates (the original's way: every probe against the enrolment "
-                                    "photos as they are)"),
+    for scheme, title in (("plain", "Plain templates (every probe against the enrolment photos "
+                                    "as they are)"),
                           ("mask_aware", "Mask-aware matching (masked probes against synthetic-mask templates, "
                                          "as maskwatch enrols and matches)")):
         out += [f"## {title}", ""]

@@ -281,7 +281,7 @@ class YuNetDetector:
 
 
 class SSDDetector:
-    """The original project's detector: res10 300x300 SSD (Caffe) run by ``cv2.dnn``.
+    """OpenCV's res10 300x300 SSD face detector (Caffe), run by ``cv2.dnn``.
 
     The whole frame is squeezed to 300x300, so faces under about 30 px in a 640x480
     frame are missed; it gives no landmarks.

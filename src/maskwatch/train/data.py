@@ -4,7 +4,7 @@ Three kinds of source, all turned into the same crops the classifier sees live
 (the detector's box plus the model's margin, through :mod:`maskwatch.ops.crop`):
 
 - ``folder``: one folder per class (``with_mask/``, ``without_mask/``, optional
-  ``mask_incorrect/``), the layout of the original Kaggle data. Images are often
+  ``mask_incorrect/``), the layout of the Kaggle face-mask data. Images are often
   already face crops: the detector runs on a padded copy and the whole image is the
   fallback when it finds nothing.
 - ``voc``: scenes with PASCAL VOC boxes (``labels/*.xml`` beside ``images/``, or
