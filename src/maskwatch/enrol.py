@@ -25,7 +25,8 @@ import cv2
 import numpy as np
 
 from maskwatch.errors import EnrolError, PersonExists, PersonNotFound
-from maskwatch.gallery.base import Gallery, Person, Template
+from maskwatch.gallery.base import Gallery
+from maskwatch.gallery.records import Person, Template
 from maskwatch.ops.image import ImageError, read_image, to_bgr_uint8
 from maskwatch.ops.synthmask import MaskStyle, random_mask_style, render_mask
 from maskwatch.types import Faces

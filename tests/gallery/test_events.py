@@ -31,7 +31,7 @@ from maskwatch.gallery import (
     Template,
     open_gallery,
 )
-from maskwatch.gallery.base import MAX_EVENTS_PAGE
+from maskwatch.gallery.events import MAX_EVENTS_PAGE
 from maskwatch.gallery.sqlite import SCHEMA_VERSION, SQLiteGallery
 
 EMB, VER = "test-embedder", "1"

@@ -513,7 +513,7 @@ def test_an_old_name_with_an_invisible_character_can_still_be_used_and_removed(g
     """Galleries written before the rule may hold such names: they can be found, renamed
     to a valid name and deleted, and their events recorded and queried."""
     from maskwatch.events import Event
-    from maskwatch.gallery.base import Person, PersonRecord, new_person_id
+    from maskwatch.gallery.records import Person, PersonRecord, new_person_id
 
     for old in ("Bob\u200b", "\u202eEve"):
         record = PersonRecord(Person(new_person_id(), old, time.time(), 2), make_templates(2))

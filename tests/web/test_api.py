@@ -617,7 +617,7 @@ def test_names_with_invisible_characters(anon):
     person stored under such a name before the rule can still be shown and deleted."""
     from urllib.parse import quote
 
-    from maskwatch.gallery.base import Person, PersonRecord, Template, new_person_id
+    from maskwatch.gallery.records import Person, PersonRecord, Template, new_person_id
 
     files = [("photos", ("p.png", png_bytes(64, 64), "image/png"))]
     r = anon.post("/api/people", data={"name": "Ann\u200b"}, files=files, headers=BEARER)

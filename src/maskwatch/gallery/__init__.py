@@ -5,9 +5,18 @@
     >>> gallery = open_gallery("mongodb://db:27017/maskwatch")
 
 See :class:`~maskwatch.gallery.base.Gallery` for the operations; the same store keeps
-the events of :mod:`maskwatch.events`. The error family (:mod:`maskwatch.errors`), the
+the events of :mod:`maskwatch.events`. One module per job:
+
+- :mod:`~maskwatch.gallery.records`: :class:`Person`, :class:`Template`, :class:`PersonRecord`;
+- :mod:`~maskwatch.gallery.base`: :class:`Gallery`, the store of people and templates;
+- :mod:`~maskwatch.gallery.events`: the events in the store (:class:`EventFilter`);
+- :mod:`~maskwatch.gallery.matching`: the matcher cache and :class:`LiveMatcher`;
+- :mod:`~maskwatch.gallery.export`: the export file (:func:`read_export`);
+- :mod:`~maskwatch.gallery.sqlite`, :mod:`~maskwatch.gallery.mongo`: the two stores.
+
+Their public names are re-exported here. The error family (:mod:`maskwatch.errors`), the
 event record (:mod:`maskwatch.records`) and :func:`validate_name`
-(:mod:`maskwatch.validation`) live in leaf modules and are re-exported here.
+(:mod:`maskwatch.validation`) live in leaf modules and are re-exported here too.
 """
 
 from __future__ import annotations
@@ -22,20 +31,27 @@ from maskwatch.errors import (
     PersonExists,
     PersonNotFound,
 )
-from maskwatch.gallery.base import (
-    EventFilter,
-    Gallery,
-    LiveMatcher,
+from maskwatch.gallery.base import REENROL_HINT, Gallery, mask_url_password
+from maskwatch.gallery.events import MAX_BUCKETS, MAX_EVENTS_PAGE, EventFilter, event_filter
+from maskwatch.gallery.export import EXPORT_FORMAT, EXPORT_VERSION, read_export, write_export
+from maskwatch.gallery.matching import LiveMatcher
+from maskwatch.gallery.records import (
     Person,
+    PersonRecord,
     Template,
+    check_templates,
+    new_person_id,
 )
 from maskwatch.records import UNCLASSIFIED, UNKNOWN, Event
-from maskwatch.validation import validate_name
+from maskwatch.validation import MAX_NAME_CHARS, MAX_SOURCE_CHARS, validate_name
 
 __all__ = [
-    "UNCLASSIFIED", "UNKNOWN", "Event", "EventFilter", "Gallery", "GalleryError", "GalleryUnavailable", "InvalidName", "LiveMatcher", "Person",
-    "PersonExists", "PersonNotFound", "Template", "default_gallery_path", "open_gallery",
-    "validate_name",
+    "EXPORT_FORMAT", "EXPORT_VERSION", "MAX_BUCKETS", "MAX_EVENTS_PAGE", "MAX_NAME_CHARS",
+    "MAX_SOURCE_CHARS", "REENROL_HINT", "UNCLASSIFIED", "UNKNOWN", "Event", "EventFilter",
+    "Gallery", "GalleryError", "GalleryUnavailable", "InvalidName", "LiveMatcher", "Person",
+    "PersonExists", "PersonNotFound", "PersonRecord", "Template", "check_templates",
+    "default_gallery_path", "event_filter", "mask_url_password", "new_person_id", "open_gallery",
+    "read_export", "validate_name", "write_export",
 ]
 
 GALLERY_FILE = "gallery.sqlite3"

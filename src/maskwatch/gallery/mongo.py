@@ -1,4 +1,4 @@
-"""The MongoDB gallery store, as in the original project: ``--db mongodb://host:port/db``.
+"""The MongoDB gallery store: ``--db mongodb://host:port/db``.
 
 Collections: ``people`` (``_id`` = person id, unique ``name``, ``created``,
 ``thumbnail``), ``templates`` (``person_id``, ``embedder``, ``embedder_version``,
@@ -33,15 +33,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 from maskwatch.errors import GalleryError, GalleryUnavailable, PersonExists, PersonNotFound
-from maskwatch.gallery.base import (
-    MAX_BUCKETS,
-    EventFilter,
-    Gallery,
-    Person,
-    PersonRecord,
-    Template,
-    mask_url_password,
-)
+from maskwatch.gallery.base import Gallery, mask_url_password
+from maskwatch.gallery.events import MAX_BUCKETS, EventFilter
+from maskwatch.gallery.records import Person, PersonRecord, Template
 from maskwatch.records import Event
 from maskwatch.types import MASK_CLASSES
 

@@ -48,14 +48,9 @@ from pathlib import Path
 import numpy as np
 
 from maskwatch.errors import GalleryError, GalleryUnavailable, PersonExists, PersonNotFound
-from maskwatch.gallery.base import (
-    MAX_BUCKETS,
-    EventFilter,
-    Gallery,
-    Person,
-    PersonRecord,
-    Template,
-)
+from maskwatch.gallery.base import Gallery
+from maskwatch.gallery.events import MAX_BUCKETS, EventFilter
+from maskwatch.gallery.records import Person, PersonRecord, Template
 from maskwatch.records import Event
 from maskwatch.types import MASK_CLASSES
 

@@ -19,8 +19,8 @@ from pydantic import BaseModel, Field
 from maskwatch import __version__
 from maskwatch.events import UNCLASSIFIED, events_to_csv
 from maskwatch.gallery import Person, validate_name
-from maskwatch.gallery.base import MAX_NAME_CHARS, MAX_SOURCE_CHARS
 from maskwatch.types import MASK_CLASSES
+from maskwatch.validation import MAX_NAME_CHARS, MAX_SOURCE_CHARS
 from maskwatch.web.deps import require_admin, require_viewer, service
 from maskwatch.web.responses import (
     AUTH,
