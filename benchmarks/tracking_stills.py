@@ -52,6 +52,7 @@ from maskwatch.evaluate.tracking import single_frame_flickers
 from maskwatch.models.mask_classifier import MaskClassifier
 from maskwatch.ops.crop import lower_face_colours
 from maskwatch.pipeline import PipelineConfig
+from maskwatch.tracking import TrackerConfig
 from maskwatch.types import MASK_CLASSES, Faces
 
 #: Smoothing settings compared: name -> PipelineConfig overrides.
@@ -59,11 +60,13 @@ SETTINGS: dict[str, dict[str, object]] = {
     "shipped (decisive look >= 0.5, hold 2 frames, colour-change trigger 15)": {},
     "no colour-change trigger": {"reclassify_change": 0.0},
     "colour-change trigger 20": {"reclassify_change": 20.0},
-    "decisive look >= 0.7": {"switch_confidence": 0.7},
-    "no decisive look, no trigger (stop 8)": {"switch_confidence": None, "reclassify_change": 0.0},
+    "decisive look >= 0.7": {"tracker": TrackerConfig(switch_confidence=0.7)},
+    "no decisive look, no trigger (stop 8)": {"tracker": TrackerConfig(switch_confidence=None),
+                                              "reclassify_change": 0.0},
     "shipped, classified every frame": {"classify_every": 1},
-    "no smoothing (label = per-frame argmax)": {"classify_every": 1, "switch_confidence": 1e-6,
-                                                 "hold_frames": 1, "settle_looks": 1},
+    "no smoothing (label = per-frame argmax)": {
+        "classify_every": 1,
+        "tracker": TrackerConfig(switch_confidence=1e-6, hold_frames=1, settle_looks=1)},
 }
 FADE = 6
 

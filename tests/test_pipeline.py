@@ -28,7 +28,7 @@ def test_every_frame_has_timings_and_consistent_fields(video_results):
     assert len(results) == 275
     for r in results:
         n = len(r.faces)
-        assert len(r.mask_labels) == len(r.names) == len(r.similarities) == n
+        assert len(r.faces.mask_labels) == len(r.faces.names) == len(r.faces.similarities) == n
         assert {"detect", "track", "classify", "total"} <= set(r.timings_ms)
         assert r.faces.has_mask_probs or n == 0
         assert (r.faces.track_ids >= 1).all()
@@ -70,7 +70,7 @@ def test_smoothed_labels_agree_with_per_frame_classifier_and_never_flicker(video
     results, _ = video_results
     by_track: dict[int, list[str]] = {}
     for r in results:
-        for tid, lab in zip(r.faces.track_ids, r.mask_labels, strict=True):
+        for tid, lab in zip(r.faces.track_ids, r.faces.mask_labels, strict=True):
             if lab is not None:
                 by_track.setdefault(int(tid), []).append(lab)
     for labels in by_track.values():
@@ -90,7 +90,7 @@ def test_untracked_mode_classifies_every_face(datasets):
     engine = Pipeline(PipelineConfig.accurate())
     r = engine.process(read_image(datasets / "group-photos" / "t1.jpg"))
     assert len(r.faces) == 6
-    assert all(lab in MASK_CLASSES for lab in r.mask_labels)
+    assert all(lab in MASK_CLASSES for lab in r.faces.mask_labels)
     assert (r.faces.track_ids == -1).all()
     d = r.to_dict()
     assert len(d["faces"]) == 6 and "classify" in d["timings_ms"]
@@ -100,7 +100,7 @@ def test_blank_frames(datasets):
     engine = Pipeline()
     for i in range(3):
         r = engine.process(np.zeros((480, 640, 3), np.uint8), i, i / 30)
-        assert len(r.faces) == 0 and r.mask_labels == []
+        assert len(r.faces) == 0 and r.faces.mask_labels.tolist() == []
 
 
 @pytest.mark.parametrize("reclassify_change", [15.0, 0.0])
@@ -120,7 +120,7 @@ def test_a_mask_put_on_is_shown_within_frames(datasets, reclassify_change):
     for k in range(40):
         r = engine.process(image if k < 14 else masked, k, k / 30)
         assert len(r.faces) == 1
-        labels.append(r.mask_labels[0])
+        labels.append(r.faces.mask_labels[0])
     assert labels[:14] == ["without_mask"] * 14
     first = labels.index("with_mask")
     assert set(labels[first:]) == {"with_mask"}

@@ -19,17 +19,20 @@ FRAME = np.zeros((240, 320, 3), np.uint8)
 
 
 class ScriptedDetector:
-    """One face at a fixed place on every frame whose number is in ``present``."""
+    """One face at a fixed place on every frame whose number is in ``present``, and a
+    second one beside it on every frame in ``second``."""
 
-    def __init__(self, present: set[int]) -> None:
+    def __init__(self, present: set[int], second: frozenset[int] = frozenset()) -> None:
         self.present = present
+        self.second = second
         self.frame = -1
 
     def detect(self, image: np.ndarray) -> Faces:
         self.frame += 1
-        if self.frame in self.present:
-            return Faces(boxes=[[100, 60, 180, 160]], scores=[0.95])
-        return Faces()
+        boxes = [[100, 60, 180, 160]] if self.frame in self.present else []
+        if self.frame in self.second:
+            boxes.append([200, 60, 280, 160])
+        return Faces(boxes=np.array(boxes, np.float32).reshape(-1, 4), scores=[0.95] * len(boxes))
 
 
 class FixedClassifier:
@@ -84,9 +87,9 @@ def run(frames: int, answers: list[str | None], **config: object) -> tuple[Scrip
 @pytest.mark.parametrize(
     ("answers", "asked"),
     [
-        # named at once: looked up again every identify_every (30) frames
+        # named at once: looked up again every IDENTIFY_EVERY (30) frames
         (["Ann"], [0, 30, 60]),
-        # unknown: looked up every identify_unknown_every (10) frames until named
+        # unknown: looked up every IDENTIFY_UNKNOWN_EVERY (10) frames until named
         ([None], [0, 10, 20, 30, 40, 50, 60, 70, 80]),
         # named at the third look: from then on every 30 frames
         ([None, None, "Ann"], [0, 10, 20, 50, 80]),
@@ -96,13 +99,43 @@ def test_identity_look_ups(answers, asked):
     matcher, _, results = run(90, answers)
     assert matcher.asked == asked
     if "Ann" in answers:
-        assert results[-1].names == ["Ann"]
+        assert results[-1].faces.names.tolist() == ["Ann"]
+
+
+@pytest.mark.parametrize(
+    ("present", "asked"),
+    [
+        # away 3 frames (within max_missed, 15): the same track keeps its name
+        (set(range(10)) | set(range(13, 40)), [0, 30]),
+        # away 18 frames: the track ended, the face comes back as a new one, looked up at once
+        (set(range(10)) | set(range(28, 40)), [0, 28]),
+    ],
+)
+def test_a_face_back_within_max_missed_keeps_its_look_up_schedule(present, asked):
+    detector = ScriptedDetector(present)
+    matcher = ScriptedMatcher(["Ann"], detector)
+    pipe = Pipeline(PipelineConfig(detect_every=1), detector=detector, classifier=FixedClassifier(),
+                    embedder=CountingEmbedder(), matcher=matcher)
+    for k in range(40):
+        pipe.process(FRAME, timestamp=k / 30)
+    assert matcher.asked == asked
+
+
+def test_each_track_is_looked_up_on_its_own_schedule():
+    # a second face joins at frame 5: looked up at once, then every 30 frames from there
+    detector = ScriptedDetector(set(range(70)), second=frozenset(range(5, 70)))
+    matcher = ScriptedMatcher(["Ann"], detector)
+    pipe = Pipeline(PipelineConfig(detect_every=1), detector=detector, classifier=FixedClassifier(),
+                    embedder=CountingEmbedder(), matcher=matcher)
+    results = [pipe.process(FRAME, timestamp=k / 30) for k in range(70)]
+    assert matcher.asked == [0, 5, 30, 35, 60, 65]
+    assert results[-1].faces.names.tolist() == ["Ann", "Ann"] and results[-1].faces.track_ids.tolist() == [1, 2]
 
 
 def test_an_unknown_answer_never_erases_a_name():
     matcher, _, results = run(40, ["Ann", None])
     assert matcher.asked == [0, 30]
-    assert [r.names[0] for r in results] == ["Ann"] * 40
+    assert [r.faces.names[0] for r in results] == ["Ann"] * 40
 
 
 def test_forgetting_identities_looks_every_track_up_on_the_next_frame():
@@ -145,4 +178,4 @@ def test_photo_mode_runs_every_stage_on_every_frame():
                     embedder=CountingEmbedder(), matcher=matcher)
     results = [pipe.process(FRAME) for _ in range(5)]
     assert matcher.asked == [0, 1, 2, 3, 4] and clf.calls == 5
-    assert all(r.mask_labels == ["with_mask"] and r.names == ["Ann"] for r in results)
+    assert all(r.faces.mask_labels.tolist() == ["with_mask"] and r.faces.names.tolist() == ["Ann"] for r in results)

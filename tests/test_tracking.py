@@ -3,7 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maskwatch.tracking import FaceTracker, iou_matrix
+from maskwatch.pipeline import PipelineConfig
+from maskwatch.tracking import FaceTracker, TrackerConfig, iou_matrix
+from maskwatch.tracking.identity import IDENTIFY_EVERY, IDENTIFY_UNKNOWN_EVERY
 from maskwatch.types import MASK_CLASSES, Faces
 
 WITH, WITHOUT, INCORRECT = range(3)
@@ -490,6 +492,32 @@ def test_identity_keeps_best_match(reports, identity, best, latest):
     assert track.last_identified == len(reports) - 1
 
 
+@pytest.mark.parametrize(
+    "reports, frame, due",
+    [
+        ([], 0, True),  # never looked up
+        ([(0, "alice")], IDENTIFY_EVERY - 1, False),  # named: again after IDENTIFY_EVERY frames
+        ([(0, "alice")], IDENTIFY_EVERY, True),
+        ([(0, None)], IDENTIFY_UNKNOWN_EVERY - 1, False),  # unknown: sooner
+        ([(0, None)], IDENTIFY_UNKNOWN_EVERY, True),
+        ([(0, None), (IDENTIFY_UNKNOWN_EVERY, "alice")], IDENTIFY_UNKNOWN_EVERY + 1, False),
+        ([(0, None), (IDENTIFY_UNKNOWN_EVERY, "alice")], IDENTIFY_UNKNOWN_EVERY + IDENTIFY_EVERY,
+         True),
+        ([(0, "alice"), (IDENTIFY_EVERY, None)], IDENTIFY_EVERY + IDENTIFY_UNKNOWN_EVERY, False),
+    ],
+)
+def test_identity_due(reports, frame, due):
+    tracker = FaceTracker()
+    todo = dict(reports)
+    for i in range(frame + 1):
+        faces = tracker.update(faces_at(square(100, 100, 50)), i, i / 25)
+        if i in todo:
+            tracker.set_identity(1, todo[i], 0.8 if todo[i] else 0.1, i)
+    assert tracker.identity_due(faces, frame).tolist() == [due]
+    untracked = faces.with_fields(track_ids=[99])
+    assert tracker.identity_due(untracked, frame).tolist() == [True]
+
+
 def test_identity_survives_until_the_track_ends():
     tracker = FaceTracker(max_missed=1)
     tracker.update(faces_at(square(100, 100, 50)), 0, 0.0)
@@ -516,8 +544,28 @@ def test_forget_identities_makes_every_track_due_for_a_new_look_up():
     "kwargs",
     [{"iou_threshold": 0.0}, {"ema": 0.0}, {"ema": 1.5}, {"switch_frames": 0}, {"max_missed": -1},
      {"settle_looks": 0}, {"settle_confidence": 1.5}, {"settle_confidence": -0.1}, {"hold_frames": 0},
-     {"switch_confidence": 0.0}, {"switch_confidence": 1.5}],
+     {"switch_confidence": 0.0}, {"switch_confidence": 1.5}, {"switch_margin": 1.0},
+     {"switch_margin": -0.1}],
 )
 def test_bad_settings_are_rejected(kwargs):
     with pytest.raises(ValueError):
+        TrackerConfig(**kwargs)
+    with pytest.raises(ValueError):
         FaceTracker(**kwargs)
+    with pytest.raises(ValueError):
+        FaceTracker(TrackerConfig(), **kwargs)
+
+
+def test_settings_given_to_the_tracker_are_its_own_copy():
+    base = TrackerConfig(max_missed=2, hold_frames=3)
+    tracker = FaceTracker(base, ema=1.0)  # keywords replace fields of the config given
+    got = tracker.config
+    assert (got.max_missed, got.hold_frames, got.ema) == (2, 3, 1.0)
+    assert base.ema == 0.5  # the config given is left as it was
+    config = PipelineConfig(tracker=TrackerConfig(max_missed=0))
+    tracker = config.make_tracker()
+    config.tracker.max_missed = 7  # a later change reaches the next tracker, not this one
+    assert tracker.config.max_missed == 0 and config.make_tracker().config.max_missed == 7
+    tracker.update(faces_at(square(100, 100, 50)), 0, 0.0)
+    tracker.update(Faces(), 1, 1 / 25)
+    assert [t.track_id for t in tracker.pop_ended()] == [1]  # max_missed 0: one miss ends it

@@ -9,7 +9,7 @@ def test_empty_faces_have_shapes_not_none():
     assert len(f) == 0
     assert f.boxes.shape == (0, 4)
     assert f.landmarks.shape == (0, 5, 2)
-    assert f.mask_classes == []
+    assert f.mask_labels.tolist() == []
     assert f.to_list() == []
 
 
@@ -36,12 +36,32 @@ def test_filter_and_fields():
     )
     assert f.widths.tolist() == [10, 40]
     assert f.sizes.tolist() == [10, 30]
-    assert f.mask_classes == ["with_mask", "mask_incorrect"]
+    assert f.mask_labels.tolist() == ["with_mask", "mask_incorrect"]
     g = f[f.scores > 0.6]
-    assert len(g) == 1 and g.mask_classes == ["with_mask"]
+    assert len(g) == 1 and g.mask_labels.tolist() == ["with_mask"]
     assert f[1].boxes.tolist() == [[5, 5, 45, 35]]
     item = f.to_list()[1]
     assert item["mask"] == "mask_incorrect"
     assert set(item["mask_probs"]) == set(MASK_CLASSES)
     assert "track_id" not in item
     assert len(Faces.concatenate([f, Faces(), f])) == 4
+
+
+def test_one_result_per_face():
+    f = Faces(boxes=[[0, 0, 10, 20], [5, 5, 45, 35]], mask_probs=[[0.8, 0.1, 0.1], [0.1, 0.2, 0.7]])
+    assert f.names.tolist() == [None, None] and np.isnan(f.similarities).all()
+    g = f.with_fields(mask_labels=["without_mask", None], names=["Ann", None], similarities=[0.61, None])
+    # the shown label (a track's stable one) wins over the argmax, in the JSON too
+    assert [item.get("mask") for item in g.to_list()] == ["without_mask", None]
+    assert g.to_list()[0]["identity"] == "Ann" and g.to_list()[0]["similarity"] == 0.61
+    assert "identity" not in g.to_list()[1] and "similarity" not in g.to_list()[1]
+    # selection and joining keep every per-face field aligned
+    assert g[np.array([False, True])].names.tolist() == [None]
+    assert Faces.concatenate([g, f]).names.tolist() == ["Ann", None, None, None]
+    # new probabilities without new labels: the labels follow the probabilities
+    h = g.with_fields(mask_probs=[[0.1, 0.1, 0.8], [0.9, 0.05, 0.05]])
+    assert h.mask_labels.tolist() == ["mask_incorrect", "with_mask"] and h.names.tolist() == ["Ann", None]
+    with pytest.raises(ValueError, match="names"):
+        f.with_fields(names=["Ann"])
+    with pytest.raises(ValueError, match="mask_labels"):
+        f.with_fields(mask_labels=["masked", None])

@@ -121,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="data source, KIND:PATH or PATH")
     p.add_argument("--out", required=True, help="run folder to create (must be empty or absent)")
     p.add_argument("--backbone", default="efficientnet_lite0", choices=("efficientnet_lite0", "mobilenet_v2", "resnet50"))
-    p.add_argument("--head", default="pool", choices=("pool", "original"),
-                   help="pool: global-average-pool + linear; original: Flatten, Dense 1024 ReLU, Dropout 0.5")
+    p.add_argument("--head", default="pool", choices=("pool", "dense"),
+                   help="pool: average pool + linear; dense: Flatten, Dense 1024 ReLU, Dropout 0.5")
     p.add_argument("--input-size", type=int, default=112, help="classifier input side in pixels (default 112)")
     p.add_argument("--margin", type=float, default=0.15, help="crop context per side, fraction of the face box")
     p.add_argument("--epochs", type=int, default=12, help="cap on epochs (early stopping usually ends sooner)")
@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure per-stage latency and end-to-end frames per second on this CPU",
         description="Per-stage latency (detect, classify, embed) and end-to-end throughput on 640x480 "
         "frames with 1, 3 and 10 faces, tracked and every-frame, median and p95, peak memory, and the "
-        "original project's way (res10 SSD + MobileNetV2-224 classifier on every face) side by side. "
+        "baseline (res10 SSD + MobileNetV2-224 classifier on every face) side by side. "
         "Frames are composed from LFW faces in the shared datasets.",
     )
     p.add_argument("--datasets", default=None, help="shared datasets folder (default ../shared/datasets)")
@@ -295,146 +295,177 @@ def _open_window(title: str) -> str:
     return title
 
 
+def _engine_settings(args: argparse.Namespace) -> Any:
+    """The :class:`~maskwatch.engine.EngineSettings` that ``analyze``'s options describe."""
+    from maskwatch.engine import EngineSettings
+
+    mode = {"accurate": "photo", "live": "live", None: "auto"}[args.mode]
+    return EngineSettings(mode=mode, track=not args.no_track, detector=args.detector,
+                          min_score=args.min_score, classifier=args.model, db=args.db,
+                          embedder=args.embedder, masked_faces=args.masked_faces,
+                          threshold=args.threshold, masked_threshold=args.threshold,
+                          max_pixels=args.max_pixels, max_retries=args.max_retries)
+
+
+class _AnalysisOutput:
+    """Where ``maskwatch analyze`` puts what the engine found: annotated images or a
+    video (--out), a window (--show), JSON lines (--json), and the closing summary."""
+
+    def __init__(self, args: argparse.Namespace, kind: str, fps: float | None) -> None:
+        import cv2
+
+        from maskwatch.draw import FaceAnnotator
+
+        self.cv2 = cv2
+        self.photos = kind in ("image", "folder")
+        self.kind = kind
+        self.fps = fps
+        self.out = Path(args.out) if args.out else None
+        if self.out and kind == "folder":
+            self.out.mkdir(parents=True, exist_ok=True)
+        if self.out and not self.photos and self.out.suffix.lower() not in (".mp4", ".avi", ".mkv", ".mov"):
+            raise UserError(f"{self.out}: video output needs a .mp4, .avi, .mkv or .mov file name")
+        self.window = _open_window(f"maskwatch: {args.input}") if args.show else None
+        self.json_file = None
+        if args.json:
+            self.json_file = sys.stdout if args.json == "-" else open(args.json, "w")  # noqa: SIM115
+        self.annotator = FaceAnnotator()
+        self.writer: Any = None
+        self.frames = self.faces = self.problems = 0
+        self.counts = {"with_mask": 0, "without_mask": 0, "mask_incorrect": 0}
+        self.tracks: set[int] = set()
+
+    def problem(self, item: Any) -> None:
+        self.problems += 1
+        print(f"maskwatch: skipped {item.name or item.source}: {item.message}", file=sys.stderr)
+
+    def add(self, result: Any) -> bool:
+        """Take one frame's result; False when the user stopped from the window."""
+        self.frames += 1
+        self.faces += len(result.faces)
+        for lab in result.faces.mask_labels:
+            if lab in self.counts:
+                self.counts[lab] += 1
+        self.tracks.update(int(t) for t in result.faces.track_ids if t >= 0)
+        if self.out is not None or self.window is not None:
+            drawn = self.annotator.annotate(result.image, result)
+            if self.window is not None:
+                self.cv2.imshow(self.window, drawn)
+                if self.cv2.waitKey(0 if self.photos else 1) & 0xFF in (ord("q"), 27):
+                    print("maskwatch: stopped from the window", file=sys.stderr)
+                    return False
+            if self.out is not None:
+                self._write(result, drawn)
+        if self.json_file:
+            self.json_file.write(json.dumps(result.to_dict()) + "\n")
+        return True
+
+    def _write(self, result: Any, drawn: Any) -> None:
+        cv2 = self.cv2
+        assert self.out is not None
+        if self.photos:
+            dest = self.out
+            if self.kind == "folder":
+                stem = Path(result.name).with_suffix("")
+                dest = self.out / f"{str(stem).replace('/', '_')}_annotated.jpg"
+            if not cv2.imwrite(str(dest), drawn):
+                raise UserError(f"{dest}: cannot write (unknown image extension or unwritable folder)")
+            return
+        if self.writer is None:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.out.suffix.lower() in (".mp4", ".mov") else "MJPG"))
+            self.writer = cv2.VideoWriter(str(self.out), fourcc, self.fps or 25.0, (drawn.shape[1], drawn.shape[0]))
+            if not self.writer.isOpened():
+                raise UserError(f"{self.out}: cannot write video")
+        self.writer.write(drawn)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+        if self.window is not None:
+            self.cv2.destroyAllWindows()
+        if self.json_file and self.json_file is not sys.stdout:
+            self.json_file.close()
+
+    def summary(self, elapsed: float) -> str:
+        counts, frames = self.counts, self.frames
+        classified = sum(counts.values())
+        compliance = (f", {100 * counts['with_mask'] / classified:.0f}% of faces wear a mask properly"
+                      if classified else "")
+        tracks = f" in {len(self.tracks)} track(s)" if self.tracks else ""
+        return (f"{frames} frame(s), {self.faces} face(s){tracks}: {counts['with_mask']} with mask, "
+                f"{counts['without_mask']} without, {counts['mask_incorrect']} below the nose{compliance}; "
+                f"{frames / max(elapsed, 1e-9):.1f} frames/s"
+                + (f"; {self.problems} unreadable" if self.problems else "")
+                + (f"; annotated output in {self.out}" if self.out else ""))
+
+
+def _events_summary(engine: Any) -> None:
+    """What became of the run's events (after the engine closed)."""
+    events = engine.events
+    if events is None:
+        return
+    print(f"maskwatch: {events.written} event(s) recorded in {engine.gallery.location}", file=sys.stderr)
+    if events.spooled:
+        print(f"maskwatch: the store cannot be reached; {events.spooled} event(s) are kept in "
+              f"{events.spool.path} until the next `maskwatch analyze --db` or `maskwatch "
+              "serve` with this store writes them", file=sys.stderr)
+    if events.lost:
+        print(f"maskwatch: {events.lost} event(s) could not be recorded (see the log above)", file=sys.stderr)
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
-    import cv2
     from tqdm import tqdm
 
-    from maskwatch.draw import FaceAnnotator
-    from maskwatch.pipeline import Pipeline, PipelineConfig
-    from maskwatch.sources import SourceError, SourceProblem, open_source
+    from maskwatch.sources import SourceError, open_source
 
-    window = _open_window(f"maskwatch: {args.input}") if args.show else None
+    settings = _engine_settings(args)
     try:
         source = open_source(args.input, max_pixels=args.max_pixels, max_retries=args.max_retries)
     except SourceError as exc:
         raise UserError(str(exc)) from exc
-    photos = source.kind in ("image", "folder")
-    mode = args.mode or ("accurate" if photos else "live")
-    overrides: dict[str, Any] = {"detector": args.detector, "model": args.model}
-    if args.min_score is not None:
-        overrides["min_score"] = args.min_score
-    config = PipelineConfig.accurate(**overrides) if mode == "accurate" else PipelineConfig(**overrides)
-    if photos:
-        config.track = False  # separate photos share no tracks
-    if args.no_track:
-        config.track = False
-    embedder = matcher = None
-    recorder = None
-    if args.db:
-        embedder, matcher = _recognition(args.db, args.threshold, args.embedder, args.masked_faces)
-        if config.track:  # one event per face track, in the gallery's store
-            from maskwatch.events import SPOOL_NAME, EventRecorder, event_source_name
-            from maskwatch.gallery import default_gallery_path
-
-            # A video file's timestamps count from its first frame: date its events from
-            # when its analysis started, whatever the speed of the analysis.
-            # Events the store refuses at the end of the run wait in the data folder's spool
-            # (written by the next `analyze --db` or `serve` with this store), as the server's do.
-            recorder = EventRecorder(matcher.gallery, event_source_name(source.kind, source.source),
-                                     time_origin=time.time() if source.kind == "video" else None,
-                                     spool=default_gallery_path().parent / SPOOL_NAME)
-    engine = Pipeline(config, embedder=embedder, matcher=matcher)
-    annotator = FaceAnnotator()
-    out = Path(args.out) if args.out else None
-    if out and source.kind == "folder":
-        out.mkdir(parents=True, exist_ok=True)
-    if out and not photos and out.suffix.lower() not in (".mp4", ".avi", ".mkv", ".mov"):
-        raise UserError(f"{out}: video output needs a .mp4, .avi, .mkv or .mov file name")
-    json_file = None
-    if args.json:
-        json_file = sys.stdout if args.json == "-" else open(args.json, "w")  # noqa: SIM115
-    writer = None
-    frames = faces_seen = problems = 0
-    counts = {"with_mask": 0, "without_mask": 0, "mask_incorrect": 0}
-    tracks_seen: set[int] = set()
+    try:
+        output = _AnalysisOutput(args, source.kind, source.fps)
+        engine = _engine(settings)
+    except BaseException:
+        source.close()
+        raise
     started = time.perf_counter()
     bar = tqdm(total=source.frame_count, desc="analyze", unit="frame",
                disable=args.quiet or (source.frame_count or 0) < 2)
     try:
-        for item in source:
-            if isinstance(item, SourceProblem):
-                problems += 1
-                print(f"maskwatch: skipped {item.name or item.source}: {item.message}", file=sys.stderr)
+        results = engine.run(source, on_problem=lambda item: (output.problem(item), bar.update(1)))
+        try:
+            for result in results:
                 bar.update(1)
-                continue
-            result = engine.process(item.image, frame_index=item.index, timestamp=item.timestamp)
-            if recorder is not None:
-                recorder.add_tracks(result.ended)
-            frames += 1
-            faces_seen += len(result.faces)
-            for lab in result.mask_labels:
-                if lab in counts:
-                    counts[lab] += 1
-            tracks_seen.update(int(t) for t in result.faces.track_ids if t >= 0)
-            drawn = None
-            if out is not None or window is not None:
-                drawn = annotator.annotate(item.image, result.faces, result.names, labels=result.mask_labels)
-            if window is not None and drawn is not None:
-                cv2.imshow(window, drawn)
-                if cv2.waitKey(0 if photos else 1) & 0xFF in (ord("q"), 27):
-                    print("maskwatch: stopped from the window", file=sys.stderr)
+                if not output.add(result):
                     break
-            if out is not None and drawn is not None:
-                if photos:
-                    dest = out
-                    if source.kind == "folder":
-                        stem = Path(item.name).with_suffix("")
-                        dest = out / f"{str(stem).replace('/', '_')}_annotated.jpg"
-                    if not cv2.imwrite(str(dest), drawn):
-                        raise UserError(f"{dest}: cannot write (unknown image extension or unwritable folder)")
-                else:
-                    if writer is None:
-                        out.parent.mkdir(parents=True, exist_ok=True)
-                        fourcc = cv2.VideoWriter_fourcc(*("mp4v" if out.suffix.lower() in (".mp4", ".mov") else "MJPG"))
-                        writer = cv2.VideoWriter(str(out), fourcc, source.fps or 25.0, (drawn.shape[1], drawn.shape[0]))
-                        if not writer.isOpened():
-                            raise UserError(f"{out}: cannot write video")
-                    writer.write(drawn)
-            if json_file:
-                rec = result.to_dict()
-                rec["source"] = item.source
-                if item.name:
-                    rec["name"] = item.name
-                json_file.write(json.dumps(rec) + "\n")
-            bar.update(1)
-    except KeyboardInterrupt:
-        print("maskwatch: interrupted; writing what was analysed", file=sys.stderr)
+        except KeyboardInterrupt:
+            print("maskwatch: interrupted; writing what was analysed", file=sys.stderr)
+        finally:
+            results.close()  # ends the tracks (events) and closes the source
     finally:
         bar.close()
         source.close()
-        ended = engine.finish()
-        if recorder is not None:
-            recorder.add_tracks(ended)
-            recorder.close()
-            print(f"maskwatch: {recorder.written} event(s) recorded in {recorder.gallery.location}", file=sys.stderr)
-            if recorder.spooled:
-                print(f"maskwatch: the store cannot be reached; {recorder.spooled} event(s) are kept in "
-                      f"{recorder.writer.spool.path} until the next `maskwatch analyze --db` or `maskwatch "
-                      "serve` with this store writes them", file=sys.stderr)
-            if recorder.lost:
-                print(f"maskwatch: {recorder.lost} event(s) could not be recorded (see the log above)",
-                      file=sys.stderr)
-        if writer is not None:
-            writer.release()
-        if window is not None:
-            cv2.destroyAllWindows()
-        if json_file and json_file is not sys.stdout:
-            json_file.close()
-    elapsed = max(time.perf_counter() - started, 1e-9)
-    classified = sum(counts.values())
-    compliance = f", {100 * counts['with_mask'] / classified:.0f}% of faces wear a mask properly" if classified else ""
-    tracks = f" in {len(tracks_seen)} track(s)" if tracks_seen else ""
-    print(
-        f"{frames} frame(s), {faces_seen} face(s){tracks}: {counts['with_mask']} with mask, "
-        f"{counts['without_mask']} without, {counts['mask_incorrect']} below the nose{compliance}; "
-        f"{frames / elapsed:.1f} frames/s"
-        + (f"; {problems} unreadable" if problems else "")
-        + (f"; annotated output in {out}" if out else ""),
-        file=sys.stderr,
-    )
-    if frames == 0:
+        engine.close()
+        output.close()
+    _events_summary(engine)
+    print(output.summary(time.perf_counter() - started), file=sys.stderr)
+    if output.frames == 0:
         raise UserError("no readable frames")
     return 0
+
+
+def _engine(settings: Any) -> Any:
+    """An :class:`~maskwatch.engine.Engine`; errors a user can act on become UserError."""
+    from maskwatch.engine import Engine
+    from maskwatch.gallery import GalleryError
+    from maskwatch.models.dlib_embedder import DlibUnavailable
+
+    try:
+        return Engine(settings)
+    except (DlibUnavailable, GalleryError) as exc:
+        raise UserError(str(exc)) from exc
 
 
 def cmd_train_embedder(args: argparse.Namespace) -> int:
@@ -534,31 +565,6 @@ def _embedder(name: str) -> Any:
         return create_embedder(name)
     except DlibUnavailable as exc:
         raise UserError(str(exc)) from exc
-
-
-def _reenrol_hint(name: str) -> str:
-    return (f"re-enrol them with `maskwatch people add NAME PHOTO... --add --embedder {name}` "
-            f"(or `maskwatch people import DIR --add --embedder {name}`)")
-
-
-def _recognition(db: str, threshold: float | None, embedder_name: str = "sface",
-                 masked_faces: str = "student") -> tuple[Any, Any]:
-    from maskwatch.gallery import open_gallery
-    from maskwatch.models.dlib_embedder import DlibUnavailable
-    from maskwatch.models.embedder import engine_embedder, engine_thresholds
-
-    gallery = open_gallery(None if db == "default" else db)
-    try:
-        embedder = engine_embedder(embedder_name, masked_faces)
-    except DlibUnavailable as exc:
-        raise UserError(str(exc)) from exc
-    note = gallery.other_embedders_message(embedder.name, embedder.version, _reenrol_hint(embedder_name))
-    if note:
-        log.warning(note)
-    thr, mthr = engine_thresholds(embedder_name, embedder)
-    if threshold is not None:
-        thr = mthr = threshold
-    return embedder, gallery.live_matcher(embedder.name, embedder.version, thr, mthr)
 
 
 def cmd_people(args: argparse.Namespace) -> int:

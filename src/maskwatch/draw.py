@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -30,32 +31,29 @@ class FaceAnnotator:
     thickness: int = 2
     font_scale: float = 0.5
 
-    def annotate(
-        self,
-        image: np.ndarray,
-        faces: Faces,
-        names: list[str | None] | None = None,
-        labels: list[str | None] | None = None,
-    ) -> np.ndarray:
-        """Return a copy of a BGR image with ``faces`` drawn on it.
+    def annotate(self, image: np.ndarray, result: Any) -> np.ndarray:
+        """Return a copy of a BGR image with the faces of ``result`` drawn on it.
 
-        ``labels`` overrides each face's mask state (the stable label of its track);
-        by default the argmax of ``faces.mask_probs``.
+        Args:
+            image: the analysed frame.
+            result: a :class:`~maskwatch.pipeline.FrameResult`, or its :class:`Faces`:
+                each face's shown mask label, its probability and its name are drawn.
         """
+        faces: Faces = getattr(result, "faces", result)
         out = image.copy()
         scale = max(out.shape[1] / 640.0, 0.5)
         th = max(1, int(round(self.thickness * scale)))
         fs = self.font_scale * scale
-        classes = list(labels) if labels is not None else faces.mask_classes
+        names = faces.names
         for i in range(len(faces)):
             x1, y1, x2, y2 = (int(round(v)) for v in faces.boxes[i])
-            cls = classes[i] if i < len(classes) else None
+            cls = faces.mask_labels[i]
             if cls is not None and faces.has_mask_probs:
                 color = MASK_COLORS[cls]
                 label = f"{MASK_LABELS[cls]} {100 * faces.mask_probs[i, MASK_CLASSES.index(cls)]:.0f}%"
             else:
                 color, label = UNCLASSIFIED_COLOR, f"face {100 * faces.scores[i]:.0f}%"
-            if names and i < len(names) and names[i]:
+            if names[i]:
                 label = f"{names[i]}: {label}"
             cv2.rectangle(out, (x1, y1), (x2, y2), color, th, cv2.LINE_AA)
             (tw, tht), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, fs, 1)

@@ -1,4 +1,4 @@
-"""The errors of the gallery and of enrolment, in a module that imports nothing of ours.
+"""The errors of sources, of the gallery and of enrolment, in a module that imports nothing of ours.
 
 Every store, the event writer and the front ends catch these, so they sit below all of
 them (:mod:`maskwatch.gallery` re-exports them). Each message is one clear sentence that
@@ -30,3 +30,8 @@ class InvalidName(GalleryError):
 
 class EnrolError(GalleryError):
     """An enrolment refused before anything was written (one clear sentence)."""
+
+
+class SourceError(Exception):
+    """A source (file, folder, camera, URL) as a whole cannot be opened; ``str(error)``
+    is one clear sentence."""

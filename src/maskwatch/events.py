@@ -67,14 +67,14 @@ CSV_COLUMNS = ("id", "source", "track_id", "started_iso", "ended_iso", "duration
 
 
 def event_source_name(kind: str, source: str) -> str:
-    """The event source for a frame source: ``file:<file name>`` for a video file (no
-    folders), ``camera:N`` for a camera, the URL with its password masked for a stream.
+    """The event source for a frame source: ``file:<file name>`` for a file (a video, a
+    photo, a folder), ``camera:N`` for a camera, the URL with its password masked for a stream.
 
     Args:
         kind: ``FrameSource.kind`` (``"video"``, ``"camera"``, ``"url"``, ...).
         source: ``FrameSource.source`` (a path, ``camera:N`` or a masked URL).
     """
-    if kind == "video":
+    if kind in ("video", "image", "folder"):
         return f"file:{Path(source).name}"
     if kind == "url":
         return re.sub(r"(://[^/@:]*:)[^@/]*@", r"\1***@", source)

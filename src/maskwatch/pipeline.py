@@ -1,11 +1,14 @@
 """The analysis engine: detection, mask state, tracking and identity, per frame.
 
-:class:`Pipeline` is the only place that knows the order of the stages and when the
-expensive ones run. With tracking on (the default for video), each face keeps a track
-id; its mask state is classified when the track appears and every
-``classify_every`` frames after, smoothed over the track so labels do not flicker,
-and its identity is looked up when the track appears, then every ``identify_every``
-frames once named (every ``identify_unknown_every`` while unknown). Without tracking (single photos), every stage runs on every face.
+:class:`Pipeline` is the only place that knows the order of the stages. With tracking
+on (the default for video), each face keeps a track id, and the tracker
+(:class:`~maskwatch.tracking.FaceTracker`) says which faces the expensive stages run
+on: its mask state is classified when the track appears and every ``classify_every``
+frames after, smoothed over the track so labels do not flicker, and its identity is
+looked up when the track appears, then every
+:data:`~maskwatch.tracking.identity.IDENTIFY_EVERY` frames once named (every
+:data:`~maskwatch.tracking.identity.IDENTIFY_UNKNOWN_EVERY` while unknown). Without
+tracking (single photos), every stage runs on every face.
 """
 
 from __future__ import annotations
@@ -19,8 +22,23 @@ import numpy as np
 from maskwatch.models.detector import create_detector
 from maskwatch.models.mask_classifier import MaskClassifier
 from maskwatch.ops.crop import lower_face_colours
-from maskwatch.tracking import FaceTracker, Track
+from maskwatch.tracking import FaceTracker, Track, TrackerConfig
 from maskwatch.types import MASK_CLASSES, Faces
+
+# Between full-frame detections the detector looks only around the faces tracked (see
+# PipelineConfig.detect_every). A full YuNet pass over a 640x480 frame costs 12-20 ms;
+# a region scaled to REGION_SIZE px about a tenth of that. Nobody ever set other values.
+#: Side in pixels of the square region around a tracked face given to the detector.
+REGION_SIZE = 160
+#: Region side over the face box's longer side: room for the face to move between
+#: two full passes and for the context YuNet needs around a face.
+REGION_SCALE = 2.5
+#: Least detector score of a find in a region that overlaps the face it was looked for.
+#: YuNet scores a face lower in a region (less context) than in the whole frame; as in
+#: ByteTrack a low score may continue a track, never open one (new faces still need
+#: ``min_score``). With it the regions found 747 faces on the shared clip, the full
+#: pass on every frame 748.
+REGION_TRACK_SCORE = 0.3
 
 
 class Embedder(Protocol):
@@ -54,26 +72,24 @@ class PipelineConfig:
         track: keep track ids and run the expensive stages only when needed.
         detect_every: with tracking, frames between detections over the whole frame;
             in between, the detector looks only around the tracked faces (a region
-            ``region_scale`` times the face, scaled to ``region_size`` px, where a face
-            that continues a track needs only ``track_score``), which costs a fraction
-            of a full pass. New faces are found within this many frames. 1 = the whole
-            frame every frame.
-        region_size, region_scale, track_score: see ``detect_every``.
+            ``REGION_SCALE`` times the face, scaled to ``REGION_SIZE`` px, where a face
+            that continues a track needs only ``REGION_TRACK_SCORE``), which costs a
+            fraction of a full pass. New faces are found within this many frames.
+            1 = the whole frame every frame.
         classify_every: most frames between mask classifications of a tracked face.
         reclassify_change: a settled face is classified again at once (at most every
             3 frames) when the mean colour of its lower half has moved by more than
             this since its last classification (:func:`~maskwatch.ops.crop.colour_change`:
             chroma distance plus half the lightness change, 8-bit Lab): a mask went on,
             off or down. 0 turns it off.
-        identify_every: frames between identity look-ups of a tracked face.
-        identify_unknown_every: frames between look-ups of a tracked face that is still
-            unknown: a face first seen turning, blurred or half in the frame gets more
-            chances (a face nobody enrolled costs one embedding every this many frames).
         model: mask classifier ONNX file (None: the shipped one).
         threads: onnxruntime threads for the classifier (None: its default).
-        max_missed, iou_threshold, ema, switch_frames, switch_confidence, hold_frames,
-        settle_looks, settle_confidence:
-            tracker settings (see :class:`~maskwatch.tracking.FaceTracker`).
+        tracker: box matching and mask smoothing settings
+            (:class:`~maskwatch.tracking.TrackerConfig`).
+
+    Identity look-ups of tracked faces follow fixed intervals
+    (:data:`~maskwatch.tracking.identity.IDENTIFY_EVERY`,
+    :data:`~maskwatch.tracking.identity.IDENTIFY_UNKNOWN_EVERY`).
     """
 
     detector: str = "yunet"
@@ -82,23 +98,11 @@ class PipelineConfig:
     upscale: float = 1.0
     track: bool = True
     detect_every: int = 5
-    region_size: int = 160
-    region_scale: float = 2.5
-    track_score: float = 0.3
     classify_every: int = 10
     reclassify_change: float = 15.0
-    identify_every: int = 30
-    identify_unknown_every: int = 10
     model: str | None = None
     threads: int | None = None
-    max_missed: int = 15
-    iou_threshold: float = 0.3
-    ema: float = 0.5
-    switch_frames: int = 2
-    switch_confidence: float | None = 0.5
-    hold_frames: int = 2
-    settle_looks: int = 3
-    settle_confidence: float = 0.7
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
 
     def make_detector(self) -> Any:
         """The detector these settings describe (to share one between pipelines)."""
@@ -109,12 +113,8 @@ class PipelineConfig:
         return create_detector(self.detector, **kwargs)
 
     def make_tracker(self) -> FaceTracker:
-        """A new tracker with these settings."""
-        return FaceTracker(
-            iou_threshold=self.iou_threshold, max_missed=self.max_missed, ema=self.ema,
-            switch_frames=self.switch_frames, switch_confidence=self.switch_confidence,
-            hold_frames=self.hold_frames, settle_looks=self.settle_looks, settle_confidence=self.settle_confidence,
-        )
+        """A new tracker with these settings (``tracker``)."""
+        return FaceTracker(self.tracker)
 
     @classmethod
     def accurate(cls, **overrides: Any) -> PipelineConfig:
@@ -129,46 +129,45 @@ class FrameResult:
     """What the engine found in one frame.
 
     Attributes:
-        faces: boxes, landmarks, scores, (smoothed) mask probabilities, track ids.
-        mask_labels: the mask state shown for each face (the stable label of its track
-            when tracking, else the classifier's argmax); None when not classified.
-        names: identity per face, None when unknown or not looked up.
-        similarities: best gallery similarity per face, None when not looked up.
+        faces: one entry per face: box, landmarks, score, (smoothed) mask probabilities,
+            the mask label shown, track id, name and similarity (see :class:`Faces`).
         timings_ms: milliseconds per stage (detect, track, classify, embed, total).
+        frame_index: position in the source.
+        timestamp: seconds (a file: from its first frame; live: the monotonic clock).
+        width, height: of the analysed frame, pixels.
         ended: tracks that ended at this frame (for events).
+        source: where the frame came from (a path, ``camera:N``, a masked URL), when
+            read by :meth:`maskwatch.Engine.run`.
+        name: the photo's name within a folder (None otherwise).
+        image: the analysed frame (BGR), when read by :meth:`maskwatch.Engine.run`.
     """
 
     faces: Faces
-    mask_labels: list[str | None]
-    names: list[str | None]
-    similarities: list[float | None]
     timings_ms: dict[str, float]
     frame_index: int
     timestamp: float
     width: int
     height: int
     ended: list[Track] = field(default_factory=list)
+    source: str | None = None
+    name: str | None = None
+    image: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict, the schema of ``maskwatch analyze --json`` (see README)."""
-        faces = self.faces.to_list()
-        for i, item in enumerate(faces):
-            if self.mask_labels[i] is not None:
-                item["mask"] = self.mask_labels[i]
-            else:
-                item.pop("mask", None)
-            if self.names[i] is not None:
-                item["identity"] = self.names[i]
-            if self.similarities[i] is not None:
-                item["similarity"] = round(float(self.similarities[i]), 4)
-        return {
+        out: dict[str, Any] = {
             "frame": self.frame_index,
             "timestamp": round(self.timestamp, 3),
             "width": self.width,
             "height": self.height,
-            "faces": faces,
+            "faces": self.faces.to_list(),
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
         }
+        if self.source is not None:
+            out["source"] = self.source
+        if self.name:
+            out["name"] = self.name
+        return out
 
 
 class Pipeline:
@@ -183,7 +182,7 @@ class Pipeline:
     Example:
         >>> engine = Pipeline(PipelineConfig())            # doctest: +SKIP
         >>> result = engine.process(frame)                  # doctest: +SKIP
-        >>> result.mask_labels, result.timings_ms["total"]  # doctest: +SKIP
+        >>> result.faces.mask_labels, result.timings_ms["total"]  # doctest: +SKIP
     """
 
     def __init__(
@@ -234,16 +233,12 @@ class Pipeline:
         timings["detect"] = (time.perf_counter() - t0) * 1e3
 
         if self.config.track:
-            faces, labels, names, sims, ended = self._tracked(image, faces, ts, timings)
+            faces, ended = self._tracked(image, faces, ts, timings)
         else:
-            faces, labels, names, sims = self._untracked(image, faces, timings)
-            ended = []
+            faces, ended = self._untracked(image, faces, timings), []
         timings["total"] = (time.perf_counter() - t_start) * 1e3
-        return FrameResult(
-            faces=faces, mask_labels=labels, names=names, similarities=sims, timings_ms=timings,
-            frame_index=self._frame, timestamp=ts, width=int(image.shape[1]), height=int(image.shape[0]),
-            ended=ended,
-        )
+        return FrameResult(faces=faces, timings_ms=timings, frame_index=self._frame, timestamp=ts,
+                           width=int(image.shape[1]), height=int(image.shape[0]), ended=ended)
 
     def forget_identities(self) -> None:
         """Look every tracked face up in the gallery again on the next frame (call it
@@ -263,8 +258,8 @@ class Pipeline:
         if boxes is None:
             self._last_full = self._frame
             return self.detector.detect(image)
-        return self.detector.detect_around(image, boxes, scale=c.region_scale, size=c.region_size,
-                                           track_score=c.track_score)
+        return self.detector.detect_around(image, boxes, scale=REGION_SCALE, size=REGION_SIZE,
+                                           track_score=REGION_TRACK_SCORE)
 
     def _expected_boxes(self, image: np.ndarray) -> np.ndarray | None:
         """Predicted boxes of the tracks seen last frame, or None when the whole frame
@@ -278,26 +273,24 @@ class Pipeline:
             return None
         h, w = image.shape[:2]
         full_pixels = min(1.0, c.max_side / max(h, w)) ** 2 * h * w if c.max_side > 0 else h * w
-        if len(tracks) * c.region_size ** 2 > 0.5 * full_pixels:
+        if len(tracks) * REGION_SIZE ** 2 > 0.5 * full_pixels:
             return None
         return np.stack([t.predicted_box(self._frame) for t in tracks])
 
-    def _untracked(self, image: np.ndarray, faces: Faces, timings: dict[str, float]) -> tuple[Any, ...]:
+    def _untracked(self, image: np.ndarray, faces: Faces, timings: dict[str, float]) -> Faces:
         t0 = time.perf_counter()
         faces = self.classifier.classify(image, faces)
         timings["classify"] = (time.perf_counter() - t0) * 1e3
-        labels: list[str | None] = list(faces.mask_classes) if len(faces) else []
-        names: list[str | None] = [None] * len(faces)
-        sims: list[float | None] = [None] * len(faces)
         if self._can_identify() and len(faces):
             t0 = time.perf_counter()
-            masked = np.array([lab != "without_mask" for lab in labels], bool)
-            for i, (name, sim) in enumerate(self._identify(image, faces, masked)):
-                names[i], sims[i] = name, sim
+            masked = np.array([lab != "without_mask" for lab in faces.mask_labels], bool)
+            found = self._identify(image, faces, masked)
+            faces = faces.with_fields(names=[name for name, _ in found], similarities=[sim for _, sim in found])
             timings["embed"] = (time.perf_counter() - t0) * 1e3
-        return faces, labels, names, sims
+        return faces
 
-    def _tracked(self, image: np.ndarray, faces: Faces, ts: float, timings: dict[str, float]) -> tuple[Any, ...]:
+    def _tracked(self, image: np.ndarray, faces: Faces, ts: float,
+                 timings: dict[str, float]) -> tuple[Faces, list[Track]]:
         c = self.config
         t0 = time.perf_counter()
         faces = self.tracker.update(faces, self._frame, ts)
@@ -317,8 +310,7 @@ class Pipeline:
 
         if self._can_identify() and len(faces):
             t0 = time.perf_counter()
-            live = self.tracker.live
-            need = np.array([self._identity_due(live[int(t)]) for t in faces.track_ids], bool)
+            need = self.tracker.identity_due(faces, self._frame)
             if need.any():
                 sub = faces[need]
                 masked = np.array([labels[i] not in (None, "without_mask") for i in np.flatnonzero(need)], bool)
@@ -326,15 +318,12 @@ class Pipeline:
                     self.tracker.set_identity(int(tid), name, sim, self._frame)
             timings["embed"] = (time.perf_counter() - t0) * 1e3
         live = self.tracker.live
-        names = [live[int(t)].identity if int(t) in live else None for t in faces.track_ids]
-        sims = [live[int(t)].best_similarity if int(t) in live else None for t in faces.track_ids]
-        return faces, labels, names, sims, self.tracker.pop_ended()
-
-    def _identity_due(self, track: Any) -> bool:
-        if track.last_identified < 0:
-            return True
-        every = self.config.identify_every if track.identity is not None else self.config.identify_unknown_every
-        return track.last_identified <= self._frame - every
+        faces = faces.with_fields(
+            mask_labels=labels,
+            names=[live[int(t)].identity if int(t) in live else None for t in faces.track_ids],
+            similarities=[live[int(t)].best_similarity if int(t) in live else None for t in faces.track_ids],
+        )
+        return faces, self.tracker.pop_ended()
 
     def _can_identify(self) -> bool:
         return self.embedder is not None and self.matcher is not None

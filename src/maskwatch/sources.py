@@ -41,6 +41,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import cv2
 import numpy as np
 
+from maskwatch.errors import SourceError
 from maskwatch.ops.image import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
@@ -152,10 +153,6 @@ class SourceProblem:
     source: str
     name: str
     message: str
-
-
-class SourceError(Exception):
-    """The source as a whole cannot be opened; ``str(error)`` is one clear sentence."""
 
 
 def mask_url(url: str) -> str:

@@ -38,6 +38,14 @@ class Faces:
         mask_probs: (N, C) float32 probabilities over ``MASK_CLASSES``, or (0, C)/(N, 0)
             when not classified yet.
         track_ids: (N,) int64, -1 when not tracked.
+        mask_labels: (N,) object, the mask state shown for each face (a name from
+            ``MASK_CLASSES``) or None when not classified. Unless given, the most probable
+            class of ``mask_probs``; the tracker gives the stable label of the face's track.
+            Replacing ``mask_probs`` (:meth:`with_fields`) derives them again unless
+            ``mask_labels`` is replaced too.
+        names: (N,) object, the recognised person's name, or None (unknown, or not looked up).
+        similarities: (N,) float32, similarity of the best gallery match (cosine), NaN when
+            the face was not looked up.
 
     Example:
         >>> faces = Faces(boxes=[[10, 10, 50, 60]], scores=[0.9])
@@ -52,10 +60,13 @@ class Faces:
     landmarks: np.ndarray = field(default_factory=lambda: np.zeros((0, 5, 2), np.float32))
     mask_probs: np.ndarray = field(default_factory=lambda: np.zeros((0, len(MASK_CLASSES)), np.float32))
     track_ids: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
+    mask_labels: np.ndarray | None = None
+    names: np.ndarray | None = None
+    similarities: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):  # None means "not filled": an empty array of the right shape
-            if getattr(self, f.name) is None:
+            if getattr(self, f.name) is None and f.name not in _PER_FACE:
                 object.__setattr__(self, f.name, f.default_factory())  # type: ignore[misc]
         boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
         n = len(boxes)
@@ -84,6 +95,21 @@ class Faces:
             raise ValueError(f"Faces: mask_probs must be (N, C) with N={n}, got {mask_probs.shape}")
         if len(track_ids) != n:
             raise ValueError(f"Faces: {n} boxes but {len(track_ids)} track ids")
+        if self.mask_labels is None:
+            labels = [MASK_CLASSES[i] for i in mask_probs.argmax(axis=1)] if len(mask_probs) == n and n else [None] * n
+        else:
+            labels = list(self.mask_labels)
+        names = [None] * n if self.names is None else list(self.names)
+        sims = (np.full(n, np.nan, np.float32) if self.similarities is None
+                else np.array([np.nan if v is None else v for v in self.similarities], np.float32).reshape(-1))
+        for name, values in (("mask_labels", labels), ("names", names), ("similarities", sims)):
+            if len(values) != n:
+                raise ValueError(f"Faces: {n} boxes but {len(values)} {name}")
+        if any(lab is not None and lab not in MASK_CLASSES for lab in labels):
+            raise ValueError(f"Faces: mask_labels must be None or one of {', '.join(MASK_CLASSES)}")
+        object.__setattr__(self, "mask_labels", _objects(labels))
+        object.__setattr__(self, "names", _objects(names))
+        object.__setattr__(self, "similarities", sims)
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -98,6 +124,9 @@ class Faces:
             landmarks=self.landmarks[index],
             mask_probs=self.mask_probs[index] if self.has_mask_probs else None,
             track_ids=self.track_ids[index],
+            mask_labels=self.mask_labels[index],
+            names=self.names[index],
+            similarities=self.similarities[index],
         )
 
     @property
@@ -121,15 +150,11 @@ class Faces:
         """Shorter side of each box in pixels, the face size used for reports."""
         return np.minimum(self.widths, self.heights)
 
-    @property
-    def mask_classes(self) -> list[str]:
-        """Most probable mask state of each face (empty list when not classified)."""
-        if not self.has_mask_probs:
-            return []
-        return [MASK_CLASSES[i] for i in self.mask_probs.argmax(axis=1)]
-
     def with_fields(self, **changes: Any) -> Faces:
-        """A copy with some fields replaced, validated again."""
+        """A copy with some fields replaced, validated again; new ``mask_probs`` without
+        new ``mask_labels`` give the labels of the new probabilities."""
+        if "mask_probs" in changes and "mask_labels" not in changes:
+            changes["mask_labels"] = None
         return replace(self, **changes)
 
     @staticmethod
@@ -143,6 +168,8 @@ class Faces:
             arrays = [getattr(x, f.name) for x in items]
             if f.name == "mask_probs" and not all(x.has_mask_probs for x in items):
                 kw[f.name] = None
+            elif f.name in _PER_FACE:
+                kw[f.name] = np.concatenate(arrays)
             elif f.name == "landmarks" and len({a.shape[1] for a in arrays}) > 1:
                 kw[f.name] = None
             else:
@@ -152,7 +179,6 @@ class Faces:
     def to_list(self) -> list[dict[str, Any]]:
         """JSON-ready list of dicts, one per face (used at the edges: CLI, web)."""
         out = []
-        classes = self.mask_classes
         for i in range(len(self)):
             item: dict[str, Any] = {
                 "box": [round(float(v), 1) for v in self.boxes[i]],
@@ -160,12 +186,28 @@ class Faces:
             }
             if self.has_landmarks:
                 item["landmarks"] = [[round(float(x), 1), round(float(y), 1)] for x, y in self.landmarks[i]]
-            if classes:
-                item["mask"] = classes[i]
+            if self.mask_labels[i] is not None:
+                item["mask"] = self.mask_labels[i]
+            if self.has_mask_probs:
                 item["mask_probs"] = {
                     c: round(float(p), 4) for c, p in zip(MASK_CLASSES, self.mask_probs[i], strict=True)
                 }
             if self.track_ids[i] >= 0:
                 item["track_id"] = int(self.track_ids[i])
+            if self.names[i] is not None:
+                item["identity"] = self.names[i]
+            if not np.isnan(self.similarities[i]):
+                item["similarity"] = round(float(self.similarities[i]), 4)
             out.append(item)
         return out
+
+
+#: The per-face results that default to None per face (not an empty array).
+_PER_FACE = ("mask_labels", "names", "similarities")
+
+
+def _objects(values: list[Any]) -> np.ndarray:
+    """A 1-d object array of ``values`` (numpy would make a 2-d array of equal strings)."""
+    out = np.empty(len(values), object)
+    out[:] = values
+    return out

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from maskwatch.evaluate.tracking import single_frame_flickers
+from maskwatch.tracking import TrackerConfig
 
 
 @pytest.mark.parametrize(
@@ -43,9 +44,10 @@ def test_unsure_tracks_looked_at_until_confident_raise_agreement(datasets):
     from maskwatch.evaluate.tracking import evaluate_tracking
 
     video = datasets / "videos" / "short_hamilton_clip.mp4"
-    old = evaluate_tracking(video, None, progress=False, settle_confidence=0.0, switch_frames=3,
-                            switch_confidence=None)
-    new = evaluate_tracking(video, None, progress=False, switch_confidence=None)  # settle_confidence 0.7
+    old = evaluate_tracking(video, None, progress=False, tracker=TrackerConfig(
+        settle_confidence=0.0, switch_frames=3, switch_confidence=None))
+    new = evaluate_tracking(video, None, progress=False,  # settle_confidence 0.7
+                            tracker=TrackerConfig(switch_confidence=None))
     assert new["agreement"] > old["agreement"] + 0.01  # measured 98.5% against 96.8%
     assert new["agreement_confident"] >= 0.995  # measured 99.7%
     assert new["flickers_shown"] == 0
@@ -56,7 +58,8 @@ def test_decisive_looks_raise_agreement(datasets):
     from maskwatch.evaluate.tracking import evaluate_tracking
 
     video = datasets / "videos" / "short_hamilton_clip.mp4"
-    before = evaluate_tracking(video, None, progress=False, switch_confidence=None)
+    before = evaluate_tracking(video, None, progress=False,
+                               tracker=TrackerConfig(switch_confidence=None))
     now = evaluate_tracking(video, None, progress=False)  # switch_confidence 0.5, hold_frames 2
     assert now["agreement"] > before["agreement"]  # measured 99.1% against 98.5%
     assert now["agreement_confident"] >= before["agreement_confident"]  # 100% against 99.7%

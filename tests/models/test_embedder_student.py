@@ -257,8 +257,8 @@ def test_the_pipeline_matches_a_masked_face_by_the_student_against_plain_templat
     masked_probe = render_mask(probe, pface.landmarks[0], pface.boxes[0], style=style)
     engine = Pipeline(PipelineConfig.accurate(), embedder=both, matcher=matcher)
     result = engine.process(masked_probe)
-    assert result.mask_labels == ["with_mask"] and result.names == ["obama"]
+    assert result.faces.mask_labels.tolist() == ["with_mask"] and result.faces.names.tolist() == ["obama"]
     found = result.faces[:1]
     by_student = student.embed(masked_probe, found)[0] @ templates[0]  # against the plain template
-    assert result.similarities[0] == pytest.approx(float(by_student), abs=1e-4)
+    assert result.faces.similarities[0] == pytest.approx(float(by_student), abs=1e-4)
     assert abs(float(sface.embed(masked_probe, found)[0] @ templates[1]) - float(by_student)) > 1e-3

@@ -68,8 +68,8 @@ def test_synthetic_masks_on_real_faces(datasets, shipped):
             continue
         i = int(np.argmax(faces.widths))
         masked = render_mask(img, faces.landmarks[i], faces.boxes[i], position="proper", rng=rng)
-        plain_cls = shipped.classify(img, faces[i]).mask_classes[0]
-        masked_cls = shipped.classify(masked, faces[i]).mask_classes[0]
+        plain_cls = shipped.classify(img, faces[i]).mask_labels[0]
+        masked_cls = shipped.classify(masked, faces[i]).mask_labels[0]
         right += (plain_cls == "without_mask") + (masked_cls == "with_mask")
         total += 2
     assert total >= 12

@@ -3,7 +3,7 @@
 The live engine classifies a tracked face when its track appears, while it is
 unsettled, and every ``classify_every`` frames after, and shows a smoothed, stable
 label in between. This evaluation runs the engine on a video and, on every frame,
-also runs the classifier on every face (the original's way), then reports:
+also runs the classifier on every face (no tracking, no smoothing), then reports:
 
 - agreement: the fraction of face-frames whose shown label equals the per-frame
   classifier's argmax, overall and on the frames where the per-frame classifier is
@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,7 @@ def evaluate_tracking(video: str | Path, out: str | Path | None = None, *, confi
             if len(result.faces) == 0:
                 continue
             probs = clf.predict_crops(clf.crops(item.image, result.faces))[:, order]
-            for tid, label, p in zip(result.faces.track_ids.tolist(), result.mask_labels, probs, strict=True):
+            for tid, label, p in zip(result.faces.track_ids.tolist(), result.faces.mask_labels, probs, strict=True):
                 if label is None:
                     continue
                 truth = MASK_CLASSES[int(p.argmax())]
@@ -112,7 +113,7 @@ def evaluate_tracking(video: str | Path, out: str | Path | None = None, *, confi
         "disagreeing_tracks": sorted(
             ({"track": t, "face_frames": len(v), "disagree": sum(a != b for a, b in zip(v, per_frame[t], strict=True))}
              for t, v in shown.items()), key=lambda r: -r["disagree"])[:10],
-        "config": json_safe(vars(engine.config)),
+        "config": json_safe(asdict(engine.config)),
     }
     if out is not None:
         out = Path(out)

@@ -80,7 +80,7 @@ class MaskClassifier:
     Example:
         >>> clf = MaskClassifier()                            # doctest: +SKIP
         >>> faces = clf.classify(image, detector.detect(image))  # doctest: +SKIP
-        >>> faces.mask_classes                                # doctest: +SKIP
+        >>> faces.mask_labels                                 # doctest: +SKIP
         ['with_mask', 'without_mask']
     """
 

@@ -62,7 +62,7 @@ async def live_socket(ws: WebSocket) -> None:
         await ws.send_text(json.dumps({"type": "error", "error": str(exc)}))
         await ws.close(code=1013)
         return
-    await ws.send_text(json.dumps({"type": "hello", "source": stream.source}))
+    await ws.send_text(json.dumps({"type": "hello", "source": stream.name}))
     try:
         while True:
             message = await ws.receive()

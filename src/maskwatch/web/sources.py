@@ -15,7 +15,6 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -96,52 +95,36 @@ class ServerSource:
 
     def _run(self) -> None:
         from maskwatch.draw import FaceAnnotator
-        from maskwatch.sources import SourceError, SourceProblem, open_source
+        from maskwatch.events import event_source_name
+        from maskwatch.sources import SourceError, open_source
 
         annotator = FaceAnnotator()
+        service = self.service
         stream = None
         try:
             try:
-                self._source = open_source(self.spec, max_pixels=self.service.settings.max_pixels)
+                self._source = open_source(self.spec, max_pixels=service.settings.max_pixels)
             except SourceError as exc:
                 self.state, self.message = "failed", str(exc)
                 log.warning("source %s: %s", self.shown, exc)
                 return
             if self._stop.is_set():
                 return
-            kind = self._source.kind
-            name = f"file:{Path(self.spec).name}" if kind in ("video", "image", "folder") else self._source.source
-            stream = self.service.open_stream(f"{name}#{self.id}" if self.service.has_stream(name) else name)
-            pace = None if self._source.is_live else (self._source.fps or 25.0)
+            name = event_source_name(self._source.kind, self._source.source)
+            stream = service.open_stream(f"{name}#{self.id}" if service.has_stream(name) else name)
             self.state, self.message = "live", self._source.description
-            t_start = time.monotonic()
-            for n, item in enumerate(self._source):
-                if self._stop.is_set():
-                    break
-                if isinstance(item, SourceProblem):
-                    self.state, self.message = "reconnecting", item.message
-                    continue
-                if pace:  # a file plays at its own frame rate, as a camera would
-                    delay = t_start + n / pace - time.monotonic()
-                    if delay > 0 and self._stop.wait(delay):
+            # The engine reads the source (a file at its own frame rate, as a camera would
+            # deliver it) and runs each frame on the inference thread; drawing and JPEG
+            # encoding stay on this thread.
+            results = service.engine.run(self._source, stream=stream, realtime=True, on_problem=self._problem,
+                                         call=lambda fn, *args: service.submit(fn, *args).result())
+            try:
+                for result in results:
+                    if self._stop.is_set():
                         break
-                result = self.service.submit(stream.process, item.image).result()
-                drawn = annotator.annotate(item.image, result.faces, result.names, labels=result.mask_labels)
-                ok, buf = cv2.imencode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-                if not ok:
-                    continue
-                now = time.monotonic()
-                if self._times and now - self._times[-1] > STALE_S:
-                    self._times = []  # back after a gap: the rate is the new connection's
-                self._times = (self._times + [now])[-30:]
-                self._last_frame = now
-                self.frames += 1
-                self.faces = len(result.faces)
-                self.state = "live"
-                self.message = self._source.description
-                with self._cond:
-                    self.jpeg, self.jpeg_index = buf.tobytes(), self.jpeg_index + 1
-                    self._cond.notify_all()
+                    self._show(annotator.annotate(result.image, result), len(result.faces))
+            finally:
+                results.close()
             if not self._stop.is_set():
                 self.state = "finished" if self.state != "reconnecting" else "failed"
                 if self.state == "finished":
@@ -156,11 +139,32 @@ class ServerSource:
                 self._source.close()
             if stream is not None:
                 try:
-                    self.service.close_stream_sync(stream)
+                    service.close_stream_sync(stream)
                 except Exception:  # noqa: BLE001 - the service may be shutting down
                     log.debug("could not close the stream of %s", self.shown, exc_info=True)
             with self._cond:
                 self._cond.notify_all()
+
+    def _problem(self, item: Any) -> None:
+        self.state, self.message = "reconnecting", item.message
+
+    def _show(self, drawn: Any, faces: int) -> None:
+        """Encode an annotated frame as the latest JPEG and wake the viewers."""
+        ok, buf = cv2.imencode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if not ok:
+            return
+        now = time.monotonic()
+        if self._times and now - self._times[-1] > STALE_S:
+            self._times = []  # back after a gap: the rate is the new connection's
+        self._times = (self._times + [now])[-30:]
+        self._last_frame = now
+        self.frames += 1
+        self.faces = faces
+        self.state = "live"
+        self.message = self._source.description
+        with self._cond:
+            self.jpeg, self.jpeg_index = buf.tobytes(), self.jpeg_index + 1
+            self._cond.notify_all()
 
     def stop(self, wait: float = 5.0) -> None:
         self._stop.set()

@@ -1,0 +1,177 @@
+"""Mask-label smoothing: a track's stable mask label, and when its face is classified.
+
+A track's mask label is smoothed (an exponential moving average of probabilities plus
+hysteresis) so it does not flicker when the per-frame classifier disagrees with itself
+for a frame or two: an unsure look moves the label only when the next look agrees, a
+decisive look moves it at once, and no label is ever shown for fewer than
+``hold_frames`` frames. The classifier runs only on faces that are :meth:`~MaskSmoother.due`:
+new or unsettled tracks, tracks not looked at for ``every`` frames, and faces whose
+lower half changed colour (a mask went on, off or down).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ops.crop import colour_change
+from ..types import MASK_CLASSES, Faces
+from .config import TrackerConfig
+from .track import Track
+
+__all__ = ["CHANGE_GAP", "MaskSmoother", "shown_labels", "shown_probs"]
+
+_NUM_CLASSES = len(MASK_CLASSES)
+
+#: Least frames between two classifications of a track that a change of look asks for:
+#: a mask being pulled up or down changes the colour over several frames, and one look
+#: in three frames follows it without classifying the face on every one of them.
+CHANGE_GAP = 3
+
+
+class MaskSmoother:
+    """The rules of a track's mask label; writes the mask fields of :class:`Track`.
+
+    Args:
+        config: reads ``ema``, ``switch_frames``, ``switch_margin``,
+            ``switch_confidence``, ``hold_frames``, ``settle_looks`` and
+            ``settle_confidence``.
+    """
+
+    def __init__(self, config: TrackerConfig) -> None:
+        self.config = config
+
+    def due(self, track: Track | None, frame_index: int, every: int,
+            look: np.ndarray | None = None, change: float = 0.0) -> bool:
+        """Whether a face on ``track`` needs a classification at this frame.
+
+        Args:
+            track: the face's live track (None: it has none).
+            frame_index: the current frame index.
+            every: classify each track at least once per this many frames (1 = always).
+            look: the face's lower-face colour now
+                (:func:`~maskwatch.ops.crop.lower_face_colours`), or None. A settled
+                face whose colour has moved more than ``change``
+                (:func:`~maskwatch.ops.crop.colour_change`) since its track's last
+                classification is due at once, at most every ``CHANGE_GAP`` frames.
+            change: see ``look``; 0 turns the check off.
+
+        Returns:
+            True for a face with no track, whose track was never classified, whose
+            last classification is ``every`` or more frames old, or whose track is
+            unsettled: its label has had fewer than ``settle_looks`` classifications
+            (one view can be misleading, so a new track, and a label that just
+            changed, are looked at on their first frames), its smoothed top
+            probability is under ``settle_confidence`` (the classifier is unsure of
+            this face), or its latest looks disagree with its stable label. An
+            unsettled track is classified on every frame until its label switches or
+            is confirmed, so a wrong or unsure label lasts a few frames, not ``every``.
+        """
+        if track is None or track.last_classified < 0:
+            return True
+        c = self.config
+        unsettled = (track.label_looks < c.settle_looks or track.switch_streak > 0
+                     or (track.mask_probs is not None
+                         and float(track.mask_probs.max()) < c.settle_confidence))
+        if unsettled or track.last_classified <= frame_index - every:
+            return True
+        if (look is not None and change > 0 and track.last_look is not None
+                and track.last_classified <= frame_index - CHANGE_GAP):
+            return bool(colour_change(look, track.last_look) > change)
+        return False
+
+    def fold(self, track: Track, probs: np.ndarray, frame_index: int,
+             look: np.ndarray | None = None) -> None:
+        """Fold one classification of a track's face into its smoothed mask state.
+
+        The smoothed probabilities are ``ema * probs + (1 - ema) * previous`` (the
+        first classification is taken as is). The first stable label is the argmax.
+        After that the label switches to another class in one of two ways, and never
+        before it has been shown on ``hold_frames`` matched frames:
+
+        - a decisive look: this classification's top probability reaches
+          ``switch_confidence``; the smoothed probabilities restart from it, so the
+          shown probability belongs to the shown label;
+        - agreeing looks: the smoothed argmax has been that class for
+          ``switch_frames`` consecutive classifications and its smoothed probability
+          exceeds the stable label's by at least ``switch_margin``.
+
+        A look that wants a switch during the hold still counts towards the second way.
+
+        Args:
+            track: the face's live track.
+            probs: (3,) probabilities over ``MASK_CLASSES`` from the classifier.
+            frame_index: the current frame index.
+            look: the face's lower-face colour now (see :meth:`due`), kept to compare with.
+        """
+        c = self.config
+        if look is not None:
+            track.last_look = np.asarray(look, np.float32).copy()
+        probs = np.asarray(probs, np.float32).reshape(-1)
+        if probs.shape != (_NUM_CLASSES,):
+            raise ValueError(f"probs must have {_NUM_CLASSES} values, got {probs.shape}")
+        track.last_classified = frame_index
+        track.classifications += 1
+        track.label_looks += 1
+        if track.mask_probs is None:
+            track.mask_probs = probs.copy()
+            track.mask_label = MASK_CLASSES[int(probs.argmax())]
+            track.label_since = track.hits
+            if track.last_frame == frame_index:
+                # Matched this frame before the label existed: count this frame too.
+                track.mask_counts[track.mask_label] += 1
+            return
+        stable = MASK_CLASSES.index(track.mask_label)
+        may_switch = track.hits - track.label_since >= c.hold_frames
+        top_now = int(probs.argmax())
+        if (may_switch and top_now != stable and c.switch_confidence is not None
+                and probs[top_now] >= c.switch_confidence):
+            track.mask_probs = probs.copy()
+            self._switch(track, top_now)
+            return
+        p = (c.ema * probs + (1.0 - c.ema) * track.mask_probs).astype(np.float32)
+        track.mask_probs = p
+        top = int(p.argmax())
+        if top == stable:
+            track.switch_candidate, track.switch_streak = -1, 0
+            return
+        if top == track.switch_candidate:
+            track.switch_streak += 1
+        else:
+            track.switch_candidate, track.switch_streak = top, 1
+        if (may_switch and track.switch_streak >= c.switch_frames
+                and p[top] - p[stable] >= c.switch_margin):
+            self._switch(track, top)
+
+    @staticmethod
+    def count_shown(track: Track) -> None:
+        """Count one more matched frame in the track's current label (if it has one)."""
+        if track.mask_label is not None:
+            track.mask_counts[track.mask_label] += 1
+
+    @staticmethod
+    def _switch(track: Track, label: int) -> None:
+        track.mask_label = MASK_CLASSES[label]
+        track.label_since = track.hits
+        track.label_looks = 1
+        track.switch_candidate, track.switch_streak = -1, 0
+
+
+def shown_probs(faces: Faces, tracks: list[Track | None]) -> Faces:
+    """``faces`` with ``mask_probs`` replaced by their tracks' smoothed probabilities.
+
+    Faces whose track was never classified (or that have none: None in ``tracks``)
+    keep their own per-frame probabilities when ``faces`` has them, and otherwise get
+    the uniform 1/3 (no opinion), so every row is a valid distribution.
+    """
+    out = np.full((len(faces), _NUM_CLASSES), 1.0 / _NUM_CLASSES, np.float32)
+    if faces.has_mask_probs and faces.mask_probs.shape[1] == _NUM_CLASSES:
+        out[:] = faces.mask_probs
+    for i, track in enumerate(tracks):
+        if track is not None and track.mask_probs is not None:
+            out[i] = track.mask_probs
+    return faces.with_fields(mask_probs=out)
+
+
+def shown_labels(tracks: list[Track | None]) -> list[str | None]:
+    """Stable mask label of each track (``None`` for no track or none classified yet)."""
+    return [track.mask_label if track is not None else None for track in tracks]
