@@ -53,8 +53,10 @@ def main() -> None:
         source = "random pixels"
     print(f"model: {clf.model_path.name} ({clf.info.backbone}, {s}x{s}), "
           f"{os.path.getsize(clf.model_path) / 1e6:.1f} MB; onnxruntime threads: {args.threads}; "
-          f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; crops: {source}")
-    print(f"{'batch':>5} | {'median ms/call':>14} | {'p95 ms/call':>11} | {'median ms/face':>14} | {'p95 ms/face':>11}")
+          f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+          f"crops: {source}")
+    print(f"{'batch':>5} | {'median ms/call':>14} | {'p95 ms/call':>11} | "
+          f"{'median ms/face':>14} | {'p95 ms/face':>11}")
     rng = np.random.default_rng(1)
     for batch in (1, 4, 8, 16, 32):
         def call(batch=batch):

@@ -24,7 +24,8 @@ from maskwatch.sources import Frame, open_source
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--datasets", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
+    ap.add_argument("--datasets",
+                    default=str(Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     matcher = EmbeddingMatcher.from_arrays([f"p{i // 10}" for i in range(1000)],
@@ -37,7 +38,8 @@ def main() -> None:
                 engine.process(item.image, item.index, item.timestamp)
                 frames += 1
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{frames} frames through the live engine with recognition; peak resident memory {peak:.0f} MB")
+    print(f"{frames} frames through the live engine with recognition; "
+          f"peak resident memory {peak:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -60,7 +60,8 @@ def enrol(url: str, name: str, photo: Path) -> tuple[int, float]:
     return r.status_code, time.monotonic() - t0
 
 
-def bench_mongo(frames: list[bytes], tmp: Path, seconds: float, rounds: int) -> dict[str, list[float]]:
+def bench_mongo(frames: list[bytes], tmp: Path, seconds: float,
+                rounds: int) -> dict[str, list[float]]:
     rates: dict[str, list[float]] = {"up": [], "down": []}
     home = tmp / "home-mongo"
     home.mkdir()
@@ -87,12 +88,14 @@ def bench_mongo(frames: list[bytes], tmp: Path, seconds: float, rounds: int) -> 
     return rates
 
 
-def bench_sqlite(frames: list[bytes], tmp: Path, seconds: float, hold: float, photo: Path) -> dict:
+def bench_sqlite(frames: list[bytes], tmp: Path, seconds: float, hold: float,
+                 photo: Path) -> dict:
     home = tmp / "home-sqlite"
     home.mkdir()
     db = home / "gallery.sqlite3"
     out: dict = {}
-    with running_server(home, PASSWORD, "-q", "--db", str(db)) as server, LiveClient(server.url) as live:
+    with running_server(home, PASSWORD, "-q", "--db", str(db)) as server, \
+            LiveClient(server.url) as live:
         live.send(frames[:20])
         out["before"], _ = live.fps(frames, seconds)
         locked = threading.Event()
@@ -131,9 +134,11 @@ def bench_sqlite(frames: list[bytes], tmp: Path, seconds: float, hold: float, ph
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--datasets", default=str(REPO.parent / "shared" / "datasets"))
-    ap.add_argument("--seconds", type=float, default=5.0, help="seconds per measured window (default 5)")
+    ap.add_argument("--seconds", type=float, default=5.0,
+                    help="seconds per measured window (default 5)")
     ap.add_argument("--rounds", type=int, default=2, help="MongoDB up/killed rounds (default 2)")
-    ap.add_argument("--hold", type=float, default=8.0, help="seconds the SQLite write lock is held (default 8)")
+    ap.add_argument("--hold", type=float, default=8.0,
+                    help="seconds the SQLite write lock is held (default 8)")
     args = ap.parse_args()
     datasets = Path(args.datasets)
     frames = clip_frames(datasets, 60)

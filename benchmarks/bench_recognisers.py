@@ -27,7 +27,8 @@ log = logging.getLogger("bench_recognisers")
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--photos", type=int, default=60)
-    ap.add_argument("--datasets", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+    ap.add_argument("--datasets",
+                    default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -37,7 +38,8 @@ def main() -> None:
     from maskwatch.ops.image import read_image
 
     root = Path(args.datasets) / "lfw-identities" / "images"
-    files = sorted(root.rglob("*.jpg"))[:: max(1, len(sorted(root.rglob("*.jpg"))) // args.photos)][: args.photos]
+    files = sorted(root.rglob("*.jpg"))
+    files = files[:: max(1, len(files) // args.photos)][: args.photos]
     images = [read_image(f) for f in files]
     yunet = create_detector("yunet")
     faces = [yunet.detect(im) for im in images]
@@ -47,7 +49,8 @@ def main() -> None:
 
     def report(name: str, times: list[float]) -> None:
         t = np.array(times) * 1e3
-        log.info("%-28s median %7.1f ms  p95 %7.1f ms  (%d calls)", name, np.median(t), np.percentile(t, 95), len(t))
+        log.info("%-28s median %7.1f ms  p95 %7.1f ms  (%d calls)", name, np.median(t),
+                 np.percentile(t, 95), len(t))
 
     for det_name in ("yunet", "hog"):
         try:

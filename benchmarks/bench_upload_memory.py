@@ -34,7 +34,8 @@ PASSWORD = "bench upload memory password"
 def post(url: str, data: bytes, timeout: float) -> int:
     import httpx
 
-    r = httpx.post(url + "/api/analyze", files={"file": ("big16.png", data, "image/png")}, timeout=timeout)
+    r = httpx.post(url + "/api/analyze", files={"file": ("big16.png", data, "image/png")},
+                   timeout=timeout)
     return r.status_code
 
 
@@ -47,7 +48,8 @@ def main() -> int:
     rounds = [int(x) for x in args.rounds.split(",") if x.strip()]
     data = rgba16_png(args.side)
     print(f"payload: {args.side}x{args.side} 16-bit RGBA PNG, {len(data) / 1e3:.0f} kB "
-          f"({args.side ** 2 * 8 / 2**20:.0f} MB at 16 bits, {args.side ** 2 * 3 / 2**20:.0f} MB as BGR uint8)")
+          f"({args.side ** 2 * 8 / 2**20:.0f} MB at 16 bits, "
+          f"{args.side ** 2 * 3 / 2**20:.0f} MB as BGR uint8)")
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         home.mkdir()
@@ -62,7 +64,8 @@ def main() -> int:
                 wall = time.perf_counter() - t0
                 print(f"{n} at once: peak {peak.peak - idle:.0f} MB over idle ({peak.peak:.0f} MB; "
                       f"{peak.peak - before:.0f} MB over the RSS just before), status {codes}, "
-                      f"{wall:.1f} s, {peak.samples} samples; RSS after: {rss_mb(srv.pid) - idle:.0f} MB over idle")
+                      f"{wall:.1f} s, {peak.samples} samples; "
+                      f"RSS after: {rss_mb(srv.pid) - idle:.0f} MB over idle")
     return 0
 
 

@@ -10,7 +10,7 @@ page measures it: ``window.maskwatchStats``) and samples the server's resident m
 every second. Everything runs on this machine: the browser competes with the server
 for the same cores, as it would on a laptop.
 
-    python benchmarks/bench_web.py                     # 1 and 3 faces with 1 page, 3 faces with 8 pages
+    python benchmarks/bench_web.py        # 1 and 3 faces with 1 page, 3 faces with 8 pages
     python benchmarks/bench_web.py --runs 1x1 --seconds 10
 
 Targets (issue 5): >= 20 frames/s and <= 120 ms p95 with 1 to 3 faces and one page;
@@ -55,7 +55,9 @@ def build_camera(datasets: Path, faces: int, out: Path, frames: int = 150) -> Pa
 
     path = out / f"faces{faces}.y4m"
     if not path.exists():
-        write_y4m(compose_sequence(datasets / "lfw-identities" / "images", faces, frames, seed=faces), path, fps=30)
+        write_y4m(compose_sequence(datasets / "lfw-identities" / "images", faces, frames,
+                                   seed=faces),
+                  path, fps=30)
     return path
 
 
@@ -70,7 +72,8 @@ def run_config(datasets: Path, tmp: Path, faces: int, pages: int, warmup_s: floa
     load_before = load_average()
     with running_server(home, "bench-password", "-q", timeout=120.0) as (url, pid):
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=chromium_args(camera))
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                        args=chromium_args(camera))
             context = browser.new_context()
             tabs = []
             for _ in range(pages):
@@ -79,8 +82,9 @@ def run_config(datasets: Path, tmp: Path, faces: int, pages: int, warmup_s: floa
                 tabs.append(tab)
             t_start = time.time()
             for tab in tabs:
-                tab.wait_for_function("() => window.maskwatchStats && window.maskwatchStats.frames > 0",
-                                      timeout=120_000)
+                tab.wait_for_function(
+                    "() => window.maskwatchStats && window.maskwatchStats.frames > 0",
+                    timeout=120_000)
             first_result_s = time.time() - t_start
             end_warm = time.time() + warmup_s
             while time.time() < end_warm:
@@ -95,9 +99,12 @@ def run_config(datasets: Path, tmp: Path, faces: int, pages: int, warmup_s: floa
                 time.sleep(1.0)
             per_page = []
             for tab in tabs:
-                s = tab.evaluate("() => ({frames: window.maskwatchStats.frames, p50: window.maskwatchStats.latencyP50,"
-                                 " p95: window.maskwatchStats.latencyP95, errors: window.maskwatchStats.errors,"
-                                 " faces: window.maskwatchStats.faces, srv50: window.maskwatchStats.serverP50,"
+                s = tab.evaluate("() => ({frames: window.maskwatchStats.frames,"
+                                 " p50: window.maskwatchStats.latencyP50,"
+                                 " p95: window.maskwatchStats.latencyP95,"
+                                 " errors: window.maskwatchStats.errors,"
+                                 " faces: window.maskwatchStats.faces,"
+                                 " srv50: window.maskwatchStats.serverP50,"
                                  " srv95: window.maskwatchStats.serverP95})")
                 s["fps"] = s["frames"] / (time.time() - t0)
                 per_page.append(s)
@@ -109,13 +116,16 @@ def run_config(datasets: Path, tmp: Path, faces: int, pages: int, warmup_s: floa
         "pages_with_results": sum(1 for s in per_page if s["frames"] > 0),
         "fps_each": [round(s["fps"], 1) for s in per_page],
         "fps_min": min(s["fps"] for s in per_page), "fps_total": sum(s["fps"] for s in per_page),
-        "p50_ms": statistics.median(s["p50"] for s in per_page if s["p50"] is not None) if per_page[0]["p50"] else None,
+        "p50_ms": statistics.median(s["p50"] for s in per_page if s["p50"] is not None)
+        if per_page[0]["p50"] else None,
         "p95_ms_max": max((s["p95"] for s in per_page if s["p95"] is not None), default=None),
         "errors": sum(s["errors"] for s in per_page),
         "server_p50_ms": statistics.median(s["srv50"] for s in per_page if s["srv50"] is not None)
         if any(s["srv50"] is not None for s in per_page) else None,
-        "server_p95_ms_max": max((s["srv95"] for s in per_page if s["srv95"] is not None), default=None),
-        "rss_start_mb": measured[0], "rss_peak_mb": max(m for _, m in rss), "rss_end_mb": measured[-1],
+        "server_p95_ms_max": max((s["srv95"] for s in per_page if s["srv95"] is not None),
+                                 default=None),
+        "rss_start_mb": measured[0], "rss_peak_mb": max(m for _, m in rss),
+        "rss_end_mb": measured[-1],
         "rss_series": [(round(t), round(m)) for t, m in rss],
         "load_before": load_before, "load_after": load_average(),
     }
@@ -124,10 +134,12 @@ def run_config(datasets: Path, tmp: Path, faces: int, pages: int, warmup_s: floa
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--datasets", default=str(REPO.parent / "shared" / "datasets"))
-    ap.add_argument("--runs", default="1x1,3x1,3x8", help="FACESxPAGES, comma-separated (default 1x1,3x1,3x8)")
+    ap.add_argument("--runs", default="1x1,3x1,3x8",
+                    help="FACESxPAGES, comma-separated (default 1x1,3x1,3x8)")
     ap.add_argument("--warmup", type=float, default=8.0, help="seconds before measuring")
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds measured per run")
-    ap.add_argument("--inflight", type=int, default=1, help="frames a page keeps in flight (1-4; the page default is 1)")
+    ap.add_argument("--inflight", type=int, default=1,
+                    help="frames a page keeps in flight (1-4; the page default is 1)")
     ap.add_argument("--out", default=str(REPO / "docs" / "results" / "web-bench.txt"))
     args = ap.parse_args()
     datasets = Path(args.datasets)
@@ -138,32 +150,44 @@ def main() -> int:
     runs = [tuple(int(x) for x in r.split("x")) for r in args.runs.split(",") if r.strip()]
     lines = [f"maskwatch web benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {platform.machine()}, "
              f"{os.cpu_count()} CPUs, server + headless Chromium on the same machine, loopback",
-             f"640x480 fake camera at 30 fps (LFW faces composed as by `maskwatch bench`), {args.inflight} frames "
-             f"in flight per page, {args.warmup:g} s warm-up, {args.seconds:g} s measured", ""]
-    header = (f"{'faces':>5} {'pages':>5} | {'fps/page (min)':>14} {'fps total':>9} | {'p50 ms':>7} {'p95 ms':>7} | "
-              f"{'server p50/p95':>14} | {'pages w/ results':>16} {'errors':>6} | {'RSS start/peak/end MB':>22} | load before -> after")
+             f"640x480 fake camera at 30 fps (LFW faces composed as by `maskwatch bench`), "
+             f"{args.inflight} frames in flight per page, {args.warmup:g} s warm-up, "
+             f"{args.seconds:g} s measured", ""]
+    header = (f"{'faces':>5} {'pages':>5} | {'fps/page (min)':>14} {'fps total':>9} | "
+              f"{'p50 ms':>7} {'p95 ms':>7} | {'server p50/p95':>14} | "
+              f"{'pages w/ results':>16} {'errors':>6} | {'RSS start/peak/end MB':>22} | "
+              f"load before -> after")
     lines += [header, "-" * len(header)]
     print("\n".join(lines), flush=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-web-") as tmp:
         for faces, pages in runs:
-            r = run_config(datasets, Path(tmp), faces, pages, args.warmup, args.seconds, args.inflight)
+            r = run_config(datasets, Path(tmp), faces, pages, args.warmup, args.seconds,
+                           args.inflight)
             results.append(r)
             p50 = f"{r['p50_ms']:.0f}" if r["p50_ms"] is not None else "-"
             p95 = f"{r['p95_ms_max']:.0f}" if r["p95_ms_max"] is not None else "-"
-            srv = (f"{r['server_p50_ms']:.0f}/{r['server_p95_ms_max']:.0f}" if r["server_p50_ms"] is not None else "-")
-            row = (f"{faces:>5} {pages:>5} | {r['fps_min']:>14.1f} {r['fps_total']:>9.1f} | {p50:>7} {p95:>7} | {srv:>14} | "
+            srv = (f"{r['server_p50_ms']:.0f}/{r['server_p95_ms_max']:.0f}"
+                   if r["server_p50_ms"] is not None else "-")
+            row = (f"{faces:>5} {pages:>5} | {r['fps_min']:>14.1f} {r['fps_total']:>9.1f} | "
+                   f"{p50:>7} {p95:>7} | {srv:>14} | "
                    f"{r['pages_with_results']:>13}/{pages:<2} {r['errors']:>6} | "
-                   f"{r['rss_start_mb']:>6.0f}/{r['rss_peak_mb']:>5.0f}/{r['rss_end_mb']:>5.0f}     | "
+                   f"{r['rss_start_mb']:>6.0f}/{r['rss_peak_mb']:>5.0f}/"
+                   f"{r['rss_end_mb']:>5.0f}     | "
                    f"{r['load_before']} -> {r['load_after']}")
             lines.append(row)
             print(row, flush=True)
-    lines += ["", "p50: median over pages of each page's median round trip; p95: the worst page's p95. server: JPEG",
-              "decode + engine time inside the server (the rest of the round trip is the browser grabbing and",
-              "encoding the frame, the WebSocket, waiting behind the page's other frame in flight, and drawing).",
+    lines += ["",
+              ("p50: median over pages of each page's median round trip; "
+               "p95: the worst page's p95. server: JPEG"),
+              ("decode + engine time inside the server "
+               "(the rest of the round trip is the browser grabbing and"),
+              ("encoding the frame, the WebSocket, "
+               "waiting behind the page's other frame in flight, and drawing)."),
               "Server RSS (seconds since the pages opened, MB) per run:"]
     for r in results:
-        lines.append(f"  {r['faces']} faces x {r['pages']} pages: fps per page {r['fps_each']}; RSS {r['rss_series']}")
+        lines.append(f"  {r['faces']} faces x {r['pages']} pages: "
+                     f"fps per page {r['fps_each']}; RSS {r['rss_series']}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")

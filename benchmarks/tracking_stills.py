@@ -30,7 +30,8 @@ shown label needs after a cross-fade ends to show the new state (only where the
 per-frame classifier gets that state right on most of its frames).
 
     .venv/bin/python benchmarks/tracking_stills.py [--datasets ../shared/datasets]
-        [--steady 300] [--changing 150] [--seed 1] [--out docs/results/tracking/stills.md] [--cache /tmp/stills.npz]
+        [--steady 300] [--changing 150] [--seed 1] [--out docs/results/tracking/stills.md]
+        [--cache /tmp/stills.npz]
 
 Loading the test split takes about 2 minutes on 2 cores (the detector runs on every
 image of the three sources so that the split is the training run's); classifying
@@ -96,8 +97,10 @@ def load_test_faces(datasets: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     specs = [SourceSpec.parse(f"folder:{datasets / 'mask-classification'}"),
              SourceSpec.parse(f"voc:{datasets / 'mask-scenes'}"),
              SourceSpec.parse(f"synthetic:{datasets / 'lfw-identities' / 'images'}")]
-    maker = CropMaker(YuNetDetector(score_threshold=0.5, max_side=1024), clf.info.input_size, clf.info.margin)
-    fs = load_sources(specs, maker, templates_dir=datasets / "mask-templates", seed=0, progress=False)
+    maker = CropMaker(YuNetDetector(score_threshold=0.5, max_side=1024), clf.info.input_size,
+                      clf.info.margin)
+    fs = load_sources(specs, maker, templates_dir=datasets / "mask-templates", seed=0,
+                      progress=False)
     fs = assign_splits(fs, seed=0)
     fs = fs.subset(fs.splits == "test")
     labels = np.array([MASK_CLASSES.index(fs.class_names[i]) for i in fs.labels])
@@ -137,8 +140,8 @@ def steady_sequences(clf: MaskClassifier, crops: np.ndarray, labels: np.ndarray,
     return out
 
 
-def changing_sequences(clf: MaskClassifier, crops: np.ndarray, labels: np.ndarray, paths: np.ndarray, n: int,
-                       rng: np.random.Generator) -> list[Sequence]:
+def changing_sequences(clf: MaskClassifier, crops: np.ndarray, labels: np.ndarray,
+                       paths: np.ndarray, n: int, rng: np.random.Generator) -> list[Sequence]:
     """The same photo in 3 states in turn (synthetic masks on LFW test faces)."""
     states: dict[str, dict[int, int]] = {}
     for i, path in enumerate(paths.tolist()):
@@ -171,7 +174,8 @@ def changing_sequences(clf: MaskClassifier, crops: np.ndarray, labels: np.ndarra
     return out
 
 
-def shown_labels(overrides: dict[str, object], seqs: list[Sequence]) -> tuple[list[list[str]], int]:
+def shown_labels(overrides: dict[str, object],
+                 seqs: list[Sequence]) -> tuple[list[list[str]], int]:
     """Shown labels of every sequence, the tracker driven as the pipeline drives it."""
     c = PipelineConfig(**overrides)  # type: ignore[arg-type]
     shown_all, calls = [], 0
@@ -179,8 +183,10 @@ def shown_labels(overrides: dict[str, object], seqs: list[Sequence]) -> tuple[li
         tracker = c.make_tracker()
         shown = []
         for f, p in enumerate(seq.probs):
-            faces = tracker.update(Faces(boxes=[[100, 100, 200, 200]]), frame_index=f, timestamp=f / 30)
-            if tracker.due(faces, f, c.classify_every, seq.looks[f:f + 1], c.reclassify_change)[0]:
+            faces = tracker.update(Faces(boxes=[[100, 100, 200, 200]]), frame_index=f,
+                                   timestamp=f / 30)
+            if tracker.due(faces, f, c.classify_every, seq.looks[f:f + 1],
+                           c.reclassify_change)[0]:
                 tracker.update_mask(int(faces.track_ids[0]), p, f, seq.looks[f])
                 calls += 1
             shown.append(str(tracker.stable_labels(faces)[0]))
@@ -191,18 +197,22 @@ def shown_labels(overrides: dict[str, object], seqs: list[Sequence]) -> tuple[li
 def figures(shown: list[list[str]], seqs: list[Sequence]) -> dict[str, float]:
     per_frame = [q.per_frame for q in seqs]
     n = sum(len(s) for s in shown)
-    agree = sum(a == b for s, p in zip(shown, per_frame, strict=True) for a, b in zip(s, p, strict=True))
-    judged = [(a, t) for s, q in zip(shown, seqs, strict=True) for a, t in zip(s, q.truth, strict=True) if t is not None]
+    agree = sum(a == b for s, p in zip(shown, per_frame, strict=True)
+                for a, b in zip(s, p, strict=True))
+    judged = [(a, t) for s, q in zip(shown, seqs, strict=True)
+              for a, t in zip(s, q.truth, strict=True) if t is not None]
     changes = sum(sum(x != y for x, y in zip(s, s[1:], strict=False)) for s in shown)
     lags = []
     for s, p, q in zip(shown, per_frame, seqs, strict=True):
         for k in q.starts[1:]:
-            end = next((i for i in range(k, len(q.truth)) if q.truth[i] != q.truth[k]), len(q.truth))
+            end = next((i for i in range(k, len(q.truth)) if q.truth[i] != q.truth[k]),
+                       len(q.truth))
             if 2 * sum(x == q.truth[k] for x in p[k:end]) <= end - k:
                 continue  # the classifier itself does not see this state
             lags.append(next((i for i in range(k, end) if s[i] == q.truth[k]), end) - k)
     return {"agreement": agree / n, "accuracy": sum(a == t for a, t in judged) / len(judged),
-            "flickers": sum(single_frame_flickers(s) for s in shown), "changes_per_100": 100 * changes / n,
+            "flickers": sum(single_frame_flickers(s) for s in shown),
+            "changes_per_100": 100 * changes / n,
             "lag_mean": float(np.mean(lags)) if lags else float("nan"),
             "lag_p95": float(np.percentile(lags, 95)) if lags else float("nan"),
             "lag_max": max(lags) if lags else 0, "lags": len(lags), "n": n}
@@ -210,12 +220,14 @@ def figures(shown: list[list[str]], seqs: list[Sequence]) -> dict[str, float]:
 
 def table(seqs: list[Sequence], lag: bool) -> str:
     rows = ["| smoothing | agreement with per-frame | single-frame flickers | accuracy (truth) | "
-            "label changes per 100 frames | classifier calls |" + (" frames to show a new state (mean / p95 / max) |" if lag else ""),
+            "label changes per 100 frames | classifier calls |"
+            + (" frames to show a new state (mean / p95 / max) |" if lag else ""),
             "|---|---|---|---|---|---|" + ("---|" if lag else "")]
     for name, overrides in SETTINGS.items():
         shown, calls = shown_labels(overrides, seqs)
         f = figures(shown, seqs)
-        row = (f"| {name} | {100 * f['agreement']:.2f}% | {f['flickers']} | {100 * f['accuracy']:.2f}% | "
+        row = (f"| {name} | {100 * f['agreement']:.2f}% | {f['flickers']} | "
+               f"{100 * f['accuracy']:.2f}% | "
                f"{f['changes_per_100']:.2f} | {calls} |")
         if lag:
             row += f" {f['lag_mean']:.1f} / {f['lag_p95']:.0f} / {f['lag_max']} |"
@@ -227,10 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--datasets", default="../shared/datasets")
     ap.add_argument("--steady", type=int, default=300, help="pseudo-tracks of one steady face")
-    ap.add_argument("--changing", type=int, default=150, help="pseudo-tracks of one face changing state")
+    ap.add_argument("--changing", type=int, default=150,
+                    help="pseudo-tracks of one face changing state")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default=None, help="write the tables (Markdown) here too")
-    ap.add_argument("--cache", default=None, help="keep the test split's crops in this .npz (reused when present)")
+    ap.add_argument("--cache", default=None,
+                    help="keep the test split's crops in this .npz (reused when present)")
     args = ap.parse_args(argv)
     datasets = Path(args.datasets)
     if not (datasets / "mask-classification").is_dir():
@@ -244,8 +258,10 @@ def main(argv: list[str] | None = None) -> int:
         crops, labels, paths = load_test_faces(datasets)
         if args.cache:
             np.savez(args.cache, crops=crops, labels=labels, paths=paths)
-    counts = ", ".join(f"{MASK_CLASSES[c]} {int((labels == c).sum())}" for c in range(len(MASK_CLASSES)))
-    print(f"test split: {len(labels)} faces ({counts}) in {time.perf_counter() - t0:.0f} s", flush=True)
+    counts = ", ".join(f"{MASK_CLASSES[c]} {int((labels == c).sum())}"
+                       for c in range(len(MASK_CLASSES)))
+    print(f"test split: {len(labels)} faces ({counts}) in {time.perf_counter() - t0:.0f} s",
+          flush=True)
     rng = np.random.default_rng(args.seed)
     clf = MaskClassifier()
     t0 = time.perf_counter()
@@ -256,9 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     parts = []
     for title, seqs, lag in (("Steady faces", steady, False), ("Changing faces", changing, True)):
         per_frame = [q.per_frame for q in seqs]
-        intro = (f"## {title}\n\n{len(seqs)} pseudo-tracks, {sum(len(s.truth) for s in seqs)} face-frames; "
-                 f"the per-frame classifier has {sum(single_frame_flickers(p) for p in per_frame)} single-frame "
-                 f"flickers.\n")
+        intro = (f"## {title}\n\n{len(seqs)} pseudo-tracks, "
+                 f"{sum(len(s.truth) for s in seqs)} face-frames; the per-frame classifier has "
+                 f"{sum(single_frame_flickers(p) for p in per_frame)} single-frame flickers.\n")
         parts.append(intro + "\n" + table(seqs, lag))
         print(parts[-1] + "\n", flush=True)
     if args.out:

@@ -64,7 +64,8 @@ class MongoServer:
             return
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([self.exe, "--host", "127.0.0.1", "--port", str(self.port),
-                                      "--storage-path", str(self.folder / "db"), "--log-level", "WARNING"],
+                                      "--storage-path", str(self.folder / "db"),
+                                      "--log-level", "WARNING"],
                                      stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while True:
@@ -78,7 +79,8 @@ class MongoServer:
             except pymongo.errors.PyMongoError:
                 if time.monotonic() > deadline:
                     self.stop(kill=True)
-                    raise RuntimeError(f"secantusd-py did not accept connections within {timeout:g} s") from None
+                    raise RuntimeError("secantusd-py did not accept connections "
+                                       f"within {timeout:g} s") from None
                 time.sleep(0.2)
 
     def stop(self, *, kill: bool = False) -> None:

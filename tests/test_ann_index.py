@@ -6,7 +6,8 @@ import pytest
 
 from maskwatch.recognition import APPROX_MIN_TEMPLATES, EmbeddingMatcher
 
-pytest.importorskip("faiss", reason="the [ann] extra (faiss-cpu) is not installed", exc_type=ImportError)
+pytest.importorskip("faiss", reason="the [ann] extra (faiss-cpu) is not installed",
+                    exc_type=ImportError)
 
 from maskwatch.recognition import ApproximateIndex  # noqa: E402
 
@@ -20,7 +21,8 @@ def gallery(n_people: int, per_person: int, dim: int = 128, seed: int = 0):
     direction (cosine about 0.75 to it), and probes drawn the same way (unseen)."""
     rng = np.random.default_rng(seed)
     centres = unit(rng.normal(size=(n_people, dim)))
-    templates = unit(np.repeat(centres, per_person, 0) + 0.9 * unit(rng.normal(size=(n_people * per_person, dim))))
+    templates = unit(np.repeat(centres, per_person, 0)
+                     + 0.9 * unit(rng.normal(size=(n_people * per_person, dim))))
     who = rng.integers(0, n_people, 400)
     probes = unit(centres[who] + 0.9 * unit(rng.normal(size=(len(who), dim))))
     names = np.repeat([f"p{i}" for i in range(n_people)], per_person)
@@ -49,7 +51,8 @@ def test_recall_against_exact_search():
 def test_matcher_switches_to_the_index_above_its_threshold_and_agrees():
     names, templates, probes, _ = gallery(1500, 8, seed=1)
     masked = np.tile(np.arange(8) % 2 == 1, 1500)
-    exact = EmbeddingMatcher(names, templates, masked, threshold=0.5, masked_threshold=0.5, approximate=False)
+    exact = EmbeddingMatcher(names, templates, masked, threshold=0.5, masked_threshold=0.5,
+                             approximate=False)
     approx = EmbeddingMatcher(names, templates, masked, threshold=0.5, masked_threshold=0.5,
                               approx_min_templates=5000)
     small = EmbeddingMatcher(names, templates, masked, threshold=0.5, masked_threshold=0.5)
@@ -66,5 +69,6 @@ def test_matcher_switches_to_the_index_above_its_threshold_and_agrees():
     probe = templates[np.flatnonzero(masked)[7]]
     [(name, sim)] = approx.identify(probe[None], np.array([True]))
     assert name == names[np.flatnonzero(masked)[7]] and sim == pytest.approx(1.0, abs=1e-5)
-    [(name, sim)] = approx.identify(probe[None], np.array([False]))  # plain templates only: not itself
+    # plain templates only: not itself
+    [(name, sim)] = approx.identify(probe[None], np.array([False]))
     assert sim < 0.999

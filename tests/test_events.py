@@ -82,7 +82,8 @@ def test_events_from_real_tracks():
     assert b.mask_state is None and sum(b.mask_frames.values()) == 0
     # both ended at the last frame (video time 102.9 s): anchored to the clock
     assert a.ended == b.ended == NOW
-    assert a.duration == pytest.approx(2.9, abs=1e-6) and a.started == pytest.approx(NOW - 2.9, abs=1e-6)
+    assert (a.duration == pytest.approx(2.9, abs=1e-6)
+            and a.started == pytest.approx(NOW - 2.9, abs=1e-6))
     assert len({a.id, b.id}) == 2 and len(a.id) == 32
     d = a.to_dict()
     assert d["duration_s"] == pytest.approx(2.9) and d["mask_frames"]["without_mask"] == 9
@@ -93,15 +94,16 @@ def test_events_from_real_tracks():
 def test_anchoring_keeps_offsets_within_a_batch():
     tracks = run_tracks()
     t3 = next(t for t in tracks if t.track_id == 3)  # ended at video time 100.6 + misses
-    events = {e.track_id: e for e in events_from_tracks(tracks, "x", clock=lambda: NOW, min_frames=1)}
+    events = {e.track_id: e for e in events_from_tracks(tracks, "x", clock=lambda: NOW,
+                                                         min_frames=1)}
     assert events[3].ended == pytest.approx(NOW - (102.9 - t3.last_time))
     assert events[3].ended < events[1].ended
 
 
 def test_time_origin_dates_events_by_video_time():
     tracks = run_tracks(t0=0.0)  # a video file: timestamps from its first frame
-    events = {e.track_id: e for e in events_from_tracks(tracks, "x", clock=lambda: NOW, min_frames=1,
-                                                         time_origin=1000.0)}
+    events = {e.track_id: e for e in events_from_tracks(tracks, "x", clock=lambda: NOW,
+                                                         min_frames=1, time_origin=1000.0)}
     assert events[1].started == pytest.approx(1000.0) and events[1].ended == pytest.approx(1002.9)
     assert events[3].started == pytest.approx(1000.5)  # first seen at frame 5
 
@@ -241,9 +243,11 @@ def test_csv_export(tmp_path):
     assert r["source"].startswith("'=")  # not run as a spreadsheet formula
     assert r["ended_iso"] == datetime.fromtimestamp(NOW, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     assert r["duration_s"] == "2.500" and r["mask_state"] == "without_mask"
-    assert (r["with_mask_frames"], r["without_mask_frames"], r["mask_incorrect_frames"]) == ("3", "20", "2")
+    assert ((r["with_mask_frames"], r["without_mask_frames"], r["mask_incorrect_frames"])
+            == ("3", "20", "2"))
     assert r["identity"] == "Ann" and r["best_similarity"] == "0.6123"
-    assert rows[1]["identity"] == "" and rows[1]["mask_state"] == "" and rows[1]["best_similarity"] == ""
+    assert (rows[1]["identity"] == "" and rows[1]["mask_state"] == ""
+            and rows[1]["best_similarity"] == "")
     buf = io.StringIO()
     assert events_to_csv([], buf) == 0 and buf.getvalue().strip() == ",".join(CSV_COLUMNS)
     assert [p.name for p in tmp_path.iterdir()] == ["events.csv"]  # no temporary file left
@@ -251,7 +255,8 @@ def test_csv_export(tmp_path):
 
 @pytest.mark.parametrize(
     "text, expected",
-    [("90", 90), ("90s", 90), ("15m", 900), ("1h", 3600), ("1.5h", 5400), ("7d", 604800), ("2w", 1209600)],
+    [("90", 90), ("90s", 90), ("15m", 900), ("1h", 3600), ("1.5h", 5400), ("7d", 604800),
+     ("2w", 1209600)],
 )
 def test_parse_duration(text, expected):
     assert parse_duration(text) == expected
@@ -358,7 +363,8 @@ def test_one_spool_serves_several_stores_and_is_bounded(gallery, tmp_path):
         finally:
             writer.close()
         assert {e.id for e in gallery.query_events()[0]} == {e.id for e in mine[1:]}
-        assert [e.id for e in spool.load(store_key(other))] == [e.id for e in theirs]  # not ours: kept
+        # not ours: kept
+        assert [e.id for e in spool.load(store_key(other))] == [e.id for e in theirs]
         assert "not json" not in spool_path.read_text()
         writer = EventWriter(other, spool=spool_path, flush_every_s=0.05, retention_days=None)
         try:
@@ -477,8 +483,9 @@ def test_analyze_keeps_the_events_of_a_store_lost_during_the_run(tmp_path, datas
     db = f"{mongo.url}/maskwatch"
 
     def analyze(out) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "maskwatch.cli", "analyze", str(clip), "--db", db,
-                                 "--json", str(out), "--quiet"], env=env, stdout=subprocess.DEVNULL,
+        return subprocess.Popen([sys.executable, "-m", "maskwatch.cli", "analyze", str(clip),
+                                 "--db", db, "--json", str(out), "--quiet"],
+                                env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
 
     def tracks(out) -> int:

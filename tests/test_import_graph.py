@@ -176,7 +176,8 @@ def test_the_leaves_and_the_event_writer_load_no_gallery_module() -> None:
     assert res.returncode == 0, res.stderr
     errors, records, gallery = res.stdout.splitlines()
     assert errors == "['maskwatch', 'maskwatch.errors']"
-    assert records == "['maskwatch', 'maskwatch.config', 'maskwatch.errors', 'maskwatch.records', 'maskwatch.types']"
+    assert records == ("['maskwatch', 'maskwatch.config', 'maskwatch.errors', 'maskwatch.records', "
+                       "'maskwatch.types']")
     assert gallery == "[]"
 
 

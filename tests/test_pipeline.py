@@ -114,7 +114,8 @@ def test_a_mask_put_on_is_shown_within_frames(datasets, reclassify_change):
 
     image = read_image(datasets / "identity-examples" / "examples" / "alex-lacamoire.png")
     faces = YuNetDetector().detect(image)
-    masked = render_mask(image, faces.landmarks[0], faces.boxes[0], position="proper", rng=np.random.default_rng(0))
+    masked = render_mask(image, faces.landmarks[0], faces.boxes[0], position="proper",
+                         rng=np.random.default_rng(0))
     engine = Pipeline(PipelineConfig(reclassify_change=reclassify_change))
     labels = []
     for k in range(40):

@@ -62,20 +62,23 @@ class CountingEmbedder:
 
 
 class ScriptedMatcher:
-    """Answers from ``answers`` in turn (the last one repeats); records the frames it was asked on."""
+    """Answers from ``answers`` in turn (the last one repeats); records the frames it was
+    asked on."""
 
     def __init__(self, answers: list[str | None], clock: ScriptedDetector) -> None:
         self.answers = answers
         self.clock = clock
         self.asked: list[int] = []
 
-    def identify(self, embeddings: np.ndarray, masked: np.ndarray) -> list[tuple[str | None, float]]:
+    def identify(self, embeddings: np.ndarray,
+                 masked: np.ndarray) -> list[tuple[str | None, float]]:
         self.asked.append(self.clock.frame)
         name = self.answers[min(len(self.asked), len(self.answers)) - 1]
         return [(name, 0.8 if name else 0.1)] * len(embeddings)
 
 
-def run(frames: int, answers: list[str | None], **config: object) -> tuple[ScriptedMatcher, list[Faces], list]:
+def run(frames: int, answers: list[str | None],
+        **config: object) -> tuple[ScriptedMatcher, list[Faces], list]:
     detector = ScriptedDetector(set(range(frames)))
     matcher = ScriptedMatcher(answers, detector)
     pipe = Pipeline(PipelineConfig(detect_every=1, **config), detector=detector,  # type: ignore[arg-type]
@@ -129,7 +132,8 @@ def test_each_track_is_looked_up_on_its_own_schedule():
                     embedder=CountingEmbedder(), matcher=matcher)
     results = [pipe.process(FRAME, timestamp=k / 30) for k in range(70)]
     assert matcher.asked == [0, 5, 30, 35, 60, 65]
-    assert results[-1].faces.names.tolist() == ["Ann", "Ann"] and results[-1].faces.track_ids.tolist() == [1, 2]
+    assert (results[-1].faces.names.tolist() == ["Ann", "Ann"]
+            and results[-1].faces.track_ids.tolist() == [1, 2])
 
 
 def test_an_unknown_answer_never_erases_a_name():
@@ -178,4 +182,5 @@ def test_photo_mode_runs_every_stage_on_every_frame():
                     embedder=CountingEmbedder(), matcher=matcher)
     results = [pipe.process(FRAME) for _ in range(5)]
     assert matcher.asked == [0, 1, 2, 3, 4] and clf.calls == 5
-    assert all(r.faces.mask_labels.tolist() == ["with_mask"] and r.faces.names.tolist() == ["Ann"] for r in results)
+    assert all(r.faces.mask_labels.tolist() == ["with_mask"] and r.faces.names.tolist() == ["Ann"]
+               for r in results)

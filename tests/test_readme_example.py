@@ -31,7 +31,8 @@ def test_the_readme_example_runs(datasets, tmp_path, monkeypatch):
     code = readme_example()
     assert len(code.strip().splitlines()) <= 6, "the example should stay about five lines"
     photo = datasets / "identity-examples" / "examples" / "lin-manuel-miranda.png"
-    enrol = subprocess.run([sys.executable, "-m", "maskwatch.cli", "people", "add", "Lin", str(photo),
+    enrol = subprocess.run([sys.executable, "-m", "maskwatch.cli", "people", "add", "Lin",
+                            str(photo),
                             "--db", str(tmp_path / "people.sqlite3")],
                            capture_output=True, text=True, cwd=tmp_path, timeout=300,
                            env=dict(os.environ, MASKWATCH_HOME=str(tmp_path / "home")))
@@ -79,7 +80,8 @@ def test_a_photo_and_a_video_frame_through_the_engine(datasets):
 
         results = list(engine.run(datasets / "videos" / "short_hamilton_clip.mp4"))
         assert len(results) > 100
-        assert results[0].source.endswith("short_hamilton_clip.mp4") and results[0].image is not None
+        assert (results[0].source.endswith("short_hamilton_clip.mp4")
+                and results[0].image is not None)
         tracked = [int(t) for r in results for t in r.faces.track_ids]
         assert tracked and min(tracked) >= 0  # video is tracked in auto mode
 
@@ -96,7 +98,8 @@ def test_an_unreadable_photo_is_one_clear_error(tmp_path):
 
 def test_importing_maskwatch_loads_no_model_code():
     code = ("import sys, maskwatch; assert maskwatch.__version__; "
-            "heavy = [m for m in ('cv2', 'onnxruntime', 'openvino', 'maskwatch.engine') if m in sys.modules]; "
+            "heavy = [m for m in ('cv2', 'onnxruntime', 'openvino', 'maskwatch.engine') "
+            "if m in sys.modules]; "
             "assert not heavy, heavy; maskwatch.Engine; assert 'maskwatch.engine' in sys.modules")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr

@@ -12,7 +12,8 @@ def unit(v):
 @pytest.fixture
 def matcher():
     emb = unit([[1, 0, 0], [0, 1, 0], [0.9, 0.1, 0.4], [0, 0, 1]])
-    return EmbeddingMatcher.from_arrays(["ann", "bob", "ann", "cid"], emb, [False, False, True, False],
+    return EmbeddingMatcher.from_arrays(["ann", "bob", "ann", "cid"], emb,
+                                        [False, False, True, False],
                                         threshold=0.8, masked_threshold=0.7)
 
 
@@ -40,7 +41,8 @@ def test_masked_probes_against_plain_templates_keep_the_masked_threshold(matcher
     probe = unit([[0, 1, 0.1]])
     assert m.identify(probe, np.array([True]))[0][0] is None  # masked templates: only ann's
     [(name, sim)] = m.identify(probe, np.array([True]), masked_templates=False)
-    assert name == "bob" and sim == pytest.approx(float(unit([0, 1, 0.1]) @ unit([0, 1, 0])), abs=1e-6)
+    assert name == "bob" and sim == pytest.approx(float(unit([0, 1, 0.1]) @ unit([0, 1, 0])),
+                                                  abs=1e-6)
     # ann's masked template is not searched: the plain one (cos 0.74) is the best, and the
     # masked threshold (0.7) names her, where the unmasked one (0.8) would not
     probe = unit([[0.74, 0.0, 0.6726]])
@@ -57,7 +59,8 @@ def test_empty_gallery_and_empty_probes():
 
 def test_mismatched_lengths():
     with pytest.raises(ValueError):
-        EmbeddingMatcher(np.array(["a"], dtype=object), np.zeros((2, 3), np.float32), np.zeros(2, bool))
+        EmbeddingMatcher(np.array(["a"], dtype=object), np.zeros((2, 3), np.float32),
+                         np.zeros(2, bool))
 
 
 def test_sface_same_person_closer_than_others(datasets):

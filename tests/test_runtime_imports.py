@@ -7,8 +7,10 @@ import sys
 def test_runtime_modules_do_not_import_torch():
     code = (
         "import sys\n"
-        "import maskwatch.cli, maskwatch.pipeline, maskwatch.sources, maskwatch.tracking, maskwatch.draw\n"
-        "import maskwatch.models.detector, maskwatch.models.mask_classifier, maskwatch.models.embedder\n"
+        "import maskwatch.cli, maskwatch.pipeline, maskwatch.sources, maskwatch.tracking, "
+        "maskwatch.draw\n"
+        "import maskwatch.models.detector, maskwatch.models.mask_classifier, "
+        "maskwatch.models.embedder\n"
         "import maskwatch.ops.synthmask, maskwatch.recognition\n"
         "from maskwatch.pipeline import Pipeline\n"
         "Pipeline()\n"

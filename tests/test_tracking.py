@@ -347,7 +347,8 @@ def test_sustained_change_switches_after_switch_frames(switch_frames):
 
 
 def test_sustained_change_with_smoothing_switches_soon():
-    labels = classify_sequence([WITH] * 10 + [INCORRECT] * 10, switch_confidence=None)  # ema=0.5, 2 frames
+    # ema=0.5, 2 frames
+    labels = classify_sequence([WITH] * 10 + [INCORRECT] * 10, switch_confidence=None)
     first_new = labels.index(MASK_CLASSES[INCORRECT])
     assert 10 + 2 - 1 <= first_new <= 10 + 2 + 1
     assert set(labels[first_new:]) == {MASK_CLASSES[INCORRECT]}
@@ -364,7 +365,8 @@ def test_a_decisive_look_switches_at_once_and_restarts_the_average(confidence):
         if i == 10 and confidence >= 0.5:
             # The average restarts from the decisive look: the shown probability
             # belongs to the shown label.
-            np.testing.assert_allclose(tracker.live[1].mask_probs, probs_for(WITHOUT, confidence), atol=1e-6)
+            np.testing.assert_allclose(tracker.live[1].mask_probs, probs_for(WITHOUT, confidence),
+                                       atol=1e-6)
     first_new = labels.index(MASK_CLASSES[WITHOUT])
     assert (first_new == 10) == (confidence >= 0.5)  # an unsure look waits for agreeing ones
     assert set(labels[first_new:]) == {MASK_CLASSES[WITHOUT]}
@@ -535,7 +537,8 @@ def test_forget_identities_makes_every_track_due_for_a_new_look_up():
     tracker.set_identity(2, None, 0.1, 0)
     tracker.forget_identities()
     for track in tracker.live.values():
-        assert track.identity is None and track.best_similarity is None and track.last_identified == -1
+        assert (track.identity is None and track.best_similarity is None
+                and track.last_identified == -1)
     tracker.set_identity(1, "bob", 0.5, 1)  # after a rename, the new name is taken at once
     assert tracker.live[1].identity == "bob"
 
@@ -543,7 +546,8 @@ def test_forget_identities_makes_every_track_due_for_a_new_look_up():
 @pytest.mark.parametrize(
     "kwargs",
     [{"iou_threshold": 0.0}, {"ema": 0.0}, {"ema": 1.5}, {"switch_frames": 0}, {"max_missed": -1},
-     {"settle_looks": 0}, {"settle_confidence": 1.5}, {"settle_confidence": -0.1}, {"hold_frames": 0},
+     {"settle_looks": 0}, {"settle_confidence": 1.5}, {"settle_confidence": -0.1},
+     {"hold_frames": 0},
      {"switch_confidence": 0.0}, {"switch_confidence": 1.5}, {"switch_margin": 1.0},
      {"switch_margin": -0.1}],
 )

@@ -50,7 +50,8 @@ def test_filter_and_fields():
 def test_one_result_per_face():
     f = Faces(boxes=[[0, 0, 10, 20], [5, 5, 45, 35]], mask_probs=[[0.8, 0.1, 0.1], [0.1, 0.2, 0.7]])
     assert f.names.tolist() == [None, None] and np.isnan(f.similarities).all()
-    g = f.with_fields(mask_labels=["without_mask", None], names=["Ann", None], similarities=[0.61, None])
+    g = f.with_fields(mask_labels=["without_mask", None], names=["Ann", None],
+                      similarities=[0.61, None])
     # the shown label (a track's stable one) wins over the argmax, in the JSON too
     assert [item.get("mask") for item in g.to_list()] == ["without_mask", None]
     assert g.to_list()[0]["identity"] == "Ann" and g.to_list()[0]["similarity"] == 0.61
@@ -60,7 +61,8 @@ def test_one_result_per_face():
     assert Faces.concatenate([g, f]).names.tolist() == ["Ann", None, None, None]
     # new probabilities without new labels: the labels follow the probabilities
     h = g.with_fields(mask_probs=[[0.1, 0.1, 0.8], [0.9, 0.05, 0.05]])
-    assert h.mask_labels.tolist() == ["mask_incorrect", "with_mask"] and h.names.tolist() == ["Ann", None]
+    assert (h.mask_labels.tolist() == ["mask_incorrect", "with_mask"]
+            and h.names.tolist() == ["Ann", None])
     with pytest.raises(ValueError, match="names"):
         f.with_fields(names=["Ann"])
     with pytest.raises(ValueError, match="mask_labels"):

@@ -49,12 +49,14 @@ class FaceSprite:
 
 
 def _background(rng: np.random.Generator) -> np.ndarray:
-    base = np.linspace(60, 180, FRAME_W, dtype=np.float32)[None, :, None].repeat(FRAME_H, 0).repeat(3, 2)
+    base = (np.linspace(60, 180, FRAME_W, dtype=np.float32)[None, :, None]
+            .repeat(FRAME_H, 0).repeat(3, 2))
     noise = cv2.GaussianBlur(rng.normal(0, 25, (FRAME_H, FRAME_W, 3)).astype(np.float32), (0, 0), 6)
     return np.clip(base + noise, 0, 255).astype(np.uint8)
 
 
-def compose_sequence(lfw_root: Path, n_faces: int, n_frames: int, seed: int = 0) -> list[np.ndarray]:
+def compose_sequence(lfw_root: Path, n_faces: int, n_frames: int,
+                     seed: int = 0) -> list[np.ndarray]:
     """Frames with ``n_faces`` LFW faces (every other one masked) drifting slowly."""
     from maskwatch.ops.synthmask import render_mask
 
@@ -76,8 +78,8 @@ def compose_sequence(lfw_root: Path, n_faces: int, n_frames: int, seed: int = 0)
                 img = render_mask(img, faces.landmarks[i], faces.boxes[i], rng=rng)
         crop = cv2.resize(img[40:210, 40:210], (size, size), interpolation=cv2.INTER_AREA)
         r, c = divmod(k, cols)
-        sprites.append(FaceSprite(crop, size, c * cell_w + (cell_w - size) / 2, r * cell_h + (cell_h - size) / 2,
-                                  float(rng.uniform(0, 6.28))))
+        sprites.append(FaceSprite(crop, size, c * cell_w + (cell_w - size) / 2,
+                                  r * cell_h + (cell_h - size) / 2, float(rng.uniform(0, 6.28))))
     bg = _background(rng)
     frames = []
     for t in range(n_frames):
@@ -96,7 +98,8 @@ def _stats(ms: list[float]) -> dict[str, float]:
     a = np.asarray(ms, np.float64)
     if not len(a):
         return {"median_ms": float("nan"), "p95_ms": float("nan"), "fps": float("nan")}
-    return {"median_ms": float(np.median(a)), "p95_ms": float(np.percentile(a, 95)), "fps": float(1e3 / a.mean())}
+    return {"median_ms": float(np.median(a)), "p95_ms": float(np.percentile(a, 95)),
+            "fps": float(1e3 / a.mean())}
 
 
 class SsdMobileNetBaseline:
@@ -136,13 +139,14 @@ def build_baseline_classifier(path: Path) -> Path | None:
         net = None
     if net is None:
         return None
-    export_onnx(net, path, ModelInfo(class_names=["with_mask", "without_mask"], input_size=224, margin=0.0,
-                                     backbone="mobilenet_v2", head="dense"))
+    export_onnx(net, path, ModelInfo(class_names=["with_mask", "without_mask"], input_size=224,
+                                     margin=0.0, backbone="mobilenet_v2", head="dense"))
     return path
 
 
-def run_bench(datasets: Path, *, frames: int = 90, warmup: int = 10, face_counts: tuple[int, ...] = (1, 3, 10),
-              threads: int | None = None, cache_dir: Path | None = None, log: Any = print) -> dict[str, Any]:
+def run_bench(datasets: Path, *, frames: int = 90, warmup: int = 10,
+              face_counts: tuple[int, ...] = (1, 3, 10), threads: int | None = None,
+              cache_dir: Path | None = None, log: Any = print) -> dict[str, Any]:
     """Run every measurement and return the figures (also printed through ``log``)."""
     lfw = datasets / "lfw-identities" / "images"
     if not lfw.is_dir():
@@ -163,17 +167,20 @@ def run_bench(datasets: Path, *, frames: int = 90, warmup: int = 10, face_counts
                 i = int(np.argmax(faces.widths))
                 embs.append(embedder.embed(img, faces[i])[0])
                 names.append(person.name)
-    matcher = EmbeddingMatcher.from_arrays(names, np.stack(embs), threshold=0.4, masked_threshold=0.4)
+    matcher = EmbeddingMatcher.from_arrays(names, np.stack(embs), threshold=0.4,
+                                           masked_threshold=0.4)
     baseline_path = build_baseline_classifier(cache_dir / "baseline_mobilenetv2_224_dense.onnx")
     baseline = SsdMobileNetBaseline(baseline_path, threads) if baseline_path else None
 
     results: dict[str, Any] = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": __import__("os").cpu_count(),
+        "machine": {"cpu": platform.processor() or platform.machine(),
+                    "cores": __import__("os").cpu_count(),
                     "python": platform.python_version(), "opencv": cv2.__version__},
         "frames_per_config": frames, "gallery_templates": len(matcher), "configs": {},
     }
     log(f"maskwatch bench: 640x480 frames, {frames} per configuration after {warmup} warm-up; "
-        f"gallery of {len(matcher)} templates; classifier {clf.info.backbone} {clf.info.input_size}px")
+        f"gallery of {len(matcher)} templates; "
+        f"classifier {clf.info.backbone} {clf.info.input_size}px")
     for n in face_counts:
         seq = compose_sequence(lfw, n, frames + warmup, seed=n)
         cfg: dict[str, Any] = {}
@@ -200,8 +207,8 @@ def run_bench(datasets: Path, *, frames: int = 90, warmup: int = 10, face_counts
         cfg["embed_per_face"] = _stats(emb_ms)
         runners: dict[str, Any] = {}
         for mode, track in (("tracked", True), ("every-frame", False)):
-            engine = Pipeline(PipelineConfig(track=track, threads=threads), detector=det, classifier=clf,
-                              embedder=embedder, matcher=matcher)
+            engine = Pipeline(PipelineConfig(track=track, threads=threads), detector=det,
+                              classifier=clf, embedder=embedder, matcher=matcher)
             runners[mode] = lambda frame, k, e=engine: e.process(frame, k, k / 30)
         if baseline is not None:
             runners["baseline"] = lambda frame, k: baseline.process(frame)
@@ -220,7 +227,8 @@ def run_bench(datasets: Path, *, frames: int = 90, warmup: int = 10, face_counts
 TURN_FRAMES = 10
 
 
-def _interleaved(runners: dict[str, Any], seq: list[np.ndarray], warmup: int) -> dict[str, list[float]]:
+def _interleaved(runners: dict[str, Any], seq: list[np.ndarray],
+                 warmup: int) -> dict[str, list[float]]:
     """Milliseconds per frame of each runner, ``runner(frame, index)``.
 
     Every runner goes through the whole sequence in order (the tracked engine keeps its
@@ -243,7 +251,8 @@ def _format_config(n: int, cfg: dict[str, Any]) -> str:
     lines = [f"\n{n} face(s) per frame (found {cfg['faces_found_mean']:.1f} on average)",
              f"  {'stage / mode':<26}{'median ms':>10}{'p95 ms':>9}{'fps':>8}"]
     for key, label in (("detect", "detect (YuNet)"), ("classify_per_face", "classify, per face"),
-                       ("embed_per_face", "embed (SFace), per face"), ("tracked", "end to end, tracked"),
+                       ("embed_per_face", "embed (SFace), per face"),
+                       ("tracked", "end to end, tracked"),
                        ("every-frame", "end to end, every frame"),
                        ("baseline", "baseline (SSD+MobileNetV2)")):
         if key in cfg:

@@ -44,66 +44,84 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "analyze",
         help="analyse images, video, a camera or a stream; write annotated output and JSON lines",
-        description="Detect faces, classify each one's mask state and track them in an image, a folder "
-        "of images, a video file, a camera or an RTSP/HTTP stream. Writes annotated output (--out), "
-        "JSON lines, one per frame (--json), and a summary.",
+        description="Detect faces, classify each one's mask state and track them in an image, a "
+        "folder of images, a video file, a camera or an RTSP/HTTP stream. Writes annotated output "
+        "(--out), JSON lines, one per frame (--json), and a summary.",
     )
-    p.add_argument("input", help="image, folder of images, video file, camera index (0) or rtsp/http URL")
-    p.add_argument("--out", help="annotated output: an image file for an image, a folder for a folder, "
+    p.add_argument("input",
+                   help="image, folder of images, video file, camera index (0) or rtsp/http URL")
+    p.add_argument("--out",
+                   help="annotated output: an image file for an image, a folder for a folder, "
                    "a .mp4/.avi file for video, camera or URL")
     p.add_argument("--json", help="write one JSON line per frame to this file ('-' for stdout)")
     p.add_argument("--show", action="store_true",
-                   help="show the annotated frames in a window as they are analysed (q or Esc stops; a key "
-                   "moves on to the next photo); needs an OpenCV build with windows and a display")
-    p.add_argument("--detector", choices=("yunet", "ssd"), default="yunet", help="face detector (default yunet)")
+                   help="show the annotated frames in a window as they are analysed (q or Esc "
+                   "stops; a key moves on to the next photo); needs an OpenCV build with windows "
+                   "and a display")
+    p.add_argument("--detector", choices=("yunet", "ssd"), default="yunet",
+                   help="face detector (default yunet)")
     p.add_argument("--model", help="mask classifier ONNX file (default: the shipped model)")
     p.add_argument("--mode", choices=("live", "accurate"),
                    help="live: fast, tracked; accurate: upscaled detection for small faces "
                    "(default: accurate for images and folders, live for video)")
-    p.add_argument("--no-track", action="store_true", help="run every stage on every face of every frame")
+    p.add_argument("--no-track", action="store_true",
+                   help="run every stage on every face of every frame")
     p.add_argument("--min-score", type=float, help="face detector confidence threshold (yunet)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                   help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS // 10**6} M)")
+                   help="refuse images larger than this many pixels (default "
+                   f"{DEFAULT_MAX_PIXELS // 10**6} M)")
     p.add_argument("--max-retries", type=int, default=None,
                    help="reconnection attempts for a camera or URL that drops (default: forever)")
-    p.add_argument("--db", help="recognise people from this gallery (SQLite path or mongodb://...); "
+    p.add_argument("--db",
+                   help="recognise people from this gallery (SQLite path or mongodb://...); "
                    "'default' for the one in your data folder")
-    p.add_argument("--threshold", type=float, default=None, help="recognition threshold (cosine, -1..1)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="recognition threshold (cosine, -1..1)")
     p.add_argument("--embedder", choices=("sface", "dlib"), default="sface",
-                   help="face embedder for --db (default sface; dlib: dlib's ResNet from face_recognition, needs the [dlib] extra); "
-                   "only templates enrolled with the same embedder are matched")
+                   help="face embedder for --db (default sface; dlib: dlib's ResNet from "
+                   "face_recognition, needs the [dlib] extra); only templates enrolled with the "
+                   "same embedder are matched")
     p.add_argument("--masked-faces", choices=("student", "sface"), default="student",
-                   help="with sface: what embeds faces wearing a mask (default student: the shipped student "
-                   "of SFace, matched against SFace's templates, no re-enrolment; sface: SFace itself)")
+                   help="with sface: what embeds faces wearing a mask (default student: the "
+                   "shipped student of SFace, matched against SFace's templates, no re-enrolment; "
+                   "sface: SFace itself)")
     _add_common(p)
 
     p = sub.add_parser(
         "train-embedder",
         help="distil a mask-invariant face embedder from SFace and write a run report",
-        description="Train a student of SFace whose embedding of a masked face lands where SFace puts "
-        "the same face unmasked (so it matches the templates SFace made). Reads lfw-train and "
-        "mask-classification/without_mask from --datasets; caches crops and "
-        "features in --out/cache and resumes from --out/checkpoint.pt when run again with the same "
-        "settings. Writes student.onnx, report.md (with a model card), history.json, metadata.json "
-        "and curves.png into --out.",
+        description="Train a student of SFace whose embedding of a masked face lands where SFace "
+        "puts the same face unmasked (so it matches the templates SFace made). Reads lfw-train and "
+        "mask-classification/without_mask from --datasets; caches crops and features in "
+        "--out/cache and resumes from --out/checkpoint.pt when run again with the same settings. "
+        "Writes student.onnx, report.md (with a model card), history.json, metadata.json and "
+        "curves.png into --out.",
     )
     p.add_argument("--datasets", default="../shared/datasets", help="the shared datasets folder")
-    p.add_argument("--out", required=True, help="run folder (created; an earlier run there is resumed)")
-    p.add_argument("--mask-templates", help="MaskTheFace-style template folder (default: DATASETS/mask-templates "
+    p.add_argument("--out", required=True,
+                   help="run folder (created; an earlier run there is resumed)")
+    p.add_argument("--mask-templates",
+                   help="MaskTheFace-style template folder (default: DATASETS/mask-templates "
                    "when present); the held-out families are never used")
-    p.add_argument("--masks-per-face", type=int, default=5, help="synthetic masks per photo (default 5)")
-    p.add_argument("--below-nose", type=float, default=0.2, help="share of masks below the nose (default 0.2)")
+    p.add_argument("--masks-per-face", type=int, default=5,
+                   help="synthetic masks per photo (default 5)")
+    p.add_argument("--below-nose", type=float, default=0.2,
+                   help="share of masks below the nose (default 0.2)")
     p.add_argument("--cut-unit", type=int, default=24,
-                   help="first of SFace's 27 Conv units that trains; the ones before are frozen (default 24)")
+                   help="first of SFace's 27 Conv units that trains; the ones before are frozen "
+                   "(default 24)")
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64, help="faces per step (each masked and plain)")
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="faces per step (each masked and plain)")
     p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (cosine schedule)")
-    p.add_argument("--plain-weight", type=float, default=0.5, help="weight of the unmasked term of the loss")
+    p.add_argument("--plain-weight", type=float, default=0.5,
+                   help="weight of the unmasked term of the loss")
     p.add_argument("--anchor-weight", type=float, default=0.0,
-                   help="pull towards SFace's weights: weight of their squared relative change (default 0)")
+                   help="pull towards SFace's weights: weight of their squared relative change "
+                   "(default 0)")
     p.add_argument("--train-head", action="store_true",
-                   help="train the Gemm head too (default: the Conv units from --cut-unit only; the head "
-                   "overfits: validation masked cosine 0.806 against 0.814 at 4 epochs)")
+                   help="train the Gemm head too (default: the Conv units from --cut-unit only; "
+                   "the head overfits: validation masked cosine 0.806 against 0.814 at 4 epochs)")
     p.add_argument("--limit", type=int, default=0, help="use at most this many photos (0 = all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="worker processes and torch threads")
@@ -112,41 +130,52 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
         help="train the mask classifier by transfer learning and write a run report",
-        description="Train a 3-class mask classifier (with_mask, without_mask, mask_incorrect) on any mix "
-        "of sources. SOURCE is KIND:PATH with KIND folder (one folder per class), voc (PASCAL VOC "
-        "scenes) or synthetic (one folder per person; masks rendered from landmarks), or a bare "
-        "path (voc if it has labels/ or Annotations/, else folder). Writes model.onnx, metrics.json, "
-        "report.md, classification_report.txt, confusion_matrix.png and curves.png into --out.",
+        description="Train a 3-class mask classifier (with_mask, without_mask, mask_incorrect) on "
+        "any mix of sources. SOURCE is KIND:PATH with KIND folder (one folder per class), voc "
+        "(PASCAL VOC scenes) or synthetic (one folder per person; masks rendered from landmarks), "
+        "or a bare path (voc if it has labels/ or Annotations/, else folder). Writes model.onnx, "
+        "metrics.json, report.md, classification_report.txt, confusion_matrix.png and curves.png "
+        "into --out.",
     )
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="data source, KIND:PATH or PATH")
     p.add_argument("--out", required=True, help="run folder to create (must be empty or absent)")
-    p.add_argument("--backbone", default="efficientnet_lite0", choices=("efficientnet_lite0", "mobilenet_v2", "resnet50"))
+    p.add_argument("--backbone", default="efficientnet_lite0",
+                   choices=("efficientnet_lite0", "mobilenet_v2", "resnet50"))
     p.add_argument("--head", default="pool", choices=("pool", "dense"),
                    help="pool: average pool + linear; dense: Flatten, Dense 1024 ReLU, Dropout 0.5")
-    p.add_argument("--input-size", type=int, default=112, help="classifier input side in pixels (default 112)")
-    p.add_argument("--margin", type=float, default=0.15, help="crop context per side, fraction of the face box")
-    p.add_argument("--epochs", type=int, default=12, help="cap on epochs (early stopping usually ends sooner)")
-    p.add_argument("--patience", type=int, default=3, help="epochs without improvement before stopping")
-    p.add_argument("--min-delta", type=float, default=1e-3, help="smallest val-loss decrease that counts")
+    p.add_argument("--input-size", type=int, default=112,
+                   help="classifier input side in pixels (default 112)")
+    p.add_argument("--margin", type=float, default=0.15,
+                   help="crop context per side, fraction of the face box")
+    p.add_argument("--epochs", type=int, default=12,
+                   help="cap on epochs (early stopping usually ends sooner)")
+    p.add_argument("--patience", type=int, default=3,
+                   help="epochs without improvement before stopping")
+    p.add_argument("--min-delta", type=float, default=1e-3,
+                   help="smallest val-loss decrease that counts")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the head")
-    p.add_argument("--backbone-lr-mult", type=float, default=0.1, help="backbone learning rate = lr x this")
-    p.add_argument("--freeze-blocks", type=int, default=0, help="leading backbone modules to freeze")
+    p.add_argument("--backbone-lr-mult", type=float, default=0.1,
+                   help="backbone learning rate = lr x this")
+    p.add_argument("--freeze-blocks", type=int, default=0,
+                   help="leading backbone modules to freeze")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--balance", default="class", choices=("class", "source", "none"),
-                   help="sampling: equal mass per class (default); per class and spread over sources by "
-                   "the square root of their counts; or uniform")
+                   help="sampling: equal mass per class (default); per class and spread over "
+                   "sources by the square root of their counts; or uniform")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mask-templates", help="folder of RGBA mask templates (MaskTheFace layout) for synthetic masks")
-    p.add_argument("--max-per-source", type=int, default=0, help="use at most this many faces per source (0 = all)")
+    p.add_argument("--mask-templates",
+                   help="folder of RGBA mask templates (MaskTheFace layout) for synthetic masks")
+    p.add_argument("--max-per-source", type=int, default=0,
+                   help="use at most this many faces per source (0 = all)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
     _add_common(p)
 
     p = sub.add_parser(
         "evaluate",
         help="evaluate a mask classifier on datasets and write the same report as training",
-        description="Run a mask classifier on folder, VOC or synthetic sources (as for train) and write "
-        "metrics.json, report.md, classification_report.txt and confusion_matrix.png. --split test "
-        "evaluates the held-out split that train used with the same sources and seed.",
+        description="Run a mask classifier on folder, VOC or synthetic sources (as for train) and "
+        "write metrics.json, report.md, classification_report.txt and confusion_matrix.png. "
+        "--split test evaluates the held-out split that train used with the same sources and seed.",
     )
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="data source, KIND:PATH or PATH")
     p.add_argument("--model", help="ONNX model (default: the shipped model)")
@@ -156,13 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="split seed (as used in training)")
     p.add_argument("--mask-templates", help="mask templates folder, as given to train")
     p.add_argument("--max-per-source", type=int, default=0, help="as given to train (0 = all)")
-    p.add_argument("--task", choices=("mask", "detection", "recognition", "tracking"), default="mask",
-                   help="mask: the mask classifier (default); detection: face detection recall and precision "
-                   "by face size on VOC sources, live and accurate modes; recognition: enrol the first --k "
-                   "photos of each person of an LFW-style folder and probe with the rest, unmasked and masked; "
-                   "tracking: on a video, how often the smoothed labels of tracked faces agree with the "
-                   "classifier run on every face of every frame, and how often labels flicker")
-    p.add_argument("--k", type=int, default=2, help="enrolment photos per person for --task recognition")
+    p.add_argument("--task", choices=("mask", "detection", "recognition", "tracking"),
+                   default="mask",
+                   help="mask: the mask classifier (default); detection: face detection recall and "
+                   "precision by face size on VOC sources, live and accurate modes; recognition: "
+                   "enrol the first --k photos of each person of an LFW-style folder and probe "
+                   "with the rest, unmasked and masked; tracking: on a video, how often the "
+                   "smoothed labels of tracked faces agree with the classifier run on every face "
+                   "of every frame, and how often labels flicker")
+    p.add_argument("--k", type=int, default=2,
+                   help="enrolment photos per person for --task recognition")
     p.add_argument("--probe-face-px", type=int, default=48,
                    help="also probe with faces scaled to about this width (small faces; 0 = off)")
     p.add_argument("--detector", choices=("yunet", "ssd", "hog"), default="yunet",
@@ -177,9 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     people = sub.add_parser(
         "people",
         help="enrol, list, rename, remove, export and import the people maskwatch recognises",
-        description="Manage the gallery of known people. Only face embeddings are stored (plus synthetic "
-        "masked versions for recognition under masks); photos are kept only with --thumbnail. "
-        "--db picks the store: a SQLite file (default: in your data folder) or mongodb://host:port/db.",
+        description="Manage the gallery of known people. Only face embeddings are stored (plus "
+        "synthetic masked versions for recognition under masks); photos are kept only with "
+        "--thumbnail. --db picks the store: a SQLite file (default: in your data folder) or "
+        "mongodb://host:port/db.",
     )
     for name, q in _add_actions(people, "people_command", (
         ("add", "enrol a person from one or more photos"),
@@ -203,42 +236,52 @@ def build_parser() -> argparse.ArgumentParser:
         elif name in ("export", "load"):
             q.add_argument("file")
         if name in ("add", "import"):
-            q.add_argument("--largest", action="store_true", help="in a photo with several faces, enrol the largest")
-            q.add_argument("--masks", type=int, default=4, help="synthetic masked templates per photo (default 4)")
-            q.add_argument("--thumbnail", action="store_true", help="keep a small face thumbnail (off by default)")
-            q.add_argument("--add", action="store_true", help="add the photos to an existing person")
+            q.add_argument("--largest", action="store_true",
+                           help="in a photo with several faces, enrol the largest")
+            q.add_argument("--masks", type=int, default=4,
+                           help="synthetic masked templates per photo (default 4)")
+            q.add_argument("--thumbnail", action="store_true",
+                           help="keep a small face thumbnail (off by default)")
+            q.add_argument("--add", action="store_true",
+                           help="add the photos to an existing person")
             q.add_argument("--embedder", choices=("sface", "dlib"), default="sface",
-                           help="face embedder of the templates (default sface; dlib: dlib's ResNet, needs "
-                           "the [dlib] extra); recognition uses only templates of its own embedder")
+                           help="face embedder of the templates (default sface; dlib: dlib's "
+                           "ResNet, needs the [dlib] extra); recognition uses only templates of "
+                           "its own embedder")
         if name == "load":
-            q.add_argument("--replace", action="store_true", help="replace people who already exist")
+            q.add_argument("--replace", action="store_true",
+                           help="replace people who already exist")
 
     _add_events_parser(sub)
 
     p = sub.add_parser(
         "bench",
         help="measure per-stage latency and end-to-end frames per second on this CPU",
-        description="Per-stage latency (detect, classify, embed) and end-to-end throughput on 640x480 "
-        "frames with 1, 3 and 10 faces, tracked and every-frame, median and p95, peak memory, and the "
-        "baseline (res10 SSD + MobileNetV2-224 classifier on every face) side by side. "
-        "Frames are composed from LFW faces in the shared datasets.",
+        description="Per-stage latency (detect, classify, embed) and end-to-end throughput on "
+        "640x480 frames with 1, 3 and 10 faces, tracked and every-frame, median and p95, peak "
+        "memory, and the baseline (res10 SSD + MobileNetV2-224 classifier on every face) side by "
+        "side. Frames are composed from LFW faces in the shared datasets.",
     )
-    p.add_argument("--datasets", default=None, help="shared datasets folder (default ../shared/datasets)")
+    p.add_argument("--datasets", default=None,
+                   help="shared datasets folder (default ../shared/datasets)")
     p.add_argument("--frames", type=int, default=90, help="measured frames per configuration")
     p.add_argument("--faces", default="1,3,10", help="comma-separated faces per frame")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads for the classifier")
+    p.add_argument("--threads", type=int, default=None,
+                   help="onnxruntime threads for the classifier")
     p.add_argument("--json", help="also write the figures to this JSON file")
     _add_common(p)
 
     p = sub.add_parser(
         "serve",
         help="run the web app: live camera page, people, events dashboard, REST API",
-        description="Start the web app (FastAPI on uvicorn) and print the URL to open. The live page "
-        "analyses this browser's camera; --source adds cameras, video files or RTSP/HTTP URLs read on "
-        "the server and shown as MJPEG streams. Changing people, events or sources needs the admin "
-        "password: set MASKWATCH_ADMIN_PASSWORD, or one is generated and printed at the first start.",
+        description="Start the web app (FastAPI on uvicorn) and print the URL to open. The live "
+        "page analyses this browser's camera; --source adds cameras, video files or RTSP/HTTP URLs "
+        "read on the server and shown as MJPEG streams. Changing people, events or sources needs "
+        "the admin password: set MASKWATCH_ADMIN_PASSWORD, or one is generated and printed at the "
+        "first start.",
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--db", help="gallery and events store: SQLite path or mongodb://host:port/db "
                    "(default: gallery.sqlite3 in your data folder)")
@@ -246,22 +289,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="server-side camera index, video file or rtsp/http URL (repeatable)")
     p.add_argument("--retention-days", type=float, default=DEFAULT_RETENTION_DAYS,
                    help=f"delete events older than this (default {DEFAULT_RETENTION_DAYS:g})")
-    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload, MB (default 10)")
+    p.add_argument("--max-upload-mb", type=float, default=10.0,
+                   help="largest accepted upload, MB (default 10)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help=f"largest accepted image, pixels (default {DEFAULT_MAX_PIXELS // 10**6} M)")
     p.add_argument("--embedder", choices=("sface", "dlib"), default="sface",
-                   help="face embedder for recognition and enrolment (default sface; dlib: dlib's ResNet, "
-                   "needs the [dlib] extra); people enrolled with another embedder are not recognised")
+                   help="face embedder for recognition and enrolment (default sface; dlib: dlib's "
+                   "ResNet, needs the [dlib] extra); people enrolled with another embedder are not "
+                   "recognised")
     p.add_argument("--masked-faces", choices=("student", "sface"), default="student",
-                   help="with sface: what embeds faces wearing a mask (default student: the shipped student "
-                   "of SFace, matched against SFace's templates, no re-enrolment; sface: SFace itself)")
+                   help="with sface: what embeds faces wearing a mask (default student: the "
+                   "shipped student of SFace, matched against SFace's templates, no re-enrolment; "
+                   "sface: SFace itself)")
     p.add_argument("--private", action=argparse.BooleanOptionalAction, default=None,
-                   help="watching (live page, streams, /api/analyze) needs the admin login too; default: "
-                   "private when --host is not a loopback address, open on this machine only")
+                   help="watching (live page, streams, /api/analyze) needs the admin login too; "
+                   "default: private when --host is not a loopback address, open on this machine "
+                   "only")
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
-                   help="a name clients use for this server, accepted in the Host header besides localhost, "
-                   "127.0.0.1, [::1] and --host (repeatable; any port; '*' accepts any name). Others are "
-                   "refused, which stops DNS rebinding; give the server's LAN name or address with --host 0.0.0.0")
+                   help="a name clients use for this server, accepted in the Host header besides "
+                   "localhost, 127.0.0.1, [::1] and --host (repeatable; any port; '*' accepts any "
+                   "name). Others are refused, which stops DNS rebinding; give the server's LAN "
+                   "name or address with --host 0.0.0.0")
     _add_common(p)
     return parser
 
@@ -285,13 +333,16 @@ def _open_window(title: str) -> str:
     import cv2
 
     instead = "or watch in the browser: maskwatch serve --source INPUT"
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise UserError(f"--show needs a display (DISPLAY is not set); write the annotated video with --out {instead}")
+    has_display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    if sys.platform.startswith("linux") and not has_display:
+        raise UserError("--show needs a display (DISPLAY is not set); write the annotated video "
+                        f"with --out {instead}")
     try:
         cv2.namedWindow(title, cv2.WINDOW_NORMAL)
     except cv2.error as exc:
-        raise UserError(f"--show needs an OpenCV build with windows, and this one has none "
-                        f"(opencv-python-headless); write the annotated video with --out {instead}") from exc
+        raise UserError("--show needs an OpenCV build with windows, and this one has none "
+                        "(opencv-python-headless); write the annotated video with --out "
+                        f"{instead}") from exc
     return title
 
 
@@ -323,12 +374,14 @@ class _AnalysisOutput:
         self.out = Path(args.out) if args.out else None
         if self.out and kind == "folder":
             self.out.mkdir(parents=True, exist_ok=True)
-        if self.out and not self.photos and self.out.suffix.lower() not in (".mp4", ".avi", ".mkv", ".mov"):
+        video_suffixes = (".mp4", ".avi", ".mkv", ".mov")
+        if self.out and not self.photos and self.out.suffix.lower() not in video_suffixes:
             raise UserError(f"{self.out}: video output needs a .mp4, .avi, .mkv or .mov file name")
         self.window = _open_window(f"maskwatch: {args.input}") if args.show else None
         self.json_file = None
         if args.json:
-            self.json_file = sys.stdout if args.json == "-" else open(args.json, "w")  # noqa: SIM115
+            self.json_file = (sys.stdout if args.json == "-"
+                              else open(args.json, "w"))  # noqa: SIM115
         self.annotator = FaceAnnotator()
         self.writer: Any = None
         self.frames = self.faces = self.problems = 0
@@ -369,12 +422,15 @@ class _AnalysisOutput:
                 stem = Path(result.name).with_suffix("")
                 dest = self.out / f"{str(stem).replace('/', '_')}_annotated.jpg"
             if not cv2.imwrite(str(dest), drawn):
-                raise UserError(f"{dest}: cannot write (unknown image extension or unwritable folder)")
+                raise UserError(f"{dest}: cannot write "
+                                "(unknown image extension or unwritable folder)")
             return
         if self.writer is None:
             self.out.parent.mkdir(parents=True, exist_ok=True)
-            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.out.suffix.lower() in (".mp4", ".mov") else "MJPG"))
-            self.writer = cv2.VideoWriter(str(self.out), fourcc, self.fps or 25.0, (drawn.shape[1], drawn.shape[0]))
+            codec = "mp4v" if self.out.suffix.lower() in (".mp4", ".mov") else "MJPG"
+            fourcc = cv2.VideoWriter_fourcc(*codec)
+            self.writer = cv2.VideoWriter(str(self.out), fourcc, self.fps or 25.0,
+                                          (drawn.shape[1], drawn.shape[0]))
             if not self.writer.isOpened():
                 raise UserError(f"{self.out}: cannot write video")
         self.writer.write(drawn)
@@ -390,12 +446,12 @@ class _AnalysisOutput:
     def summary(self, elapsed: float) -> str:
         counts, frames = self.counts, self.frames
         classified = sum(counts.values())
-        compliance = (f", {100 * counts['with_mask'] / classified:.0f}% of faces wear a mask properly"
-                      if classified else "")
+        compliance = (f", {100 * counts['with_mask'] / classified:.0f}% of faces wear a mask "
+                      "properly" if classified else "")
         tracks = f" in {len(self.tracks)} track(s)" if self.tracks else ""
-        return (f"{frames} frame(s), {self.faces} face(s){tracks}: {counts['with_mask']} with mask, "
-                f"{counts['without_mask']} without, {counts['mask_incorrect']} below the nose{compliance}; "
-                f"{frames / max(elapsed, 1e-9):.1f} frames/s"
+        return (f"{frames} frame(s), {self.faces} face(s){tracks}: {counts['with_mask']} with "
+                f"mask, {counts['without_mask']} without, {counts['mask_incorrect']} below the "
+                f"nose{compliance}; {frames / max(elapsed, 1e-9):.1f} frames/s"
                 + (f"; {self.problems} unreadable" if self.problems else "")
                 + (f"; annotated output in {self.out}" if self.out else ""))
 
@@ -405,13 +461,15 @@ def _events_summary(engine: Any) -> None:
     events = engine.events
     if events is None:
         return
-    print(f"maskwatch: {events.written} event(s) recorded in {engine.gallery.location}", file=sys.stderr)
+    print(f"maskwatch: {events.written} event(s) recorded in {engine.gallery.location}",
+          file=sys.stderr)
     if events.spooled:
         print(f"maskwatch: the store cannot be reached; {events.spooled} event(s) are kept in "
               f"{events.spool.path} until the next `maskwatch analyze --db` or `maskwatch "
               "serve` with this store writes them", file=sys.stderr)
     if events.lost:
-        print(f"maskwatch: {events.lost} event(s) could not be recorded (see the log above)", file=sys.stderr)
+        print(f"maskwatch: {events.lost} event(s) could not be recorded (see the log above)",
+              file=sys.stderr)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -472,7 +530,8 @@ def cmd_train_embedder(args: argparse.Namespace) -> int:
     try:
         from maskwatch.train.embedder import EmbedderTrainConfig, train_embedder
     except ImportError as exc:
-        raise UserError(f"training needs the [train] extra ({exc.name} missing): pip install 'maskwatch[train]'") from exc
+        raise UserError(f"training needs the [train] extra ({exc.name} missing): pip install "
+                        "'maskwatch[train]'") from exc
     datasets = Path(args.datasets)
     if not datasets.is_dir():
         raise UserError(f"{datasets}: no such folder")
@@ -485,7 +544,8 @@ def cmd_train_embedder(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     config = EmbedderTrainConfig(
-        datasets=datasets, out=Path(args.out), mask_templates=templates if templates.is_dir() else None,
+        datasets=datasets, out=Path(args.out),
+        mask_templates=templates if templates.is_dir() else None,
         masks_per_face=args.masks_per_face, below_nose=args.below_nose, cut_unit=args.cut_unit,
         epochs=args.epochs, batch=args.batch_size, lr=args.lr, plain_weight=args.plain_weight,
         anchor_weight=args.anchor_weight, train_head=args.train_head,
@@ -507,7 +567,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         from maskwatch.train.trainer import TrainConfig, train
     except ImportError as exc:
-        raise UserError(f"training needs the [train] extra ({exc.name} missing): pip install 'maskwatch[train]'") from exc
+        raise UserError(f"training needs the [train] extra ({exc.name} missing): pip install "
+                        "'maskwatch[train]'") from exc
     specs = _sources(args.sources)
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -516,12 +577,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if templates is not None and not templates.is_dir():
         raise UserError(f"{templates}: no such folder")
     config = TrainConfig(
-        sources=specs, out_dir=out, backbone=args.backbone, head=args.head, input_size=args.input_size,
-        margin=args.margin, epochs=args.epochs, patience=args.patience, min_delta=args.min_delta, lr=args.lr,
-        backbone_lr_mult=args.backbone_lr_mult, freeze_blocks=args.freeze_blocks, batch_size=args.batch_size,
-        balance=args.balance,
-        seed=args.seed, templates_dir=templates, max_per_source=args.max_per_source, threads=args.threads,
-        progress=not args.quiet,
+        sources=specs, out_dir=out, backbone=args.backbone, head=args.head,
+        input_size=args.input_size, margin=args.margin, epochs=args.epochs,
+        patience=args.patience, min_delta=args.min_delta, lr=args.lr,
+        backbone_lr_mult=args.backbone_lr_mult, freeze_blocks=args.freeze_blocks,
+        batch_size=args.batch_size, balance=args.balance,
+        seed=args.seed, templates_dir=templates, max_per_source=args.max_per_source,
+        threads=args.threads, progress=not args.quiet,
     )
     from maskwatch.train.backbones import BackboneUnavailable
 
@@ -543,7 +605,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         from maskwatch.evaluate.mask import evaluate_dataset
     except ImportError as exc:
-        raise UserError(f"evaluation needs the [train] extra ({exc.name} missing): pip install 'maskwatch[train]'") from exc
+        raise UserError(f"evaluation needs the [train] extra ({exc.name} missing): pip install "
+                        "'maskwatch[train]'") from exc
     specs = _sources(args.sources)
     if args.model and not Path(args.model).is_file():
         raise UserError(f"{args.model}: no such model file")
@@ -580,7 +643,8 @@ def cmd_people(args: argparse.Namespace) -> int:
             if not people:
                 print("no people enrolled")
             for person in people:
-                print(f"{person.name}\t{person.templates} templates ({person.synthetic_templates} with synthetic masks)")
+                print(f"{person.name}\t{person.templates} templates ({person.synthetic_templates} "
+                      "with synthetic masks)")
         elif action in ("add", "import"):
             from maskwatch.enrol import enrol_photos, enrolment_detector
             from maskwatch.ops.image import list_images
@@ -608,8 +672,9 @@ def cmd_people(args: argparse.Namespace) -> int:
                     failures += 1
                     print(f"maskwatch people import: skipped {name}: {exc}", file=sys.stderr)
                     continue
-                print(f"{'enrolled' if res.created else 'updated'} {res.person.name}: {res.photos} photo(s), "
-                      f"{res.templates} templates ({res.synthetic_templates} with synthetic masks)")
+                print(f"{'enrolled' if res.created else 'updated'} {res.person.name}: {res.photos} "
+                      f"photo(s), {res.templates} templates ({res.synthetic_templates} with "
+                      "synthetic masks)")
             if action == "import" and failures == len(jobs):
                 raise UserError("nobody could be enrolled")
         elif action == "rename":
@@ -638,7 +703,8 @@ def _add_actions(group: argparse.ArgumentParser, dest: str,
     out = []
     for name, help_text in actions:
         q = sub.add_parser(name, help=help_text, description=help_text)
-        q.add_argument("--db", help="gallery: SQLite path or mongodb://host:port/db (default: user data folder)")
+        q.add_argument("--db", help="gallery: SQLite path or mongodb://host:port/db "
+                       "(default: user data folder)")
         _add_common(q)
         out.append((name, q))
     return out
@@ -648,11 +714,11 @@ def _add_events_parser(sub: Any) -> None:
     ev = sub.add_parser(
         "events",
         help="list, export, purge and summarise recorded events (one per face track)",
-        description="An event is one face track from appearance to end: time, source, mask state over its "
-        "life, identity or unknown, best similarity. analyze --db (video, camera, stream) and the web app "
-        "record them in the gallery's store. --since/--until take an ISO date or time (2024-05-01, "
-        "2024-05-01T10:30; local time unless a zone is given), a duration ago (24h, 7d) or Unix seconds; "
-        "an event's time is when it ended.",
+        description="An event is one face track from appearance to end: time, source, mask state "
+        "over its life, identity or unknown, best similarity. analyze --db (video, camera, stream) "
+        "and the web app record them in the gallery's store. --since/--until take an ISO date or "
+        "time (2024-05-01, 2024-05-01T10:30; local time unless a zone is given), a duration ago "
+        "(24h, 7d) or Unix seconds; an event's time is when it ended.",
     )
     for name, q in _add_actions(ev, "events_command", (
         ("list", "list events, newest first"),
@@ -669,17 +735,21 @@ def _add_events_parser(sub: Any) -> None:
         if name in ("list", "export"):
             q.add_argument("--identity", help="only this person ('' for unknown faces)")
             q.add_argument("--unknown", action="store_true", help="only unknown faces")
-            q.add_argument("--mask", choices=("with_mask", "without_mask", "mask_incorrect", "unclassified"),
+            q.add_argument("--mask",
+                           choices=("with_mask", "without_mask", "mask_incorrect", "unclassified"),
                            help="only this mask state")
         if name == "list":
-            q.add_argument("--limit", type=int, default=50, help="events to show (1-1000, default 50)")
+            q.add_argument("--limit", type=int, default=50,
+                           help="events to show (1-1000, default 50)")
             q.add_argument("--offset", type=int, default=0, help="events to skip")
             q.add_argument("--json", action="store_true", help="one JSON object per line")
         if name == "purge":
             q.add_argument("--older-than-days", type=float, default=DEFAULT_RETENTION_DAYS,
-                           help=f"delete events that ended more than this many days ago (default {DEFAULT_RETENTION_DAYS:g})")
+                           help="delete events that ended more than this many days ago (default "
+                           f"{DEFAULT_RETENTION_DAYS:g})")
         if name == "stats":
-            q.add_argument("--bucket", default="1h", help="bucket width: 15m, 1h, 1d... (default 1h)")
+            q.add_argument("--bucket", default="1h",
+                           help="bucket width: 15m, 1h, 1d... (default 1h)")
 
 
 def cmd_events(args: argparse.Namespace) -> int:
@@ -733,12 +803,13 @@ def cmd_events(args: argparse.Namespace) -> int:
             n = gallery.purge_events(time.time() - days * 86400.0)
             print(f"deleted {n} event(s) older than {days:g} days")
         elif action == "stats":
-            midnight = time.mktime(time.localtime()[:3] + (0, 0, 0, 0, 0, -1))  # buckets on local hours/days
+            # buckets on local hours/days
+            midnight = time.mktime(time.localtime()[:3] + (0, 0, 0, 0, 0, -1))
             s = gallery.event_stats(**filters, bucket_s=bucket_s, bucket_origin=midnight)
-            comp = f"{100 * s['compliance']:.0f}% of classified wear a mask properly" if s["compliance"] is not None \
-                else "none classified"
-            print(f"{s['total']} event(s): {comp}; {s['unknown']} unknown; "
-                  f"{len(s['people_seen'])} {'person' if len(s['people_seen']) == 1 else 'people'} seen")
+            comp = (f"{100 * s['compliance']:.0f}% of classified wear a mask properly"
+                    if s["compliance"] is not None else "none classified")
+            print(f"{s['total']} event(s): {comp}; {s['unknown']} unknown; {len(s['people_seen'])} "
+                  f"{'person' if len(s['people_seen']) == 1 else 'people'} seen")
             if s["people_seen"]:
                 print("people seen: " + ", ".join(f"{n} {c}" for n, c in s["people_seen"].items()))
             print("by mask: " + ", ".join(f"{k} {v}" for k, v in s["by_mask"].items())
@@ -796,8 +867,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except ValueError:
             pass
         if name != "*" and not host_name.fullmatch(name):
-            raise UserError(f"--allowed-host {name!r}: give a host name or address such as camera.lan, "
-                            "192.168.1.20 or [fe80::1], without scheme, port or path (any port is accepted)")
+            raise UserError(f"--allowed-host {name!r}: give a host name or address such as "
+                            "camera.lan, 192.168.1.20 or [fe80::1], without scheme, port or path "
+                            "(any port is accepted)")
     if args.embedder == "dlib":
         from maskwatch.models.dlib_embedder import DlibUnavailable, load_face_recognition
 
@@ -806,14 +878,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except DlibUnavailable as exc:
             raise UserError(str(exc)) from exc
     settings = WebSettings(host=args.host, port=args.port, db=args.db, sources=list(args.source),
-                           retention_days=args.retention_days, max_upload_bytes=int(args.max_upload_mb * 2**20),
+                           retention_days=args.retention_days,
+                           max_upload_bytes=int(args.max_upload_mb * 2**20),
                            max_pixels=args.max_pixels, private=args.private, embedder=args.embedder,
                            masked_faces=args.masked_faces,
                            allowed_hosts=list(args.allowed_host))
     if args.host in ("0.0.0.0", "::") and not args.allowed_host:
         logging.getLogger("maskwatch.serve").warning(
-            "listening on every interface, but only localhost names are accepted in the Host header: "
-            "add --allowed-host NAME for each name or address clients use to reach this machine")
+            "listening on every interface, but only localhost names are accepted in the Host "
+            "header: add --allowed-host NAME for each name or address clients use to reach this "
+            "machine")
     serve(settings, log_level="debug" if args.verbose else "warning" if args.quiet else "info")
     return 0
 
@@ -846,13 +920,15 @@ def _evaluate_recognition(args: argparse.Namespace) -> int:
     if len(args.sources) != 1:
         raise UserError("recognition takes one folder with one sub-folder of photos per person")
     if args.detector not in ("yunet", "hog"):
-        raise UserError("recognition needs a detector that gives landmarks: --detector yunet or hog")
+        raise UserError("recognition needs a detector that gives landmarks: "
+                        "--detector yunet or hog")
     if embedder == "dlib" or args.detector == "hog":
         try:
             load_face_recognition()
         except DlibUnavailable as exc:
             raise UserError(str(exc)) from exc
-    root = Path(args.sources[0].split(":", 1)[1] if args.sources[0].startswith("synthetic:") else args.sources[0])
+    first = args.sources[0]
+    root = Path(first.split(":", 1)[1] if first.startswith("synthetic:") else first)
     if not root.is_dir() or not any(d.is_dir() for d in root.iterdir()):
         raise UserError(f"{root}: expected one sub-folder of photos per person (LFW layout)")
     res = evaluate_recognition(
@@ -877,9 +953,10 @@ def _evaluate_tracking(args: argparse.Namespace) -> int:
         res = evaluate_tracking(args.sources[0], args.out, progress=not args.quiet)
     except SourceError as exc:
         raise UserError(str(exc)) from exc
-    print(f"{res['face_frames']} face-frames in {res['tracks']} tracks: smoothed labels agree with the per-frame "
-          f"classifier on {100 * (res['agreement'] or 0):.1f}% ({100 * (res['agreement_confident'] or 0):.1f}% where "
-          f"it is confident); single-frame flickers {res['flickers_shown']} (per-frame: {res['flickers_per_frame']}); "
+    print(f"{res['face_frames']} face-frames in {res['tracks']} tracks: smoothed labels agree with "
+          f"the per-frame classifier on {100 * (res['agreement'] or 0):.1f}% "
+          f"({100 * (res['agreement_confident'] or 0):.1f}% where it is confident); single-frame "
+          f"flickers {res['flickers_shown']} (per-frame: {res['flickers_per_frame']}); "
           f"{res['classifier_calls']} classifier calls")
     print(f"report: {Path(args.out) / 'tracking.md'}")
     return 0
@@ -898,18 +975,22 @@ def _evaluate_detection(args: argparse.Namespace) -> int:
         out = Path(args.out) if len(specs) == 1 else Path(args.out) / spec.path.name
         res = evaluate_detection(spec.path, out, detector=args.detector, progress=not args.quiet)
         for mode, m in res["modes"].items():
-            print(f"{spec.name} {mode}: recall (faces >= 16 px) {100 * (m['recall_16_plus'] or 0):.1f}%, "
-                  f"precision {100 * (m['precision'] or 0):.1f}% ({100 * (m['precision_16_plus'] or 0):.1f}% for "
-                  f"detections >= 16 px), {m['ms_per_scene_median']:.0f} ms per scene")
+            print(f"{spec.name} {mode}: recall (faces >= 16 px) "
+                  f"{100 * (m['recall_16_plus'] or 0):.1f}%, precision "
+                  f"{100 * (m['precision'] or 0):.1f}% ({100 * (m['precision_16_plus'] or 0):.1f}% "
+                  f"for detections >= 16 px), {m['ms_per_scene_median']:.0f} ms per scene")
         print(f"report: {out / 'detection.md'}")
     return 0
 
 
 def _summary_line(metrics: dict[str, Any], out: Path) -> str:
-    lines = [f"{metrics.get('n', 0)} faces: 3-class accuracy {100 * (metrics.get('accuracy') or 0):.2f}%, "
-             f"2-class {100 * (metrics.get('two_class_accuracy') or 0):.2f}%, macro-F1 {metrics.get('macro_f1') or 0:.3f}"]
+    lines = [f"{metrics.get('n', 0)} faces: 3-class accuracy "
+             f"{100 * (metrics.get('accuracy') or 0):.2f}%, 2-class "
+             f"{100 * (metrics.get('two_class_accuracy') or 0):.2f}%, macro-F1 "
+             f"{metrics.get('macro_f1') or 0:.3f}"]
     for src, h in metrics.get("by_source", {}).items():
-        lines.append(f"  {src}: {h['n']} faces, 3-class {100 * h['accuracy']:.2f}%, 2-class {100 * h['two_class_accuracy']:.2f}%, macro-F1 {h['macro_f1']:.3f}")
+        lines.append(f"  {src}: {h['n']} faces, 3-class {100 * h['accuracy']:.2f}%, 2-class "
+                     f"{100 * h['two_class_accuracy']:.2f}%, macro-F1 {h['macro_f1']:.3f}")
     lines.append(f"report: {out / 'report.md'}")
     return "\n".join(lines)
 
@@ -923,8 +1004,8 @@ def main(argv: list[str] | None = None) -> int:
     actions = getattr(args, "group_actions", None)
     if actions is not None and not getattr(args, f"{args.command}_command", None):
         actions = ", ".join(actions)
-        print(f"maskwatch {args.command}: error: choose an action: {actions} (see maskwatch {args.command} --help)",
-              file=sys.stderr)
+        print(f"maskwatch {args.command}: error: choose an action: {actions} "
+              f"(see maskwatch {args.command} --help)", file=sys.stderr)
         return EXIT_USAGE
     _setup_logging(args)
     from maskwatch.ops.image import ImageError
@@ -937,7 +1018,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return handlers[args.command](args)
-    except (UserError, DataError, ImageError, GalleryError, FileNotFoundError, FileExistsError) as exc:
+    except (UserError, DataError, ImageError, GalleryError, FileNotFoundError,
+            FileExistsError) as exc:
         print(f"maskwatch {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

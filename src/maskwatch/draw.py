@@ -50,7 +50,8 @@ class FaceAnnotator:
             cls = faces.mask_labels[i]
             if cls is not None and faces.has_mask_probs:
                 color = MASK_COLORS[cls]
-                label = f"{MASK_LABELS[cls]} {100 * faces.mask_probs[i, MASK_CLASSES.index(cls)]:.0f}%"
+                prob = faces.mask_probs[i, MASK_CLASSES.index(cls)]
+                label = f"{MASK_LABELS[cls]} {100 * prob:.0f}%"
             else:
                 color, label = UNCLASSIFIED_COLOR, f"face {100 * faces.scores[i]:.0f}%"
             if names[i]:
@@ -60,5 +61,6 @@ class FaceAnnotator:
             ty = y1 - 4 if y1 - tht - base - 4 >= 0 else y2 + tht + 4
             lx = max(0, min(x1, out.shape[1] - tw - 4))  # keep the label inside the frame
             cv2.rectangle(out, (lx, ty - tht - base), (lx + tw + 4, ty + base // 2), color, -1)
-            cv2.putText(out, label, (lx + 2, ty - base // 2), cv2.FONT_HERSHEY_SIMPLEX, fs, (255, 255, 255), 1, cv2.LINE_AA)
+            cv2.putText(out, label, (lx + 2, ty - base // 2), cv2.FONT_HERSHEY_SIMPLEX, fs,
+                        (255, 255, 255), 1, cv2.LINE_AA)
         return out

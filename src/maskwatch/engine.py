@@ -168,22 +168,24 @@ class Engine:
             thr, mthr = engine_thresholds(s.embedder, self.embedder)
             thr = thr if s.threshold is None else s.threshold
             mthr = mthr if s.masked_threshold is None else s.masked_threshold
-            self.matcher = self.gallery.live_matcher(self.embedder.name, self.embedder.version, thr, mthr,
-                                                     max_age_s=s.watch_s, on_change=self._templates_changed)
+            self.matcher = self.gallery.live_matcher(self.embedder.name, self.embedder.version,
+                                                     thr, mthr, max_age_s=s.watch_s,
+                                                     on_change=self._templates_changed)
             if s.events:
                 from maskwatch.events import SPOOL_NAME, EventWriter
                 from maskwatch.gallery import default_gallery_path
 
-                spool = s.spool if s.spool is not None else default_gallery_path().parent / SPOOL_NAME
-                self.events = EventWriter(self.gallery, spool=spool, retention_days=s.retention_days,
-                                          max_backoff_s=10.0)
+                spool = (s.spool if s.spool is not None
+                         else default_gallery_path().parent / SPOOL_NAME)
+                self.events = EventWriter(self.gallery, spool=spool,
+                                          retention_days=s.retention_days, max_backoff_s=10.0)
         except BaseException:
             self.close()
             raise
         # A note about people enrolled with another embedder needs the store: read it on a
         # thread of its own, so that a store that is down delays nothing.
-        self._note = threading.Thread(target=self._note_other_embedders, name="maskwatch-gallery-note",
-                                      daemon=True)
+        self._note = threading.Thread(target=self._note_other_embedders,
+                                      name="maskwatch-gallery-note", daemon=True)
         self._note.start()
 
     def _note_other_embedders(self) -> None:
@@ -191,7 +193,8 @@ class Engine:
         hint = (f"re-enrol them with `maskwatch people add NAME PHOTO... --add --embedder {name}` "
                 f"or on the People page of a server started with --embedder {name}")
         try:
-            note = self.gallery.other_embedders_message(self.embedder.name, self.embedder.version, hint)
+            note = self.gallery.other_embedders_message(self.embedder.name, self.embedder.version,
+                                                        hint)
         except Exception as exc:  # noqa: BLE001 - only a note; the matcher reports an outage
             log.info("could not check the gallery for other embedders' templates: %s", exc)
             return
@@ -335,7 +338,8 @@ class Engine:
         if self.events is not None and self.settings.track:
             from maskwatch.events import EventRecorder
 
-            recorder = EventRecorder(self.gallery, name, writer=self.events, time_origin=time_origin)
+            recorder = EventRecorder(self.gallery, name, writer=self.events,
+                                     time_origin=time_origin)
         return Stream(self, name, self.pipeline(True), recorder)
 
     # -- gallery changes --------------------------------------------------------
@@ -391,7 +395,8 @@ class Engine:
 
     def __repr__(self) -> str:
         s = self.settings
-        who = f", db={self.gallery.location!r}, embedder={self.embedder.name!r}" if self.gallery else ""
+        who = (f", db={self.gallery.location!r}, embedder={self.embedder.name!r}"
+               if self.gallery else "")
         return f"Engine(mode={s.mode!r}, detector={s.detector!r}{who})"
 
 

@@ -131,7 +131,8 @@ def _thumbnail(image: np.ndarray, face: Faces) -> bytes:
     x1, y1, x2, y2 = face.boxes[0]
     mx, my = 0.2 * (x2 - x1), 0.2 * (y2 - y1)
     h, w = image.shape[:2]
-    crop = image[int(max(y1 - my, 0)):int(min(y2 + my, h)), int(max(x1 - mx, 0)):int(min(x2 + mx, w))]
+    crop = image[int(max(y1 - my, 0)):int(min(y2 + my, h)),
+                 int(max(x1 - mx, 0)):int(min(x2 + mx, w))]
     scale = THUMBNAIL_PX / max(crop.shape[:2])
     if scale < 1:
         crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
@@ -171,7 +172,8 @@ class PreparedEnrolment:
     photos: int
 
 
-def check_enrolment(gallery: Gallery, name: str, *, add_to_existing: bool = False) -> tuple[str, bool]:
+def check_enrolment(gallery: Gallery, name: str, *,
+                    add_to_existing: bool = False) -> tuple[str, bool]:
     """The cleaned name and whether that person is enrolled, before any photo is looked at
     (a taken name costs no model work).
 
@@ -245,10 +247,11 @@ def prepare_enrolment(
     for i, (label, image, face) in enumerate(chosen):
         source = Path(label).name if not isinstance(photos[i], np.ndarray) else f"array-{i + 1}"
         styles = mask_styles(synthetic_masks, rng)
-        masked = [render_mask(image, face.landmarks[0], face.boxes[0], position="proper", style=style,
-                              rng=rng) for style in styles]
+        masked = [render_mask(image, face.landmarks[0], face.boxes[0], position="proper",
+                              style=style, rng=rng) for style in styles]
         plain, *embs = run(partial(_embed_each, embedder, [image, *masked], face))
-        templates.append(Template("", plain, embedder.name, str(embedder.version), False, False, source))
+        templates.append(Template("", plain, embedder.name, str(embedder.version), False, False,
+                                  source))
         for style, emb in zip(styles, embs, strict=True):
             templates.append(Template("", emb, embedder.name, str(embedder.version), True, True,
                                       f"{source}#mask-{style.shape}"))

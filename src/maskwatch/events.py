@@ -62,8 +62,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Columns of :func:`events_to_csv`, in order.
-CSV_COLUMNS = ("id", "source", "track_id", "started_iso", "ended_iso", "duration_s", "frames", "mask_state",
-               "with_mask_frames", "without_mask_frames", "mask_incorrect_frames", "identity", "best_similarity")
+CSV_COLUMNS = ("id", "source", "track_id", "started_iso", "ended_iso", "duration_s", "frames",
+               "mask_state", "with_mask_frames", "without_mask_frames", "mask_incorrect_frames",
+               "identity", "best_similarity")
 
 
 def event_source_name(kind: str, source: str) -> str:
@@ -91,8 +92,9 @@ def dominant_mask_state(counts: dict[str, int], last_label: str | None = None) -
     return last_label if last_label in tied else tied[0]
 
 
-def events_from_tracks(tracks: Sequence[Track], source: str, *, clock: Callable[[], float] = time.time,
-                       min_frames: int = 3, time_origin: float | None = None) -> list[Event]:
+def events_from_tracks(tracks: Sequence[Track], source: str, *,
+                       clock: Callable[[], float] = time.time, min_frames: int = 3,
+                       time_origin: float | None = None) -> list[Event]:
     """Events for ended tracks.
 
     ``Track.first_time``/``last_time`` may be monotonic-clock or video timestamps, so
@@ -126,14 +128,16 @@ def events_from_tracks(tracks: Sequence[Track], source: str, *, clock: Callable[
     anchor = max(lasts)
     out: list[Event] = []
     for t, last in zip(kept, lasts, strict=True):
-        ended = float(time_origin) + last if time_origin is not None else now - max(anchor - last, 0.0)
+        ended = (float(time_origin) + last if time_origin is not None
+                 else now - max(anchor - last, 0.0))
         duration = max(last - finite(t.first_time, last), 0.0)
         counts = {k: int(t.mask_counts.get(k, 0)) for k in MASK_CLASSES}
         sim = t.best_similarity
         out.append(Event(
-            id=new_event_id(), source=str(source), track_id=int(t.track_id), started=ended - duration,
-            ended=ended, frames=int(t.hits), mask_state=dominant_mask_state(counts, t.mask_label),
-            mask_frames=counts, identity=t.identity or None,
+            id=new_event_id(), source=str(source), track_id=int(t.track_id),
+            started=ended - duration, ended=ended, frames=int(t.hits),
+            mask_state=dominant_mask_state(counts, t.mask_label), mask_frames=counts,
+            identity=t.identity or None,
             best_similarity=None if sim is None or not math.isfinite(float(sim)) else float(sim),
         ))
     return out
@@ -240,7 +244,8 @@ class EventSpool:
         except FileNotFoundError:
             return [], 0
         if len(data) > MAX_SPOOL_BYTES:
-            log.warning("%s is larger than %d MiB; only its first part is read", self.path, MAX_SPOOL_BYTES >> 20)
+            log.warning("%s is larger than %d MiB; only its first part is read", self.path,
+                        MAX_SPOOL_BYTES >> 20)
             data = data[:data.rfind(b"\n", 0, MAX_SPOOL_BYTES) + 1]
         rows: list[dict[str, Any]] = []
         bad = 0
@@ -261,7 +266,8 @@ class EventSpool:
         if not rows:
             self.path.unlink(missing_ok=True)
         else:
-            tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+            tmp = self.path.with_name(
+                f".{self.path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
             tmp.unlink(missing_ok=True)  # left by a crash of a process that had this pid
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
@@ -287,7 +293,8 @@ class EventSpool:
 
     @staticmethod
     def _ours(row: dict[str, Any], key: str) -> bool:
-        return row.get("v") == SPOOL_VERSION and row.get("store") == key and isinstance(row.get("event"), dict)
+        return (row.get("v") == SPOOL_VERSION and row.get("store") == key
+                and isinstance(row.get("event"), dict))
 
     def load(self, key: str) -> list[Event]:
         """The events kept for the store ``key``, oldest first (malformed ones left out)."""
@@ -313,7 +320,8 @@ class EventSpool:
         with self._locked():
             rows, bad = self._read()
             have = {row["event"].get("id") for row in rows if self._ours(row, key)}
-            rows += [{"v": SPOOL_VERSION, "store": key, "event": e.to_dict()} for e in events if e.id not in have]
+            rows += [{"v": SPOOL_VERSION, "store": key, "event": e.to_dict()}
+                     for e in events if e.id not in have]
             over = max(len(rows) - self.max_events, 0)
             if over:
                 log.warning("%s holds more than %d events: the %d oldest are dropped", self.path,
@@ -337,7 +345,8 @@ class EventSpool:
             return len(self.load(key))
         with self._locked():
             rows, bad = self._read()
-            keep = [row for row in rows if not (self._ours(row, key) and row["event"].get("id") in ids)]
+            keep = [row for row in rows
+                    if not (self._ours(row, key) and row["event"].get("id") in ids)]
             if len(keep) != len(rows) or bad:
                 self._write(keep)
             return sum(1 for row in keep if self._ours(row, key))
@@ -387,7 +396,8 @@ class EventWriter:
     def __init__(self, gallery: EventStore, *, name: str = "events",
                  spool: str | os.PathLike[str] | None = None,
                  retention_days: float | None = DEFAULT_RETENTION_DAYS, flush_every_s: float = 2.0,
-                 max_buffer: int = 10_000, batch_size: int = 500, clock: Callable[[], float] = time.time,
+                 max_buffer: int = 10_000, batch_size: int = 500,
+                 clock: Callable[[], float] = time.time,
                  purge_every_s: float = 3600.0, max_backoff_s: float = 30.0) -> None:
         if not flush_every_s > 0 or max_buffer < 1 or batch_size < 1:
             raise ValueError("flush_every_s must be > 0, max_buffer and batch_size >= 1")
@@ -421,7 +431,8 @@ class EventWriter:
         self._next_purge = 0.0                 # monotonic; 0 = at the first write
         self._from_spool: set[str] = set()     # buffered events that are also in the spool file
         self._spool_more = self.spool is not None  # the file may hold events not loaded yet
-        self._thread = threading.Thread(target=self._run, name=f"maskwatch-events {self.name}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"maskwatch-events {self.name}",
+                                        daemon=True)
         self._thread.start()
 
     @property
@@ -431,7 +442,8 @@ class EventWriter:
             return len(self._buffer)
 
     def add_events(self, events: Iterable[Event]) -> None:
-        """Buffer events; returns at once, never raises (a malformed event is logged and left out)."""
+        """Buffer events; returns at once, never raises (a malformed event is logged and
+        left out)."""
         events = list(events)
         if not events:
             return
@@ -468,7 +480,8 @@ class EventWriter:
                 lost += 1
         if lost and not self._warned_full:
             self._warned_full = True
-            log.warning("event buffer of %s is full (%d): dropping the oldest events", self.name, self.max_buffer)
+            log.warning("event buffer of %s is full (%d): dropping the oldest events", self.name,
+                        self.max_buffer)
         self.dropped += lost
 
     def wake(self) -> None:
@@ -507,13 +520,14 @@ class EventWriter:
             dropped = self.spool.add(self._key, left)
         except OSError as exc:
             self.lost += len(left)
-            log.error("%d events of %s could not be recorded (%s) nor kept in %s: %s", len(left), self.name,
-                      why, self.spool.path, exc.strerror or exc)
+            log.error("%d events of %s could not be recorded (%s) nor kept in %s: %s", len(left),
+                      self.name, why, self.spool.path, exc.strerror or exc)
             return
         self.dropped += dropped
         self.spooled = len(left) - dropped
-        log.warning("%d events of %s could not be written (%s); they are kept in %s and written to the "
-                    "store when maskwatch next records events there", self.spooled, self.name, why, self.spool.path)
+        log.warning("%d events of %s could not be written (%s); they are kept in %s and written "
+                    "to the store when maskwatch next records events there", self.spooled,
+                    self.name, why, self.spool.path)
 
     # ------------------------------------------------------------------ internals
 
@@ -549,7 +563,8 @@ class EventWriter:
             try:
                 kept = self.spool.load(self._key)
             except OSError as exc:
-                log.warning("cannot read the events kept in %s: %s", self.spool.path, exc.strerror or exc)
+                log.warning("cannot read the events kept in %s: %s", self.spool.path,
+                            exc.strerror or exc)
                 self._spool_more = False
                 return 0
             fresh, bad = [], []
@@ -585,7 +600,8 @@ class EventWriter:
             try:
                 while True:
                     with self._lock:
-                        batch = [self._buffer[i] for i in range(min(self.batch_size, len(self._buffer)))]
+                        batch = [self._buffer[i]
+                                 for i in range(min(self.batch_size, len(self._buffer)))]
                     if not batch:
                         break
                     self.gallery.add_events(batch)  # idempotent: ids already stored are skipped
@@ -601,8 +617,8 @@ class EventWriter:
                 self._purge_if_due()
             except GalleryError as exc:
                 if self._down is None:
-                    log.warning("events of %s cannot be written (%s); keeping up to %d in memory and retrying",
-                                self.name, exc, self.max_buffer)
+                    log.warning("events of %s cannot be written (%s); keeping up to %d in memory "
+                                "and retrying", self.name, exc, self.max_buffer)
                 self._down = str(exc)
                 self._retry_at = time.monotonic() + self._backoff
                 self._backoff = min(self._backoff * 2, self.max_backoff_s)
@@ -610,7 +626,8 @@ class EventWriter:
             finally:
                 self._unspool(unspooled)
             if self._down is not None:
-                log.info("events of %s are written again (%d buffered events written)", self.name, written)
+                log.info("events of %s are written again (%d buffered events written)", self.name,
+                         written)
                 self._down = None
                 self._warned_full = False
             self._backoff = self.flush_every_s
@@ -670,7 +687,8 @@ class EventRecorder:
 
     def __init__(self, gallery: EventStore, source: str, *, min_frames: int = 3,
                  retention_days: float | None = DEFAULT_RETENTION_DAYS, flush_every_s: float = 2.0,
-                 max_buffer: int = 10_000, batch_size: int = 500, clock: Callable[[], float] = time.time,
+                 max_buffer: int = 10_000, batch_size: int = 500,
+                 clock: Callable[[], float] = time.time,
                  purge_every_s: float = 3600.0, max_backoff_s: float = 30.0,
                  time_origin: float | None = None, writer: EventWriter | None = None,
                  spool: str | os.PathLike[str] | None = None) -> None:
@@ -683,9 +701,9 @@ class EventRecorder:
         self.time_origin = time_origin
         self._owns = writer is None
         self.writer = writer if writer is not None else EventWriter(
-            gallery, name=self.source, spool=spool, retention_days=retention_days, flush_every_s=flush_every_s,
-            max_buffer=max_buffer, batch_size=batch_size, clock=clock, purge_every_s=purge_every_s,
-            max_backoff_s=max_backoff_s)
+            gallery, name=self.source, spool=spool, retention_days=retention_days,
+            flush_every_s=flush_every_s, max_buffer=max_buffer, batch_size=batch_size, clock=clock,
+            purge_every_s=purge_every_s, max_backoff_s=max_backoff_s)
         self._closed = False
 
     # The writer's counters (with a shared writer: of every recorder that uses it).
@@ -716,8 +734,8 @@ class EventRecorder:
         if not tracks:
             return
         try:
-            events = events_from_tracks(tracks, self.source, clock=self.clock, min_frames=self.min_frames,
-                                        time_origin=self.time_origin)
+            events = events_from_tracks(tracks, self.source, clock=self.clock,
+                                        min_frames=self.min_frames, time_origin=self.time_origin)
         except Exception:  # never into the engine
             log.exception("could not make events from %d tracks of %s", len(tracks), self.source)
             return
@@ -760,7 +778,8 @@ class EventRecorder:
 
 
 def _iso(t: float) -> str:
-    return datetime.fromtimestamp(float(t), tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    iso = datetime.fromtimestamp(float(t), tz=UTC).isoformat(timespec="milliseconds")
+    return iso.replace("+00:00", "Z")
 
 
 def _cell(text: str | None) -> str:
@@ -812,7 +831,8 @@ def events_to_csv(events: Iterable[Event], file: str | os.PathLike[str] | TextIO
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)?\s*$", re.IGNORECASE)
-_UNIT_S = {None: 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_UNIT_S = {None: 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0,
+           "w": 604800.0}
 
 
 def parse_duration(text: str) -> float:
@@ -853,8 +873,9 @@ def parse_time(text: str, *, now: float | None = None) -> float:
     try:
         dt = datetime.fromisoformat(s)
     except ValueError:
-        raise ValueError(f"{text!r} is not a time: write an ISO date such as 2024-05-01 or 2024-05-01T10:30, "
-                         "a duration ago such as 24h or 7d, or Unix seconds") from None
+        raise ValueError(f"{text!r} is not a time: write an ISO date such as 2024-05-01 or "
+                         "2024-05-01T10:30, a duration ago such as 24h or 7d, "
+                         "or Unix seconds") from None
     if dt.tzinfo is None:
         dt = dt.astimezone()  # local time
     return dt.timestamp()

@@ -54,7 +54,8 @@ class Embedder(Protocol):
 class Matcher(Protocol):
     """Finds who an embedding belongs to (a gallery search)."""
 
-    def identify(self, embeddings: np.ndarray, masked: np.ndarray) -> list[tuple[str | None, float]]:
+    def identify(self, embeddings: np.ndarray,
+                 masked: np.ndarray) -> list[tuple[str | None, float]]:
         """``(name or None, similarity)`` per embedding; ``masked`` (N,) bool selects the
         masked-face templates and threshold."""
         ...
@@ -215,7 +216,8 @@ class Pipeline:
         self._last_full = -(10**9)
         return ended
 
-    def process(self, image: np.ndarray, frame_index: int | None = None, timestamp: float | None = None) -> FrameResult:
+    def process(self, image: np.ndarray, frame_index: int | None = None,
+                timestamp: float | None = None) -> FrameResult:
         """Analyse one BGR uint8 frame.
 
         Args:
@@ -266,7 +268,8 @@ class Pipeline:
         should be searched: a full pass is due, no track was seen, the detector cannot
         search regions, or the regions would cost half as much as the frame."""
         c = self.config
-        if self._frame - self._last_full >= c.detect_every or not hasattr(self.detector, "detect_around"):
+        if (self._frame - self._last_full >= c.detect_every
+                or not hasattr(self.detector, "detect_around")):
             return None
         tracks = [t for t in self.tracker.live.values() if t.missed == 0]
         if not tracks:
@@ -285,7 +288,8 @@ class Pipeline:
             t0 = time.perf_counter()
             masked = np.array([lab != "without_mask" for lab in faces.mask_labels], bool)
             found = self._identify(image, faces, masked)
-            faces = faces.with_fields(names=[name for name, _ in found], similarities=[sim for _, sim in found])
+            faces = faces.with_fields(names=[name for name, _ in found],
+                                      similarities=[sim for _, sim in found])
             timings["embed"] = (time.perf_counter() - t0) * 1e3
         return faces
 
@@ -303,7 +307,8 @@ class Pipeline:
             sub = faces[due]
             probs = self.classifier.classify(image, sub).mask_probs
             for k, tid, p in zip(np.flatnonzero(due), sub.track_ids, probs, strict=True):
-                self.tracker.update_mask(int(tid), p, self._frame, None if looks is None else looks[k])
+                self.tracker.update_mask(int(tid), p, self._frame,
+                                         None if looks is None else looks[k])
         faces = self.tracker.mask_probs_for(faces)
         labels = self.tracker.stable_labels(faces)
         timings["classify"] = (time.perf_counter() - t0) * 1e3
@@ -313,22 +318,26 @@ class Pipeline:
             need = self.tracker.identity_due(faces, self._frame)
             if need.any():
                 sub = faces[need]
-                masked = np.array([labels[i] not in (None, "without_mask") for i in np.flatnonzero(need)], bool)
-                for tid, (name, sim) in zip(sub.track_ids, self._identify(image, sub, masked), strict=True):
+                masked = np.array([labels[i] not in (None, "without_mask")
+                                   for i in np.flatnonzero(need)], bool)
+                for tid, (name, sim) in zip(sub.track_ids, self._identify(image, sub, masked),
+                                            strict=True):
                     self.tracker.set_identity(int(tid), name, sim, self._frame)
             timings["embed"] = (time.perf_counter() - t0) * 1e3
         live = self.tracker.live
         faces = faces.with_fields(
             mask_labels=labels,
             names=[live[int(t)].identity if int(t) in live else None for t in faces.track_ids],
-            similarities=[live[int(t)].best_similarity if int(t) in live else None for t in faces.track_ids],
+            similarities=[live[int(t)].best_similarity if int(t) in live else None
+                          for t in faces.track_ids],
         )
         return faces, self.tracker.pop_ended()
 
     def _can_identify(self) -> bool:
         return self.embedder is not None and self.matcher is not None
 
-    def _identify(self, image: np.ndarray, faces: Faces, masked: np.ndarray) -> list[tuple[str | None, float]]:
+    def _identify(self, image: np.ndarray, faces: Faces,
+                  masked: np.ndarray) -> list[tuple[str | None, float]]:
         assert self.embedder is not None and self.matcher is not None
         if getattr(self.embedder, "mask_aware", False):
             # A masked face goes to the student, whose embedding lands where SFace puts the

@@ -64,7 +64,8 @@ class ApproximateIndex:
         try:
             import faiss  # noqa: PLC0415 - optional, only for galleries past APPROX_MIN_TEMPLATES
         except ImportError as exc:
-            raise ImportError("approximate search needs faiss: pip install 'maskwatch[ann]'") from exc
+            raise ImportError("approximate search needs faiss: "
+                              "pip install 'maskwatch[ann]'") from exc
         x = np.ascontiguousarray(unit, np.float32)
         n, dim = x.shape
         if threads is not None:
@@ -75,7 +76,8 @@ class ApproximateIndex:
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, self.nlist, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(seed)
-        train = x if n <= 40 * self.nlist else x[np.sort(rng.choice(n, 40 * self.nlist, replace=False))]
+        train = (x if n <= 40 * self.nlist
+                 else x[np.sort(rng.choice(n, 40 * self.nlist, replace=False))])
         index.cp.seed = int(seed)
         index.train(train)
         index.add(x)
@@ -134,7 +136,8 @@ class EmbeddingMatcher:
         if emb.ndim != 2:
             raise ValueError("embeddings must be (T, D)")
         self.names = np.asarray(self.names, dtype=object)
-        self.masked = np.asarray(self.masked, bool) if len(self.masked) else np.zeros(len(emb), bool)
+        self.masked = (np.asarray(self.masked, bool) if len(self.masked)
+                       else np.zeros(len(emb), bool))
         if not (len(self.names) == len(emb) == len(self.masked)):
             raise ValueError("names, embeddings and masked flags differ in length")
         self._unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
@@ -180,11 +183,11 @@ class EmbeddingMatcher:
         if self.approximate or (self.approximate is None and len(rows) > self.approx_min_templates):
             if self.approximate or faiss_available():
                 entry = (ApproximateIndex(self._unit[rows]), rows)
-                log.info("approximate index over %d %s templates (%d cells, %d searched)", len(rows), key,
-                         entry[0].nlist, entry[0].nprobe)
+                log.info("approximate index over %d %s templates (%d cells, %d searched)",
+                         len(rows), key, entry[0].nlist, entry[0].nprobe)
             else:
-                log.warning("%d templates: searching them exactly; pip install 'maskwatch[ann]' for a faster "
-                            "approximate index", len(rows))
+                log.warning("%d templates: searching them exactly; pip install 'maskwatch[ann]' "
+                            "for a faster approximate index", len(rows))
         self._indexes[key] = entry
         return entry
 
@@ -240,7 +243,8 @@ class EmbeddingMatcher:
             sel = keys_arr == key
             entry = self._index_for(key)
             if entry is None:  # this kind is small enough: exact
-                rows = np.flatnonzero(self.masked if key == "masked" else ~self.masked if key == "plain"
+                rows = np.flatnonzero(self.masked if key == "masked"
+                                      else ~self.masked if key == "plain"
                                       else np.ones(len(self), bool))
                 sims = p[sel] @ self._unit[rows].T
                 k = np.argmax(sims, axis=1)

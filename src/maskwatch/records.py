@@ -1,4 +1,5 @@
-"""The event record and its constants; imports only :mod:`maskwatch.types` and :mod:`maskwatch.config`.
+"""The event record and its constants; imports only :mod:`maskwatch.types` and
+:mod:`maskwatch.config`.
 
 An :class:`Event` is one face track from its appearance to its end. The stores
 (:mod:`maskwatch.gallery`) keep events and the event writer (:mod:`maskwatch.events`)

@@ -420,7 +420,8 @@ class ImageSource(FrameSource):
     ):
         super().__init__(path, max_pixels=max_pixels, logger=logger)
         try:
-            self._image: np.ndarray | None = read_image(path, max_pixels=self._max_pixels, min_side=MIN_FACE_IMAGE_SIDE)
+            self._image: np.ndarray | None = read_image(path, max_pixels=self._max_pixels,
+                                                        min_side=MIN_FACE_IMAGE_SIDE)
         except ImageError as exc:
             raise SourceError(str(exc)) from exc
         self._shape = self._image.shape
@@ -580,7 +581,8 @@ class VideoFileSource(_CaptureSource):
         if not cap.isOpened():
             cap.release()
             raise SourceError(
-                f"{path}: not a readable video (OpenCV cannot open it: corrupt, truncated or unsupported format)"
+                f"{path}: not a readable video "
+                "(OpenCV cannot open it: corrupt, truncated or unsupported format)"
             )
         self._cap = cap
         self._take_properties(cap)
@@ -832,7 +834,8 @@ class LiveSource(_CaptureSource):
                 self.reconnecting = ""
                 return None, message
             wait = _fmt_seconds(delay)
-            self.reconnecting = f"lost stream {self._source}; reconnecting in {wait} s (attempt {attempt})"
+            self.reconnecting = (f"lost stream {self._source}; "
+                                 f"reconnecting in {wait} s (attempt {attempt})")
             self._log.warning("%s", self.reconnecting)
             if self._closed.wait(delay):
                 return None, ""

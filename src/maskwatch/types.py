@@ -58,7 +58,8 @@ class Faces:
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
     landmarks: np.ndarray = field(default_factory=lambda: np.zeros((0, 5, 2), np.float32))
-    mask_probs: np.ndarray = field(default_factory=lambda: np.zeros((0, len(MASK_CLASSES)), np.float32))
+    mask_probs: np.ndarray = field(
+        default_factory=lambda: np.zeros((0, len(MASK_CLASSES)), np.float32))
     track_ids: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
     mask_labels: np.ndarray | None = None
     names: np.ndarray | None = None
@@ -90,18 +91,21 @@ class Faces:
         if len(scores) != n:
             raise ValueError(f"Faces: {n} boxes but {len(scores)} scores")
         if landmarks.ndim != 3 or landmarks.shape[2] != 2 or (landmarks.shape[0] != n):
-            raise ValueError(f"Faces: landmarks must be (N, K, 2) with N={n}, got {landmarks.shape}")
+            raise ValueError(f"Faces: landmarks must be (N, K, 2) with N={n}, "
+                             f"got {landmarks.shape}")
         if len(mask_probs) not in (0, n) or mask_probs.ndim != 2:
             raise ValueError(f"Faces: mask_probs must be (N, C) with N={n}, got {mask_probs.shape}")
         if len(track_ids) != n:
             raise ValueError(f"Faces: {n} boxes but {len(track_ids)} track ids")
         if self.mask_labels is None:
-            labels = [MASK_CLASSES[i] for i in mask_probs.argmax(axis=1)] if len(mask_probs) == n and n else [None] * n
+            labels = ([MASK_CLASSES[i] for i in mask_probs.argmax(axis=1)]
+                      if len(mask_probs) == n and n else [None] * n)
         else:
             labels = list(self.mask_labels)
         names = [None] * n if self.names is None else list(self.names)
         sims = (np.full(n, np.nan, np.float32) if self.similarities is None
-                else np.array([np.nan if v is None else v for v in self.similarities], np.float32).reshape(-1))
+                else np.array([np.nan if v is None else v for v in self.similarities],
+                              np.float32).reshape(-1))
         for name, values in (("mask_labels", labels), ("names", names), ("similarities", sims)):
             if len(values) != n:
                 raise ValueError(f"Faces: {n} boxes but {len(values)} {name}")
@@ -185,12 +189,14 @@ class Faces:
                 "score": round(float(self.scores[i]), 4),
             }
             if self.has_landmarks:
-                item["landmarks"] = [[round(float(x), 1), round(float(y), 1)] for x, y in self.landmarks[i]]
+                item["landmarks"] = [[round(float(x), 1), round(float(y), 1)]
+                                     for x, y in self.landmarks[i]]
             if self.mask_labels[i] is not None:
                 item["mask"] = self.mask_labels[i]
             if self.has_mask_probs:
                 item["mask_probs"] = {
-                    c: round(float(p), 4) for c, p in zip(MASK_CLASSES, self.mask_probs[i], strict=True)
+                    c: round(float(p), 4)
+                    for c, p in zip(MASK_CLASSES, self.mask_probs[i], strict=True)
                 }
             if self.track_ids[i] >= 0:
                 item["track_id"] = int(self.track_ids[i])

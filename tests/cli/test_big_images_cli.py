@@ -16,8 +16,8 @@ SIZES = [(20000, 20000), (40000, 40000)]
 
 
 def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "maskwatch.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "maskwatch.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def _one_line(res: subprocess.CompletedProcess) -> str:
@@ -33,7 +33,8 @@ def test_analyze_a_huge_image_exits_2_with_one_line(tmp_path, size):
     huge = tmp_path / "huge.png"
     huge.write_bytes(bomb_png(*size))
     line = _one_line(run_cli("analyze", str(huge), "--quiet"))
-    assert "huge.png" in line and f"{size[0] * size[1]:,} pixels is over the limit of 40,000,000 pixels" in line
+    assert "huge.png" in line and (f"{size[0] * size[1]:,} pixels is over the limit of "
+                                   "40,000,000 pixels") in line
 
 
 def test_analyze_folder_reports_the_huge_image_and_goes_on(datasets, tmp_path):
@@ -67,7 +68,8 @@ def test_people_import_skips_the_person_with_a_huge_photo(datasets, tmp_path):
     (root / "ann" / "huge.png").write_bytes(bomb_png(40000, 40000))
     (root / "obama").mkdir()
     (root / "obama" / "obama.jpg").write_bytes(
-        (datasets / "identity-examples" / "examples" / "knn_examples" / "train" / "obama" / "obama.jpg").read_bytes())
+        (datasets / "identity-examples" / "examples" / "knn_examples" / "train" / "obama"
+         / "obama.jpg").read_bytes())
     db = str(tmp_path / "gallery.sqlite3")
     res = run_cli("people", "import", str(root), "--db", db)
     assert res.returncode == 0, res.stderr

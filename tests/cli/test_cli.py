@@ -11,7 +11,8 @@ from maskwatch.cli import main
 
 
 def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "maskwatch.cli", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "maskwatch.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def test_help_lists_commands():
@@ -73,7 +74,8 @@ def test_analyze_missing_input(tmp_path):
 
 def test_analyze_image_writes_annotation_and_json(datasets, tmp_path):
     out, js = tmp_path / "t1_annotated.jpg", tmp_path / "t1.jsonl"
-    res = run_cli("analyze", str(datasets / "group-photos" / "t1.jpg"), "--out", str(out), "--json", str(js))
+    res = run_cli("analyze", str(datasets / "group-photos" / "t1.jpg"), "--out", str(out),
+                  "--json", str(js))
     assert res.returncode == 0, res.stderr
     img = cv2.imread(str(out))
     assert img is not None and img.shape[0] > 100
@@ -98,8 +100,8 @@ def test_analyze_folder_goes_on_past_a_bad_file(datasets, tmp_path):
 
 def test_analyze_video_writes_video_and_json(datasets, tmp_path):
     out, js = tmp_path / "clip.mp4", tmp_path / "clip.jsonl"
-    res = run_cli("analyze", str(datasets / "videos" / "short_hamilton_clip.mp4"), "--out", str(out),
-                  "--json", str(js), "--quiet")
+    res = run_cli("analyze", str(datasets / "videos" / "short_hamilton_clip.mp4"),
+                  "--out", str(out), "--json", str(js), "--quiet")
     assert res.returncode == 0, res.stderr
     lines = [json.loads(x) for x in js.read_text().splitlines()]
     assert len(lines) == 275
@@ -111,7 +113,8 @@ def test_analyze_video_writes_video_and_json(datasets, tmp_path):
     assert "frames/s" in res.stderr and "track(s)" in res.stderr
 
 
-@pytest.mark.parametrize("spec, message", [("97", "camera 97"), ("http://127.0.0.1:9/stream", "cannot open stream"),
+@pytest.mark.parametrize("spec, message", [("97", "camera 97"),
+                                           ("http://127.0.0.1:9/stream", "cannot open stream"),
                                            ("ftp://x/y", "")])
 def test_analyze_unusable_live_sources(spec, message):
     res = run_cli("analyze", spec, "--max-retries", "0", timeout=60)
@@ -193,8 +196,9 @@ def test_analyze_show_without_a_window_system_says_what_to_do(datasets, display)
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     if display:
         env["DISPLAY"] = display
-    res = subprocess.run([sys.executable, "-m", "maskwatch.cli", "analyze", str(datasets / "group-photos" / "t1.jpg"),
-                          "--show"], capture_output=True, text=True, timeout=120, env=env)
+    res = subprocess.run([sys.executable, "-m", "maskwatch.cli", "analyze",
+                          str(datasets / "group-photos" / "t1.jpg"), "--show"],
+                         capture_output=True, text=True, timeout=120, env=env)
     assert res.returncode == 2
     assert "--show needs" in res.stderr and "maskwatch serve --source" in res.stderr
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
@@ -204,5 +208,6 @@ def test_analyze_show_without_a_window_system_says_what_to_do(datasets, display)
 def test_command_group_without_action(group):
     res = run_cli(group)
     assert res.returncode == 2
-    assert "choose an action" in res.stderr and "list" in res.stderr and "Traceback" not in res.stderr
+    assert ("choose an action" in res.stderr and "list" in res.stderr
+            and "Traceback" not in res.stderr)
     assert len(res.stderr.strip().splitlines()) == 1

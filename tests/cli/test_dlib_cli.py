@@ -13,8 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-HAVE_DLIB = importlib.util.find_spec("face_recognition") is not None and importlib.util.find_spec("dlib") is not None
-needs_dlib = pytest.mark.skipif(not HAVE_DLIB, reason="the [dlib] extra and face_recognition (--no-deps) are not installed")
+HAVE_DLIB = (importlib.util.find_spec("face_recognition") is not None
+             and importlib.util.find_spec("dlib") is not None)
+needs_dlib = pytest.mark.skipif(not HAVE_DLIB, reason="the [dlib] extra and face_recognition "
+                                                      "(--no-deps) are not installed")
 
 DLIB, SFACE = ("dlib-resnet-v1", "1"), ("sface-2021dec-int8", "1")
 
@@ -22,7 +24,8 @@ DLIB, SFACE = ("dlib-resnet-v1", "1"), ("sface-2021dec-int8", "1")
 def run_cli(*args: str, timeout: int = 300, hide_dlib: bool = False) -> subprocess.CompletedProcess:
     hide = "import sys; sys.modules['face_recognition'] = None; " if hide_dlib else ""
     code = f"{hide}import sys; from maskwatch.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          timeout=timeout)
 
 
 @pytest.fixture
@@ -44,12 +47,14 @@ def test_missing_backend_is_one_clear_line(tmp_path, db, args):
         args += ["--db", db]
     res = run_cli(*args, hide_dlib=True, timeout=120)
     assert res.returncode == 2, res.stdout + res.stderr
-    assert "pip install 'maskwatch[dlib]'" in res.stderr and "--no-deps face_recognition" in res.stderr
+    assert ("pip install 'maskwatch[dlib]'" in res.stderr
+            and "--no-deps face_recognition" in res.stderr)
     assert "Traceback" not in res.stderr
 
 
 def test_detection_task_refuses_hog(tmp_path):
-    res = run_cli("evaluate", "--task", "detection", str(tmp_path), "--out", str(tmp_path / "o"), "--detector", "hog")
+    res = run_cli("evaluate", "--task", "detection", str(tmp_path), "--out", str(tmp_path / "o"),
+                  "--detector", "hog")
     assert res.returncode == 2 and "yunet or ssd" in res.stderr and "Traceback" not in res.stderr
 
 
@@ -64,9 +69,11 @@ def test_embedders_are_never_mixed_and_the_hint_re_enrols(datasets, db):
 
     ex = datasets / "identity-examples" / "examples"
     train = ex / "knn_examples" / "train"
-    res = run_cli("people", "add", "obama", str(train / "obama" / "obama.jpg"), "--embedder", "dlib", "--db", db)
+    res = run_cli("people", "add", "obama", str(train / "obama" / "obama.jpg"),
+                  "--embedder", "dlib", "--db", db)
     assert res.returncode == 0, res.stderr
-    assert run_cli("people", "add", "biden", str(train / "biden" / "biden.jpg"), "--db", db).returncode == 0
+    assert run_cli("people", "add", "biden", str(train / "biden" / "biden.jpg"),
+                   "--db", db).returncode == 0
     with open_gallery(db) as g:
         names, emb, masked = g.templates(*DLIB)
         assert sorted(set(names)) == ["obama"] and len(names) == 5 and emb.shape == (5, 128)
@@ -87,8 +94,8 @@ def test_embedders_are_never_mixed_and_the_hint_re_enrols(datasets, db):
     hint = "maskwatch people add NAME PHOTO... --add --embedder sface"
     assert "(dlib-resnet-v1 v1)" in res.stderr and hint in res.stderr
     # following the hint makes Obama recognisable by SFace too, without touching his dlib templates
-    res = run_cli("people", "add", "obama", str(train / "obama" / "obama2.jpg"), "--add", "--embedder", "sface",
-                  "--db", db)
+    res = run_cli("people", "add", "obama", str(train / "obama" / "obama2.jpg"), "--add",
+                  "--embedder", "sface", "--db", db)
     assert res.returncode == 0, res.stderr
     res = run_cli("analyze", both, "--db", db, "--json", "-")
     assert sorted(n for n in identities(res.stdout) if n) == ["biden", "obama"]
@@ -100,8 +107,9 @@ def test_embedders_are_never_mixed_and_the_hint_re_enrols(datasets, db):
 @needs_dlib
 def test_evaluate_recognition_with_dlib_and_hog(datasets, tmp_path):
     out = tmp_path / "rec"
-    res = run_cli("evaluate", "--task", "recognition", str(datasets / "lfw-identities"), "--out", str(out),
-                  "--embedder", "dlib", "--detector", "hog", "--max-per-source", "3", "--quiet")
+    res = run_cli("evaluate", "--task", "recognition", str(datasets / "lfw-identities"),
+                  "--out", str(out), "--embedder", "dlib", "--detector", "hog",
+                  "--max-per-source", "3", "--quiet")
     assert res.returncode == 0, res.stderr
     r = json.loads((out / "recognition.json").read_text())
     assert r["embedder"]["name"] == "dlib-resnet-v1" and r["detector"] == "hog"
@@ -126,19 +134,23 @@ def test_the_web_app_recognises_with_the_dlib_embedder(datasets, tmp_path):
     ex = datasets / "identity-examples" / "examples"
     train = ex / "knn_examples" / "train"
     db = str(tmp_path / "gallery.sqlite3")
-    assert run_cli("people", "add", "biden", str(train / "biden" / "biden.jpg"), "--db", db).returncode == 0  # sface
-    settings = WebSettings(home=tmp_path / "home", db=db, admin_password="pw-for-dlib-test", embedder="dlib",
+    # biden is enrolled with sface, the default embedder
+    assert run_cli("people", "add", "biden", str(train / "biden" / "biden.jpg"),
+                   "--db", db).returncode == 0
+    settings = WebSettings(home=tmp_path / "home", db=db, admin_password="pw-for-dlib-test",
+                           embedder="dlib",
                            allowed_hosts=["testserver"])  # the TestClient's Host header
     assert settings.resolved_thresholds() == (0.948, 0.973)
     bearer = {"Authorization": "Bearer pw-for-dlib-test"}
     with TestClient(create_app(settings)) as c:
         assert c.get("/api/health").json()["embedder"] == "dlib"
         photo = (train / "obama" / "obama.jpg").read_bytes()
-        r = c.post("/api/people", data={"name": "obama"}, files=[("photos", ("obama.jpg", photo, "image/jpeg"))],
-                   headers=bearer)
+        r = c.post("/api/people", data={"name": "obama"},
+                   files=[("photos", ("obama.jpg", photo, "image/jpeg"))], headers=bearer)
         assert r.status_code in (200, 201), r.text
         both = (ex / "knn_examples" / "test" / "obama_and_biden.jpg").read_bytes()
-        faces = c.post("/api/analyze", files={"file": ("both.jpg", both, "image/jpeg")}).json()["faces"]
+        faces = c.post("/api/analyze",
+                       files={"file": ("both.jpg", both, "image/jpeg")}).json()["faces"]
         names = {f.get("identity") for f in faces}
         assert "obama" in names and "biden" not in names
     with open_gallery(db) as g:

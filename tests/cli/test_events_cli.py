@@ -16,8 +16,8 @@ from maskwatch.gallery import Template, open_gallery
 
 
 def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "maskwatch.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "maskwatch.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
 
 
 @pytest.fixture
@@ -28,10 +28,13 @@ def db(tmp_path):
     g = open_gallery(path)
     g.add_person("Ann", templates=[Template("", np.ones(8, np.float32) / np.sqrt(8), "e", "1")])
     states = ["with_mask", "without_mask", None]
-    g.add_events([Event(new_event_id(), "camera:0", i, now - 600 * i - 5, now - 600 * i, 10, states[i % 3],
-                        {"with_mask": 10 if i % 3 == 0 else 0, "without_mask": 10 if i % 3 == 1 else 0},
+    g.add_events([Event(new_event_id(), "camera:0", i, now - 600 * i - 5, now - 600 * i, 10,
+                        states[i % 3],
+                        {"with_mask": 10 if i % 3 == 0 else 0,
+                         "without_mask": 10 if i % 3 == 1 else 0},
                         "Ann" if i % 2 == 0 else None, 0.61) for i in range(12)]
-                 + [Event(new_event_id(), "file:old.mp4", 1, now - 40 * 86400 - 3, now - 40 * 86400, 5, None)])
+                 + [Event(new_event_id(), "file:old.mp4", 1, now - 40 * 86400 - 3,
+                          now - 40 * 86400, 5, None)])
     g.close()
     return path
 
@@ -44,8 +47,10 @@ def test_list(db):
     assert lines[0].split("\t")[2:5] == ["camera:0", "Ann (0.61)", "with_mask"]
     res = run_cli("events", "list", "--db", db, "--unknown", "--mask", "without_mask", "--json")
     rows = [json.loads(line) for line in res.stdout.splitlines()]
-    assert len(rows) == 2 and all(r["identity"] is None and r["mask_state"] == "without_mask" for r in rows)
-    res = run_cli("events", "list", "--db", db, "--identity", "Ann", "--since", "1h", "--offset", "1")
+    assert len(rows) == 2 and all(r["identity"] is None and r["mask_state"] == "without_mask"
+                                  for r in rows)
+    res = run_cli("events", "list", "--db", db, "--identity", "Ann", "--since", "1h",
+                  "--offset", "1")
     assert res.returncode == 0 and len(res.stdout.splitlines()) == 2 and "2-3 of 3" in res.stderr
     res = run_cli("events", "list", "--db", db, "--source", "file:old.mp4", "--until", "30d")
     assert len(res.stdout.splitlines()) == 1 and "unclassified" in res.stdout
@@ -61,7 +66,8 @@ def test_export_stats_purge(db, tmp_path):
 
     res = run_cli("events", "stats", "--db", db, "--since", "1d", "--bucket", "1d")
     assert res.returncode == 0, res.stderr
-    assert res.stdout.startswith("12 event(s): 50% of classified wear a mask properly; 6 unknown; 1 person seen")
+    assert res.stdout.startswith("12 event(s): 50% of classified wear a mask properly; "
+                                 "6 unknown; 1 person seen")
     assert "people seen: Ann 6" in res.stdout
     assert "by mask: with_mask 4, without_mask 4, mask_incorrect 0, unclassified 4" in res.stdout
     buckets = [line for line in res.stdout.splitlines() if "compliance" in line]
@@ -105,11 +111,12 @@ def test_mongodb_down_is_a_clear_error():
 def test_analyze_records_events(datasets, tmp_path):
     db = str(tmp_path / "g.sqlite3")
     ex = datasets / "identity-examples" / "examples"
-    assert run_cli("people", "add", "Lin-Manuel Miranda", str(ex / "lin-manuel-miranda.png"), "--db", db).returncode == 0
+    assert run_cli("people", "add", "Lin-Manuel Miranda", str(ex / "lin-manuel-miranda.png"),
+                   "--db", db).returncode == 0
     js = tmp_path / "out.jsonl"
     start = time.time()
-    res = run_cli("analyze", str(datasets / "videos" / "short_hamilton_clip.mp4"), "--db", db, "--json", str(js),
-                  "--quiet")
+    res = run_cli("analyze", str(datasets / "videos" / "short_hamilton_clip.mp4"), "--db", db,
+                  "--json", str(js), "--quiet")
     assert res.returncode == 0, res.stderr
     g = open_gallery(db)
     try:
@@ -125,12 +132,15 @@ def test_analyze_records_events(datasets, tmp_path):
         for f in rec["faces"]:
             frames_per_track[f["track_id"]] = frames_per_track.get(f["track_id"], 0) + 1
             first_seen.setdefault(f["track_id"], rec["timestamp"])
-    assert sorted(e.frames for e in events) == sorted(n for n in frames_per_track.values() if n >= 3)
+    assert sorted(e.frames for e in events) == sorted(n for n in frames_per_track.values()
+                                                      if n >= 3)
     assert {e.source for e in events} == {"file:short_hamilton_clip.mp4"}
     # Dated from when the analysis started, in video seconds, however fast it ran.
     origin = min(e.started - first_seen[e.track_id] for e in events)
     assert start - 1 <= origin <= time.time()
-    assert all(abs(e.started - origin - first_seen[e.track_id]) < 0.01 and e.started <= e.ended for e in events)
+    assert all(abs(e.started - origin - first_seen[e.track_id]) < 0.01 and e.started <= e.ended
+               for e in events)
     named = [e for e in events if e.identity == "Lin-Manuel Miranda"]
-    assert named and max(e.frames for e in named) >= 50 and all(e.best_similarity >= 0.42 for e in named)
+    assert (named and max(e.frames for e in named) >= 50
+            and all(e.best_similarity >= 0.42 for e in named))
     assert all(e.mask_state is not None and sum(e.mask_frames.values()) == e.frames for e in events)

@@ -8,8 +8,8 @@ import pytest
 
 
 def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "maskwatch.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "maskwatch.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
 
 
 @pytest.fixture
@@ -68,11 +68,13 @@ def test_mongodb_down_is_a_clear_error():
 @pytest.mark.slow
 def test_people_in_the_video_are_named(datasets, db, tmp_path):
     ex = datasets / "identity-examples" / "examples"
-    assert run_cli("people", "add", "Lin-Manuel Miranda", str(ex / "lin-manuel-miranda.png"), "--db", db).returncode == 0
+    assert run_cli("people", "add", "Lin-Manuel Miranda", str(ex / "lin-manuel-miranda.png"),
+                   "--db", db).returncode == 0
     js = tmp_path / "out.jsonl"
-    res = run_cli("analyze", str(datasets / "videos" / "short_hamilton_clip.mp4"), "--db", db, "--json", str(js),
-                  "--quiet")
+    res = run_cli("analyze", str(datasets / "videos" / "short_hamilton_clip.mp4"), "--db", db,
+                  "--json", str(js), "--quiet")
     assert res.returncode == 0, res.stderr
-    names = [f.get("identity") for line in js.read_text().splitlines() for f in json.loads(line)["faces"]]
+    names = [f.get("identity") for line in js.read_text().splitlines()
+             for f in json.loads(line)["faces"]]
     assert names.count("Lin-Manuel Miranda") >= 50
     assert set(names) <= {"Lin-Manuel Miranda", None}

@@ -21,7 +21,8 @@ def test_summary_takes_the_headline_figures(run):
     assert s["embedder"] == "sface-2021dec-int8 v1" and s["detector"] == "yunet"
     plain, aware = s["schemes"]["plain"], s["schemes"]["mask_aware"]
     assert plain["masked_rank1"] == run["closed_set"]["masked"]["plain"]["rank1"]
-    assert aware["masked_tar_far1e-3"] == run["closed_set"]["masked"]["mask_aware"]["tar"]["1e-3"]["tar"]
+    assert (aware["masked_tar_far1e-3"]
+            == run["closed_set"]["masked"]["mask_aware"]["tar"]["1e-3"]["tar"])
     assert aware["threshold"] == run["recommended_thresholds"]["mask_aware"]["threshold"]
     assert s["failed_to_detect"]["masked"] == run["probes"]["masked"]["failed_to_detect"]
 

@@ -17,7 +17,8 @@ from maskwatch.evaluate.detection import evaluate_detection, match_boxes
     ],
 )
 def test_match_boxes(gt, det, expected_gt, expected_det):
-    gm, dm = match_boxes(np.array(gt, np.float32).reshape(-1, 4), np.array(det, np.float32).reshape(-1, 4), 0.4)
+    gm, dm = match_boxes(np.array(gt, np.float32).reshape(-1, 4),
+                         np.array(det, np.float32).reshape(-1, 4), 0.4)
     assert gm.tolist() == expected_gt and dm.tolist() == expected_det
 
 

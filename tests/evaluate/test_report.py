@@ -221,7 +221,8 @@ def test_report_rejects_bad_labels(tmp_path):
 
 
 def test_module_import_does_not_import_matplotlib():
-    code = "import sys, maskwatch.evaluate.report; assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
+    code = ("import sys, maskwatch.evaluate.report; "
+            "assert 'matplotlib' not in sys.modules, 'matplotlib imported'")
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     result = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60

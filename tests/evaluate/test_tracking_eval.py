@@ -33,7 +33,8 @@ def test_tracking_on_the_shared_clip(datasets, tmp_path):
     assert res["frames"] == 275 and res["face_frames"] > 700
     assert res["flickers_shown"] == 0  # never a single-frame label inside a track
     assert res["agreement"] >= 0.98  # measured 99.1%
-    assert res["classifier_calls"] < res["face_frames"] / 3  # the point of tracking (measured 137 of 747)
+    # the point of tracking (measured 137 of 747)
+    assert res["classifier_calls"] < res["face_frames"] / 3
     report = (tmp_path / "tracking.md").read_text()
     assert "agreement, all face-frames" in report
     shown = sum(sum(row.values()) for row in res["confusion_per_frame_vs_shown"].values())

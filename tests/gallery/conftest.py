@@ -24,7 +24,8 @@ STORES = ["sqlite", "mongo"]
 def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``mongodb://127.0.0.1:PORT`` of a SecantusDB server process for this session."""
     if secantusd_executable() is None:
-        pytest.skip("secantusd-py not found: pip install secantusdb to run the MongoDB gallery tests")
+        pytest.skip("secantusd-py not found: "
+                    "pip install secantusdb to run the MongoDB gallery tests")
     pytest.importorskip("pymongo", reason="pymongo is needed for the MongoDB gallery tests")
     server = MongoServer(tmp_path_factory.mktemp("secantus"))
     try:

@@ -44,11 +44,13 @@ def templates(n: int = 2, seed: int = 0) -> list[Template]:
 
 
 def event(ended: float, *, identity: str | None = None, mask: str | None = "with_mask",
-          source: str = "camera:0", duration: float = 4.0, sim: float | None = 0.5, track_id: int = 1) -> Event:
+          source: str = "camera:0", duration: float = 4.0, sim: float | None = 0.5,
+          track_id: int = 1) -> Event:
     frames = {"with_mask": 0, "without_mask": 0, "mask_incorrect": 0}
     if mask is not None:
         frames[mask] = 10
-    return Event(new_event_id(), source, track_id, ended - duration, ended, 12, mask, frames, identity, sim)
+    return Event(new_event_id(), source, track_id, ended - duration, ended, 12, mask, frames,
+                 identity, sim)
 
 
 @pytest.fixture
@@ -179,23 +181,27 @@ def test_stats(people):
 
     s = people.event_stats(since=T0 + 3600, until=T0 + 3 * 3600, source="camera:0", bucket_s=1800)
     assert s["total"] == 16 and s["unknown"] == 4 and s["people_seen"] == {"Ann": 8, "Bob": 4}
-    # 30-minute buckets: each hour's events (minutes 0..7) fall in its first half; empty ones are left out
+    # 30-minute buckets: each hour's events (minutes 0..7) fall in its first half; empty ones are
+    # left out
     assert [b["start"] for b in s["buckets"]] == [T0 + 3600, T0 + 7200]
     assert [b["total"] for b in s["buckets"]] == [8, 8]
 
     # buckets aligned to another origin, e.g. a local midnight 90 minutes after a UTC hour
     s = people.event_stats(bucket_s=86400, bucket_origin=T0 + 90 * 60)
-    assert [(b["start"], b["total"]) for b in s["buckets"]] == [(T0 + 90 * 60 - 86400, 20), (T0 + 90 * 60, 20)]
+    assert [(b["start"], b["total"]) for b in s["buckets"]] == [(T0 + 90 * 60 - 86400, 20),
+                                                                (T0 + 90 * 60, 20)]
 
     empty = people.event_stats(since=T0 + 10 * 86400)
     assert empty["total"] == 0 and empty["compliance"] is None and empty["buckets"] == []
-    assert empty["people_seen"] == {} and empty["by_mask"] == {"with_mask": 0, "without_mask": 0, "mask_incorrect": 0}
+    assert empty["people_seen"] == {} and empty["by_mask"] == {"with_mask": 0, "without_mask": 0,
+                                                               "mask_incorrect": 0}
 
 
 def test_stats_bucket_compliance_none_when_nothing_classified(people):
     people.add_events([event(T0 + 10, mask=None), event(T0 + 20, mask=None)])
     s = people.event_stats()
-    assert s["compliance"] is None and s["buckets"][0]["compliance"] is None and s["buckets"][0]["total"] == 2
+    assert (s["compliance"] is None and s["buckets"][0]["compliance"] is None
+            and s["buckets"][0]["total"] == 2)
 
 
 def test_purge_by_retention(people):
@@ -244,7 +250,8 @@ def test_export_import_leave_events_alone(people, tmp_path):
     people.export(path)
     assert all('"ended"' not in line for line in path.read_text().splitlines())
     assert people.import_(path, replace=True) == 2  # replaced people keep their events
-    assert people.query_events(identity="Ann")[1] == 16 and people.query_events(identity="Bob")[1] == 8
+    assert (people.query_events(identity="Ann")[1] == 16
+            and people.query_events(identity="Bob")[1] == 8)
     assert people.event_stats()["people_seen"] == {"Ann": 16, "Bob": 8}
 
 
@@ -317,7 +324,8 @@ def test_mongo_indexes(mongo_server):
         g.add_events([event(T0)])
         info = g._db["events"].index_information()
         keys = {tuple(k for k, _ in v["key"]) for v in info.values()}
-        assert {("ended", "_id"), ("source", "ended"), ("person_id", "ended"), ("mask_state", "ended")} <= keys
+        assert {("ended", "_id"), ("source", "ended"), ("person_id", "ended"),
+                ("mask_state", "ended")} <= keys
     finally:
         g._db.client.drop_database(g._db.name)
         g.close()
@@ -325,14 +333,17 @@ def test_mongo_indexes(mongo_server):
 
 # --------------------------------------------------------------------------- SQLite schema
 
-#: The schema of maskwatch 0.1 galleries (version 1), frozen here as it was shipped.
+#: The schema of maskwatch 0.1 galleries (version 1), frozen here as it was shipped (a line
+#: ending in a backslash continues on the next, so the text is unchanged).
 SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO meta (key, value) VALUES ('schema', 1), ('stamp', 7);
-CREATE TABLE people (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created REAL NOT NULL, thumbnail BLOB);
+CREATE TABLE people (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created REAL NOT NULL, \
+thumbnail BLOB);
 CREATE TABLE templates (
     id INTEGER PRIMARY KEY, person_id TEXT NOT NULL REFERENCES people (id) ON DELETE CASCADE,
-    embedder TEXT NOT NULL, embedder_version TEXT NOT NULL, dim INTEGER NOT NULL, embedding BLOB NOT NULL,
+    embedder TEXT NOT NULL, embedder_version TEXT NOT NULL, dim INTEGER NOT NULL, \
+embedding BLOB NOT NULL,
     masked INTEGER NOT NULL, synthetic INTEGER NOT NULL, source TEXT NOT NULL);
 CREATE INDEX templates_by_embedder ON templates (embedder, embedder_version);
 CREATE INDEX templates_by_person ON templates (person_id);
@@ -345,8 +356,8 @@ def test_v1_gallery_file_is_migrated_keeping_its_people(tmp_path):
     con.executescript(SCHEMA_V1)
     emb = templates(3, 4)
     con.execute("INSERT INTO people VALUES ('p1', 'Ann', 1.5, NULL)")
-    con.executemany("INSERT INTO templates (person_id, embedder, embedder_version, dim, embedding, masked, "
-                    "synthetic, source) VALUES ('p1', ?, ?, 8, ?, 0, 0, 'a.jpg')",
+    con.executemany("INSERT INTO templates (person_id, embedder, embedder_version, dim, embedding, "
+                    "masked, synthetic, source) VALUES ('p1', ?, ?, 8, ?, 0, 0, 'a.jpg')",
                     [(EMB, VER, t.embedding.astype("<f4").tobytes()) for t in emb])
     con.commit()
     con.close()
@@ -361,11 +372,14 @@ def test_v1_gallery_file_is_migrated_keeping_its_people(tmp_path):
     finally:
         g.close()
     con = sqlite3.connect(path)
-    assert con.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == SCHEMA_VERSION == 2
-    indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'")}
+    assert (con.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0]
+            == SCHEMA_VERSION == 2)
+    indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master "
+                                         "WHERE type = 'index' AND tbl_name = 'events'")}
     assert {"events_by_ended", "events_by_source", "events_by_person", "events_by_mask"} <= indexes
     plan = " ".join(str(r) for r in con.execute(
-        "EXPLAIN QUERY PLAN SELECT * FROM events e WHERE e.ended >= 1 ORDER BY e.ended DESC, e.id DESC LIMIT 5"))
+        "EXPLAIN QUERY PLAN SELECT * FROM events e WHERE e.ended >= 1 "
+        "ORDER BY e.ended DESC, e.id DESC LIMIT 5"))
     assert "events_by_ended" in plan and "TEMP B-TREE" not in plan
     con.close()
     g = SQLiteGallery(path)  # opening a migrated file again changes nothing
@@ -384,7 +398,7 @@ def test_newer_schema_refused(tmp_path):
         SQLiteGallery(path)
 
 
-# ---------------------------------------------------------------------- nothing twice, nothing silently lost
+# ------------------------------------------------------------ nothing twice, nothing silently lost
 # (issue 15, defects 4 and 9)
 
 
@@ -467,7 +481,8 @@ def test_a_deleted_gallery_file_is_an_error_not_silence(tmp_path):
                      lambda: g.list_people(),
                      lambda: g.query_events(),
                      lambda: g.change_stamp()):
-            with pytest.raises(GalleryUnavailable, match="put it back, or restart maskwatch") as info:
+            with pytest.raises(GalleryUnavailable,
+                               match="put it back, or restart maskwatch") as info:
                 call()
             assert str(info.value).startswith(sentence)
         assert (_digest(kept), _digest(wal)) == before  # nothing written to the deleted file
@@ -482,7 +497,8 @@ def test_a_deleted_gallery_file_is_an_error_not_silence(tmp_path):
         os.replace(other, path)  # replaced as SQLite requires: with the -wal and -shm files
         for name in (f"{path}-wal", f"{path}-shm"):
             os.unlink(name)
-        with pytest.raises(GalleryUnavailable, match="restart maskwatch to use the file now at that path"):
+        with pytest.raises(GalleryUnavailable,
+                           match="restart maskwatch to use the file now at that path"):
             g.add_events([event(T0 + 3)])
     finally:
         g.close()

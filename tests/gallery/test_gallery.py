@@ -116,7 +116,8 @@ def test_removal_leaves_nothing_behind(gallery, store):
     secret = "Zebulon Quixotic-Marchbanks"
     gallery.add_person("Keep Me", templates=make_templates(3, seed=5))
     gallery.add_person(secret, templates=[
-        Template("", t.embedding, t.embedder, t.embedder_version, t.masked, t.synthetic, f"{secret}.jpg")
+        Template("", t.embedding, t.embedder, t.embedder_version, t.masked, t.synthetic,
+                 f"{secret}.jpg")
         for t in make_templates(20, seed=6)], thumbnail=f"THUMB-{secret}".encode())
     gallery.rename(secret, secret + " Jr")
     assert gallery.remove_person(secret + " Jr") == 20
@@ -168,7 +169,8 @@ def test_bad_templates_refused_nothing_written(gallery):
 def test_embedders_are_never_mixed(gallery):
     gallery.add_person("Ann", templates=make_templates(3, seed=1))
     gallery.add_person("Old", templates=make_templates(3, seed=2, embedder="arcface", version="2"))
-    gallery.add_person("Both", templates=make_templates(2, seed=3) + make_templates(2, seed=4, version="0"))
+    gallery.add_person("Both", templates=make_templates(2, seed=3)
+                       + make_templates(2, seed=4, version="0"))
     names, emb, _ = gallery.templates(EMB, VER)
     assert sorted(set(names)) == ["Ann", "Both"] and len(names) == 5
     probe = make_templates(1, seed=2)[0].embedding  # identical to one of Old's arcface templates
@@ -176,7 +178,8 @@ def test_embedders_are_never_mixed(gallery):
     assert name != "Old" and sim < 0.999
     assert gallery.embedders_in_use() == {(EMB, VER): 2, ("arcface", "2"): 1, (EMB, "0"): 1}
     msg = gallery.other_embedders_message(EMB, VER)
-    assert msg is not None and msg.startswith("1 person was") and "arcface v2" in msg and "maskwatch people add" in msg
+    assert (msg is not None and msg.startswith("1 person was") and "arcface v2" in msg
+            and "maskwatch people add" in msg)
     assert gallery.other_embedders_message("nothing", "1").startswith("3 people were")
 
 
@@ -186,7 +189,8 @@ def test_search_is_exact(gallery):
     for i in range(100):  # 2,000 templates, every second one masked
         emb = unit(rng.normal(size=(per_person, dim)))
         gallery.add_person(f"p{i:03d}", templates=[
-            Template("", emb[j], EMB, VER, masked=bool(j % 2), synthetic=bool(j % 2)) for j in range(per_person)])
+            Template("", emb[j], EMB, VER, masked=bool(j % 2), synthetic=bool(j % 2))
+            for j in range(per_person)])
     names, emb, masked = gallery.templates(EMB, VER)
     assert emb.shape == (2000, dim) and masked.sum() == 1000
     probes = unit(emb[rng.choice(2000, 40)] + rng.normal(scale=0.3, size=(40, dim)))
@@ -231,7 +235,8 @@ def test_matcher_is_cached_and_sees_other_objects_writes(gallery, gallery_url):
 
 def test_export_import_round_trip(gallery, make_url, tmp_path):
     gallery.add_person("Ann", templates=make_templates(4, seed=1), thumbnail=b"\xff\xd8thumb")
-    gallery.add_person("Bob", templates=make_templates(3, seed=2) + make_templates(1, seed=3, embedder="x"))
+    gallery.add_person("Bob", templates=make_templates(3, seed=2)
+                       + make_templates(1, seed=3, embedder="x"))
     gallery.add_person("Empty")
     path = tmp_path / "export.jsonl"
     assert gallery.export(path) == 3
@@ -244,7 +249,8 @@ def test_export_import_round_trip(gallery, make_url, tmp_path):
         assert target.import_(path) == 3
         for name in ("Ann", "Bob", "Empty"):
             a, b = gallery.get_person(name), target.get_person(name)
-            assert (a.templates, a.synthetic_templates, a.thumbnail) == (b.templates, b.synthetic_templates, b.thumbnail)
+            assert ((a.templates, a.synthetic_templates, a.thumbnail)
+                    == (b.templates, b.synthetic_templates, b.thumbnail))
             assert a.created == pytest.approx(b.created)
             ta, tb = gallery.templates_of(name), target.templates_of(name)
             for x, y in zip(ta, tb, strict=True):
@@ -268,9 +274,11 @@ def test_export_import_round_trip(gallery, make_url, tmp_path):
         ("", "empty"),
         ("not json\n", "not a maskwatch gallery export"),
         ('{"format": "maskwatch-gallery", "version": 99}\n', "version 99"),
-        ('{"format": "maskwatch-gallery", "version": 1}\n{"name": "a/b", "templates": []}\n', "line 2"),
+        ('{"format": "maskwatch-gallery", "version": 1}\n{"name": "a/b", "templates": []}\n',
+         "line 2"),
         ('{"format": "maskwatch-gallery", "version": 1}\n{"name": "A"}\n{"name": "A"}\n', "twice"),
-        ('{"format": "maskwatch-gallery", "version": 1}\n{"name": "A", "templates": [{"embedding": "!!"}]}\n',
+        ('{"format": "maskwatch-gallery", "version": 1}\n'
+         '{"name": "A", "templates": [{"embedding": "!!"}]}\n',
          "line 2"),
     ],
 )
@@ -418,7 +426,8 @@ def test_sqlite_locked_by_another_writer(tmp_path):
             g.add_person("Bob")
         assert time.monotonic() - start < 3
         assert [p.name for p in g.list_people()] == ["Ann"]  # readers go on (WAL)
-        assert g.search(make_templates(1)[0].embedding[None], embedder=EMB, embedder_version=VER)[0][0] == "Ann"
+        assert g.search(make_templates(1)[0].embedding[None], embedder=EMB,
+                        embedder_version=VER)[0][0] == "Ann"
         other.execute("ROLLBACK")
         g.add_person("Bob")
         assert counts(g) == (2, 2)
@@ -441,14 +450,16 @@ def test_mongo_without_transactions(mongo_server, tmp_path):
             g.import_(tmp_path / "ann.jsonl", replace=False)
         assert counts(g) == (1, 3) and g._templates_c.count_documents({}) == 3
         # an interrupted write leaves orphan templates: invisible, and swept by the next removal
-        g._templates_c.insert_one({"person_id": "gone", "embedder": EMB, "embedder_version": VER, "dim": 16,
-                                   "embedding": make_templates(1)[0].embedding.tobytes(), "masked": False,
-                                   "synthetic": False, "source": ""})
+        g._templates_c.insert_one({"person_id": "gone", "embedder": EMB, "embedder_version": VER,
+                                   "dim": 16,
+                                   "embedding": make_templates(1)[0].embedding.tobytes(),
+                                   "masked": False, "synthetic": False, "source": ""})
         assert len(g.templates(EMB, VER)[0]) == 3 and g.embedders_in_use() == {(EMB, VER): 1}
         g.add_person("Bob", templates=make_templates(2, seed=3))
         g.rename("Bob", "Rob")
         assert g.remove_person("Ann") == 3
-        assert g._templates_c.count_documents({}) == 2 and [p.name for p in g.list_people()] == ["Rob"]
+        assert (g._templates_c.count_documents({}) == 2
+                and [p.name for p in g.list_people()] == ["Rob"])
     finally:
         g._db.client.drop_database(g._db.name)
         g.close()
@@ -552,14 +563,16 @@ def test_live_matcher_never_waits_on_a_killed_mongodb(tmp_path):
         ann = make_templates(1, seed=1)[0].embedding[None]
         bob = make_templates(1, seed=2)[0].embedding[None]
         changes: list[float] = []
-        live = g.live_matcher(EMB, VER, max_age_s=0.2, on_change=lambda: changes.append(time.monotonic()))
+        live = g.live_matcher(EMB, VER, max_age_s=0.2,
+                              on_change=lambda: changes.append(time.monotonic()))
         assert live.identify(ann, np.array([False]))[0][0] == "Ann" and len(changes) == 1
         server.stop(kill=True)
         slowest, calls = 0.0, 0
         deadline = time.monotonic() + 4.0  # the watcher's reads fail after 2.5 s each meanwhile
         while time.monotonic() < deadline:
             t0 = time.perf_counter()
-            assert live.identify(ann, np.array([False]))[0][0] == "Ann"  # the templates loaded before
+            # the templates loaded before
+            assert live.identify(ann, np.array([False]))[0][0] == "Ann"
             slowest, calls = max(slowest, time.perf_counter() - t0), calls + 1
             time.sleep(0.01)
         assert slowest < 0.1, f"identify took {slowest:.2f} s with the store down"

@@ -37,7 +37,8 @@ def test_group_photo_all_six_faces(datasets, yunet):
     assert (faces.boxes[:, 0] >= 0).all() and (faces.boxes[:, 2] <= w).all()
     # landmarks lie inside their boxes
     lm = faces.landmarks
-    assert ((lm[..., 0] >= faces.boxes[:, None, 0] - 2) & (lm[..., 0] <= faces.boxes[:, None, 2] + 2)).all()
+    assert ((lm[..., 0] >= faces.boxes[:, None, 0] - 2)
+            & (lm[..., 0] <= faces.boxes[:, None, 2] + 2)).all()
 
 
 def test_large_face_found_after_downscaling(datasets, yunet):
@@ -132,7 +133,8 @@ def test_detect_around_finds_the_same_faces_as_the_whole_frame(datasets, yunet):
 # Faces of at least 60 px in the identity examples (accurate mode); a background face of
 # 18 px in obama_and_biden.jpg is found too but not required.
 IDENTITY_FACES = {
-    "alex-lacamoire.png": 1, "biden.jpg": 1, "lin-manuel-miranda.png": 1, "obama.jpg": 1, "two_people.jpg": 2,
+    "alex-lacamoire.png": 1, "biden.jpg": 1, "lin-manuel-miranda.png": 1, "obama.jpg": 1,
+    "two_people.jpg": 2,
     "knn_examples/test/alex_lacamoire1.jpg": 1, "knn_examples/test/johnsnow_test1.jpg": 1,
     "knn_examples/test/kit_with_rose.jpg": 2, "knn_examples/test/obama1.jpg": 1,
     "knn_examples/test/obama_and_biden.jpg": 3, "knn_examples/train/alex_lacamoire/img1.jpg": 1,
@@ -144,7 +146,8 @@ IDENTITY_FACES = {
 
 @pytest.mark.parametrize("name, expected", sorted(IDENTITY_FACES.items()))
 def test_identity_examples_every_person_found(datasets, name, expected):
-    faces = YuNetDetector(max_side=2048).detect(read_image(datasets / "identity-examples" / "examples" / name))
+    faces = YuNetDetector(max_side=2048).detect(
+        read_image(datasets / "identity-examples" / "examples" / name))
     assert (faces.widths >= 60).sum() == expected, faces.widths
 
 

@@ -12,7 +12,8 @@ from maskwatch.models.embedder import EMBEDDERS, create_embedder
 from maskwatch.ops.image import read_image
 from maskwatch.types import Faces
 
-pytest.importorskip("face_recognition", reason="the [dlib] extra and face_recognition (--no-deps) are not installed",
+pytest.importorskip("face_recognition",
+                    reason="the [dlib] extra and face_recognition (--no-deps) are not installed",
                     exc_type=ImportError)
 
 from maskwatch.models.dlib_embedder import DlibEmbedder, boxes_to_css  # noqa: E402
@@ -90,22 +91,26 @@ def test_same_person_closer_than_different_people(train, yunet, dlib_embedder):
     for i in range(len(who)):  # every photo's own person beats everybody else
         assert sims[i][same[i]].max() > sims[i][different[i]].max(), who[i]
     # dlib's own scale: same person under its "typical" 0.6, different people over it
-    raw = np.array([dlib_embedder.embed_raw(read_image(train / photos[p][i]),
-                                            largest(yunet.detect(read_image(train / photos[p][i]))))[0]
+    raw = np.array([dlib_embedder.embed_raw(
+                        read_image(train / photos[p][i]),
+                        largest(yunet.detect(read_image(train / photos[p][i]))))[0]
                     for p in ("obama", "biden") for i in (0, 1)])
     assert np.linalg.norm(raw[0] - raw[1]) < 0.6 and np.linalg.norm(raw[2] - raw[3]) < 0.6
     assert np.linalg.norm(raw[0] - raw[2]) > 0.6
-    assert 1.2 < np.linalg.norm(raw, axis=1).mean() < 1.7  # the length the threshold conversion assumes
+    # the length the threshold conversion assumes
+    assert 1.2 < np.linalg.norm(raw, axis=1).mean() < 1.7
 
 
-@pytest.mark.parametrize("photo, count", [("obama.jpg", 1), ("biden.jpg", 1), ("two_people.jpg", 2)])
+@pytest.mark.parametrize("photo, count", [("obama.jpg", 1), ("biden.jpg", 1),
+                                          ("two_people.jpg", 2)])
 def test_hog_finds_unmasked_faces(datasets, hog, yunet, photo, count):
     img = read_image(datasets / "identity-examples" / "examples" / photo)
     faces = hog.detect(img)
     assert len(faces) == count
     assert faces.has_landmarks
     lm = faces.landmarks
-    assert ((lm[..., 0] >= faces.boxes[:, None, 0] - 5) & (lm[..., 0] <= faces.boxes[:, None, 2] + 5)).all()
+    assert ((lm[..., 0] >= faces.boxes[:, None, 0] - 5)
+            & (lm[..., 0] <= faces.boxes[:, None, 2] + 5)).all()
     # the five points agree with YuNet's on the same faces (within 12% of the face width)
     ref = yunet.detect(img)
     for i in range(len(faces)):

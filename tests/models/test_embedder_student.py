@@ -174,7 +174,8 @@ def _changed_student(path: Path) -> Path:
     gemm = next(n for n in model.graph.node if n.op_type == "Gemm")
     init = next(t for t in model.graph.initializer if t.name == gemm.input[1])
     w = numpy_helper.to_array(init)
-    init.CopyFrom(numpy_helper.from_array(w * np.linspace(0.3, 1.7, w.shape[1], dtype=np.float32), init.name))
+    init.CopyFrom(numpy_helper.from_array(w * np.linspace(0.3, 1.7, w.shape[1], dtype=np.float32),
+                                          init.name))
     for key, value in STUDENT_META.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
@@ -186,16 +187,19 @@ def test_mask_aware_embedder_sends_masked_faces_to_the_student(crops, tmp_path):
     from maskwatch.models.embedder import MaskAwareEmbedder
 
     sface = SFaceEmbedder(backend="onnxruntime", threads=1)
-    student = SFaceEmbedder(model_path=_changed_student(tmp_path / "s.onnx"), backend="onnxruntime", threads=1)
+    student = SFaceEmbedder(model_path=_changed_student(tmp_path / "s.onnx"), backend="onnxruntime",
+                            threads=1)
     both = MaskAwareEmbedder(sface, student)
-    assert (both.name, both.version) == (sface.name, sface.version)  # SFace's templates, no re-enrolment
+    # SFace's templates, no re-enrolment
+    assert (both.name, both.version) == (sface.name, sface.version)
     masked = np.arange(len(crops)) % 3 == 0
     got = both.embed_aligned(crops, masked)
     plain, changed = sface.embed_aligned(crops), student.embed_aligned(crops)
     assert np.allclose(got[masked], changed[masked], atol=1e-5)
     assert np.allclose(got[~masked], plain[~masked], atol=1e-5)
     assert np.max(np.sum(plain[masked] * changed[masked], axis=1)) < 0.999  # the two really differ
-    assert np.allclose(both.embed_aligned(crops), plain, atol=1e-5)  # no mask labels: SFace (enrolment)
+    # no mask labels: SFace (enrolment)
+    assert np.allclose(both.embed_aligned(crops), plain, atol=1e-5)
     with pytest.raises(ValueError, match="flags"):
         both.embed_aligned(crops, masked[:-1])
 
@@ -225,7 +229,8 @@ def test_the_engine_embeds_masked_faces_with_the_shipped_student():
     assert path.is_file() and path.stat().st_size < 20e6  # shipped with the package
     both = engine_embedder("sface")
     assert isinstance(both, MaskAwareEmbedder)
-    assert (both.masked.name, both.masked.space, both.name) == ("sface-masked-student", SFACE_NAME, SFACE_NAME)
+    assert ((both.masked.name, both.masked.space, both.name)
+            == ("sface-masked-student", SFACE_NAME, SFACE_NAME))
     assert engine_thresholds("sface", both) == (DEFAULT_THRESHOLD, STUDENT_MASKED_THRESHOLD)
     alone = engine_embedder("sface", "sface")
     assert isinstance(alone, SFaceEmbedder)
@@ -234,7 +239,8 @@ def test_the_engine_embeds_masked_faces_with_the_shipped_student():
         engine_embedder("sface", "scarf")
 
 
-def test_the_pipeline_matches_a_masked_face_by_the_student_against_plain_templates(datasets, tmp_path):
+def test_the_pipeline_matches_a_masked_face_by_the_student_against_plain_templates(datasets,
+                                                                                  tmp_path):
     from maskwatch.models.embedder import MaskAwareEmbedder
     from maskwatch.ops.synthmask import MaskStyle, render_mask
     from maskwatch.pipeline import Pipeline, PipelineConfig
@@ -242,7 +248,8 @@ def test_the_pipeline_matches_a_masked_face_by_the_student_against_plain_templat
 
     root = datasets / "identity-examples" / "examples" / "knn_examples" / "train" / "obama"
     sface = SFaceEmbedder(backend="onnxruntime", threads=1)
-    student = SFaceEmbedder(model_path=_changed_student(tmp_path / "s.onnx"), backend="onnxruntime", threads=1)
+    student = SFaceEmbedder(model_path=_changed_student(tmp_path / "s.onnx"), backend="onnxruntime",
+                            threads=1)
     both = MaskAwareEmbedder(sface, student)
     det = YuNetDetector()
     enrol = read_image(root / "obama.jpg")
@@ -257,7 +264,8 @@ def test_the_pipeline_matches_a_masked_face_by_the_student_against_plain_templat
     masked_probe = render_mask(probe, pface.landmarks[0], pface.boxes[0], style=style)
     engine = Pipeline(PipelineConfig.accurate(), embedder=both, matcher=matcher)
     result = engine.process(masked_probe)
-    assert result.faces.mask_labels.tolist() == ["with_mask"] and result.faces.names.tolist() == ["obama"]
+    assert (result.faces.mask_labels.tolist() == ["with_mask"]
+            and result.faces.names.tolist() == ["obama"])
     found = result.faces[:1]
     by_student = student.embed(masked_probe, found)[0] @ templates[0]  # against the plain template
     assert result.faces.similarities[0] == pytest.approx(float(by_student), abs=1e-4)

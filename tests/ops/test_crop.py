@@ -49,7 +49,8 @@ def test_lower_face_colours_reads_the_lower_half_of_each_box():
     assert colour_change(looks[1], looks[1]) == 0.0
     assert colour_change(looks[1], looks[2]) == 0.0  # no pixels: no change
     # Light alone counts half: the same skin 20 levels brighter moves L by about 20.
-    brighter = lower_face_colours(np.clip(img.astype(int) + 20, 0, 255).astype(np.uint8), boxes[1:2])[0]
+    brighter = lower_face_colours(np.clip(img.astype(int) + 20, 0, 255).astype(np.uint8),
+                                  boxes[1:2])[0]
     assert colour_change(looks[1], brighter) < 15
 
 
@@ -66,4 +67,5 @@ def test_lower_face_colours_tell_a_mask_on_a_real_face(datasets):
     plain_look = lower_face_colours(image, box[None])[0]
     shifted = lower_face_colours(image, (box + np.float32([3, 2, 3, 2]))[None])[0]
     assert colour_change(plain_look, shifted) < 5  # the box moved a little
-    assert colour_change(plain_look, lower_face_colours(masked, box[None])[0]) > 15  # a mask went on
+    # a mask went on
+    assert colour_change(plain_look, lower_face_colours(masked, box[None])[0]) > 15

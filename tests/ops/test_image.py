@@ -30,7 +30,8 @@ RGB[:, :, 0] = 200  # red in RGB
 
 @pytest.mark.parametrize(
     "mode, fmt",
-    [("RGB", "JPEG"), ("RGB", "PNG"), ("RGB", "WEBP"), ("RGBA", "PNG"), ("P", "PNG"), ("L", "PNG"), ("RGB", "BMP"), ("P", "GIF")],
+    [("RGB", "JPEG"), ("RGB", "PNG"), ("RGB", "WEBP"), ("RGBA", "PNG"), ("P", "PNG"), ("L", "PNG"),
+     ("RGB", "BMP"), ("P", "GIF")],
 )
 def test_decode_by_content(mode, fmt):
     pil = Image.fromarray(RGB).convert(mode)
@@ -149,14 +150,17 @@ FILES = {  # name: (bytes, largest difference allowed from the old decoding)
     "16-bit gray PNG": (_png(ARRAYS["uint16 gray"]), 0),
     # 16-bit colour comes from the decoder at 8 bits (its high byte, not / 257 rounded).
     "16-bit BGR PNG": (_png(ARRAYS["uint16 BGR"]), 1),
-    "16-bit BGRA PNG, opaque": (_png(np.dstack([ARRAYS["uint16 BGR"], np.full((64, 80), 65535, np.uint16)])), 1),
+    "16-bit BGRA PNG, opaque": (_png(np.dstack([ARRAYS["uint16 BGR"],
+                                                np.full((64, 80), 65535, np.uint16)])), 1),
     # ... and composited on white from 8-bit alpha: one level more where a colour and its
     # alpha are both a level off in opposite directions.
     "16-bit BGRA PNG": (_png(ARRAYS["uint16 BGRA"]), 2),
     "8-bit BGRA PNG": (_png(ARRAYS["uint8 BGRA, every colour x alpha"]), 0),
     "gray + alpha PNG": (_pil_png(Image.fromarray(np.dstack([GRAY8, GRAY8[::-1]]), "LA")), 0),
-    "palette PNG with a transparent entry": (_pil_png(Image.fromarray(GRAY8).convert("P"), transparency=3), 0),
-    "GIF with a transparent entry": (_pil_png(Image.fromarray(GRAY8).convert("P"), "GIF", transparency=3), 0),
+    "palette PNG with a transparent entry": (_pil_png(Image.fromarray(GRAY8).convert("P"),
+                                                      transparency=3), 0),
+    "GIF with a transparent entry": (_pil_png(Image.fromarray(GRAY8).convert("P"), "GIF",
+                                              transparency=3), 0),
 }
 
 

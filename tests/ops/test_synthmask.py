@@ -373,7 +373,8 @@ def test_held_out_families_never_reach_training_and_are_all_evaluation_draws(tmp
     rng = np.random.default_rng(3)
     train = [training_mask_style(rng, templates) for _ in range(400)]
     held = [held_out_mask_style(rng, templates) for _ in range(400)]
-    family = {s.template_index: templates[s.template_index].family for s in train + held if s.template_index is not None}
+    family = {s.template_index: templates[s.template_index].family for s in train + held
+              if s.template_index is not None}
     train_kinds = {family[s.template_index] if s.shape == "template" else s.shape for s in train}
     held_kinds = {family[s.template_index] if s.shape == "template" else s.shape for s in held}
     assert train_kinds == {"toy", "surgical", "cloth", "kn95"}  # every family but the held-out ones

@@ -14,7 +14,8 @@ def test_y4m_round_trip(tmp_path):
     data = path.read_bytes()
     assert data.startswith(b"YUV4MPEG2 W64 H48 F25:1 Ip A1:1 C420jpeg\n")
     assert data.count(b"FRAME\n") == 5
-    assert len(data) == len(b"YUV4MPEG2 W64 H48 F25:1 Ip A1:1 C420jpeg\n") + 5 * (6 + 64 * 48 * 3 // 2)
+    assert (len(data)
+            == len(b"YUV4MPEG2 W64 H48 F25:1 Ip A1:1 C420jpeg\n") + 5 * (6 + 64 * 48 * 3 // 2))
     cap = cv2.VideoCapture(str(path))
     ok, first = cap.read()
     cap.release()

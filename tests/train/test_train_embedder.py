@@ -45,7 +45,8 @@ def _aligned_faces(datasets: Path, n: int = 12) -> np.ndarray:
 
 
 def _torch_embed(net, crops: np.ndarray) -> np.ndarray:
-    x = torch.from_numpy(np.ascontiguousarray(crops[:, :, :, ::-1].transpose(0, 3, 1, 2), dtype=np.float32))
+    x = torch.from_numpy(np.ascontiguousarray(crops[:, :, :, ::-1].transpose(0, 3, 1, 2),
+                                              dtype=np.float32))
     with torch.no_grad():
         y = net(x).numpy()
     return y / np.linalg.norm(y, axis=1, keepdims=True)
@@ -72,7 +73,8 @@ def test_student_file_is_small_self_describing_and_runs_as_trained(datasets, tmp
     gemm = net.nodes[-2]
     with torch.no_grad():
         gemm.value(0).mul_(torch.linspace(0.5, 1.5, gemm.value(0).shape[1]))
-    path = write_student(net, tmp_path / "s.onnx", name="student-x", version="7", space="sface-2021dec-int8")
+    path = write_student(net, tmp_path / "s.onnx", name="student-x", version="7",
+                         space="sface-2021dec-int8")
     assert path.stat().st_size < 20e6
     import onnx
 
@@ -95,10 +97,12 @@ def test_validation_people_are_a_stable_share_of_lfw_train_only():
     assert val == [is_validation(p, 0.05) for p in people]
     assert not is_validation("mask-classification/without_mask/x.jpg", 1.0)
     g_rows, g_pid, p_rows, p_pid = validation_protocol(["a", "a", "b", "c", "c", "c"])
-    assert list(g_rows) == [0, 3] and list(p_rows) == [1, 4, 5] and list(p_pid) == [g_pid[0], *[g_pid[1]] * 2]
+    assert (list(g_rows) == [0, 3] and list(p_rows) == [1, 4, 5]
+            and list(p_pid) == [g_pid[0], *[g_pid[1]] * 2])
     gallery = np.eye(3, dtype=np.float32)[:2]
     probes = np.array([[1, 0.1, 0], [0.9, 0.2, 0], [0, 1, 0]], np.float32)
-    assert masked_rank1(gallery, np.array([0, 1]), probes, np.array([0, 1, 1])) == pytest.approx(2 / 3)
+    assert (masked_rank1(gallery, np.array([0, 1]), probes, np.array([0, 1, 1]))
+            == pytest.approx(2 / 3))
 
 
 def _small_datasets(datasets: Path, root: Path) -> Path:
@@ -118,7 +122,8 @@ def test_a_small_run_writes_its_student_and_report_and_resumes(datasets, tmp_pat
         sources=["lfw-train/images"])
     res = train_embedder(config)
     out = tmp_path / "run"
-    for name in ("student.onnx", "report.md", "history.json", "metadata.json", "curves.png", "checkpoint.pt"):
+    for name in ("student.onnx", "report.md", "history.json", "metadata.json", "curves.png",
+                 "checkpoint.pt"):
         assert (out / name).is_file(), name
     history = json.loads((out / "history.json").read_text())
     assert history["epoch"] == [1, 2]
@@ -128,7 +133,8 @@ def test_a_small_run_writes_its_student_and_report_and_resumes(datasets, tmp_pat
     report = (out / "report.md").read_text()
     assert "Model card" in report and "| SFace |" in report
     # the student is trained: its loss went down from where SFace started
-    assert history["train_masked_loss"][-1] < 1 - res["teacher_on_validation"]["val_masked_cos"] + 0.05
+    assert (history["train_masked_loss"][-1]
+            < 1 - res["teacher_on_validation"]["val_masked_cos"] + 0.05)
     # a second start with the same settings resumes: no stage is run again
     crops_stamp = (out / "cache" / "crops.json").stat().st_mtime_ns
     again = train_embedder(config)

@@ -78,7 +78,8 @@ def test_evaluate_reproduces_the_test_split(tiny_run, tiny_folder, datasets, tmp
     out = tmp_path / "eval"
     code = main([
         "evaluate", f"folder:{tiny_folder}", f"voc:{datasets / 'mask-scenes'}", "--model",
-        str(tiny_run / "model.onnx"), "--out", str(out), "--split", "test", "--max-per-source", "30", "--quiet",
+        str(tiny_run / "model.onnx"), "--out", str(out), "--split", "test",
+        "--max-per-source", "30", "--quiet",
     ])
     assert code == 0
     trained = json.loads((tiny_run / "metrics.json").read_text())

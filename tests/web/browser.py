@@ -25,7 +25,8 @@ def browser_skip_reason() -> str | None:
     except ImportError:
         return "playwright is not installed (pip install -e '.[dev]')"
     if not CHROMIUM.is_file():
-        return f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium; .ci/run does it as root)"
+        return (f"no Chromium at {CHROMIUM} "
+                "(Debian: apt-get install chromium; .ci/run does it as root)")
     return None
 
 
@@ -41,16 +42,19 @@ class Server(NamedTuple):
 
 
 @contextmanager
-def running_server(home: Path, password: str, *extra: str, timeout: float = 90.0) -> Iterator[Server]:
+def running_server(home: Path, password: str, *extra: str,
+                   timeout: float = 90.0) -> Iterator[Server]:
     """``maskwatch serve`` in a subprocess with ``MASKWATCH_HOME=home``; yields its URL and pid.
 
     Its output goes to ``server-PORT.log`` beside ``home``. Used by the browser tests and
     by ``benchmarks/bench_web.py``.
     """
     port = free_port()
-    env = dict(os.environ, MASKWATCH_HOME=str(home), MASKWATCH_ADMIN_PASSWORD=password, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, MASKWATCH_HOME=str(home), MASKWATCH_ADMIN_PASSWORD=password,
+               PYTHONUNBUFFERED="1")
     log = open(home.parent / f"server-{port}.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "maskwatch.cli", "serve", "--port", str(port), *extra],
+    proc = subprocess.Popen([sys.executable, "-m", "maskwatch.cli", "serve", "--port", str(port),
+                             *extra],
                             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO))
     url = f"http://127.0.0.1:{port}"
     try:
@@ -81,7 +85,8 @@ def running_server(home: Path, password: str, *extra: str, timeout: float = 90.0
 
 def chromium_args(y4m: Path) -> list[str]:
     return ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={y4m}", "--autoplay-policy=no-user-gesture-required"]
+            f"--use-file-for-fake-video-capture={y4m}",
+            "--autoplay-policy=no-user-gesture-required"]
 
 
 def artefact(name: str) -> Path:

@@ -30,7 +30,8 @@ def make_settings(tmp: Path, **overrides: object) -> WebSettings:
     base: dict[str, object] = {"home": tmp / "home", "db": str(tmp / "home" / "gallery.sqlite3"),
                                "admin_password": PASSWORD, "max_upload_bytes": 2 * 1024 * 1024,
                                "max_pixels": 4_000_000, "login_attempts": 3, "login_window_s": 60.0,
-                               # the TestClient's Host header; the default list is localhost names only
+                               # the TestClient's Host header; the default list is localhost
+                               # names only
                                "allowed_hosts": ["testserver"]}
     base.update(overrides)
     return WebSettings(**base)  # type: ignore[arg-type]

@@ -52,8 +52,8 @@ def test_health_and_docs(anon):
     for a in assets:
         assert anon.get(a).status_code == 200, a
     paths = anon.get("/openapi.json").json()["paths"]
-    for p in ("/api/analyze", "/api/people", "/api/people/{name}", "/api/events", "/api/stats", "/api/health",
-              "/api/events.csv", "/api/sources"):
+    for p in ("/api/analyze", "/api/people", "/api/people/{name}", "/api/events", "/api/stats",
+              "/api/health", "/api/events.csv", "/api/sources"):
         assert p in paths, p
 
 
@@ -87,8 +87,9 @@ def test_analyze_without_file_and_oversized_body(anon):
     r = anon.post("/api/analyze")
     assert r.status_code == 422 and "file" in r.json()["detail"]
     # a body over the server's whole-request limit is refused before it is stored
-    r = anon.post("/api/analyze", content=b"x" * 100, headers={"content-length": str(10**10),
-                                                                 "content-type": "application/octet-stream"})
+    r = anon.post("/api/analyze", content=b"x" * 100,
+                  headers={"content-length": str(10**10),
+                           "content-type": "application/octet-stream"})
     assert r.status_code == 413
 
 
@@ -96,17 +97,18 @@ def test_analyze_without_file_and_oversized_body(anon):
 
 
 @pytest.mark.parametrize("method, path", [
-    ("get", "/api/people"), ("post", "/api/people"), ("get", "/api/people/ann"), ("patch", "/api/people/ann"),
-    ("delete", "/api/people/ann"), ("post", "/api/people/ann/photos"), ("get", "/api/people/ann/thumbnail"),
-    ("get", "/api/events"), ("get", "/api/events.csv"), ("get", "/api/stats"), ("post", "/api/sources"),
-    ("delete", "/api/sources/1"),
+    ("get", "/api/people"), ("post", "/api/people"), ("get", "/api/people/ann"),
+    ("patch", "/api/people/ann"), ("delete", "/api/people/ann"), ("post", "/api/people/ann/photos"),
+    ("get", "/api/people/ann/thumbnail"), ("get", "/api/events"), ("get", "/api/events.csv"),
+    ("get", "/api/stats"), ("post", "/api/sources"), ("delete", "/api/sources/1"),
 ])
 def test_admin_routes_need_credentials(anon, method, path):
     r = getattr(anon, method)(path)
     assert r.status_code == 401, (path, r.text)
     r = getattr(anon, method)(path, headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 401
-    anon.app.state.auth.clear_failures("testclient")  # a wrong Bearer counts toward the login lockout
+    # a wrong Bearer counts toward the login lockout
+    anon.app.state.auth.clear_failures("testclient")
 
 
 def test_pages_redirect_to_login(anon):
@@ -161,7 +163,8 @@ def test_a_login_survives_a_server_restart(anon, web_tmp):
 
 def test_session_cookie_flags(anon):
     token = csrf_of(anon, "/login")
-    r = anon.post("/login", data={"password": PASSWORD, "csrf_token": token}, follow_redirects=False)
+    r = anon.post("/login", data={"password": PASSWORD, "csrf_token": token},
+                  follow_redirects=False)
     set_cookie = r.headers["set-cookie"].lower()
     assert "httponly" in set_cookie and "samesite=strict" in set_cookie
     assert "secure" not in set_cookie  # plain http on localhost
@@ -182,7 +185,8 @@ def test_login_rate_limit(anon):
 
 def test_open_redirect_refused(anon):
     token = csrf_of(anon, "/login")
-    r = anon.post("/login", data={"password": PASSWORD, "csrf_token": token, "next": "//evil.example/"},
+    r = anon.post("/login",
+                  data={"password": PASSWORD, "csrf_token": token, "next": "//evil.example/"},
                   follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/"
 
@@ -193,19 +197,23 @@ def test_open_redirect_refused(anon):
 def test_people_crud_with_photos(anon, datasets):
     photo = jpeg_of(datasets / "identity-examples" / "examples" / "lin-manuel-miranda.png")
     files = [("photos", ("lmm.png", photo, "image/png"))]
-    r = anon.post("/api/people", data={"name": "Lin", "thumbnail": "true"}, files=files, headers=BEARER)
+    r = anon.post("/api/people", data={"name": "Lin", "thumbnail": "true"}, files=files,
+                  headers=BEARER)
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["created"] and body["templates"] == 5 and body["synthetic_templates"] == 4
     assert body["person"]["thumbnail"] == "/api/people/Lin/thumbnail"
     # taken name, bad name, photo without a face, bad upload
-    assert anon.post("/api/people", data={"name": "Lin"}, files=files, headers=BEARER).status_code == 409
+    assert anon.post("/api/people", data={"name": "Lin"}, files=files,
+                     headers=BEARER).status_code == 409
     r = anon.post("/api/people", data={"name": "a/b"}, files=files, headers=BEARER)
     assert r.status_code == 422 and "cannot contain" in r.json()["detail"]
-    r = anon.post("/api/people", data={"name": "Blank"}, files=[("photos", ("b.png", png_bytes(200, 200), "image/png"))],
+    r = anon.post("/api/people", data={"name": "Blank"},
+                  files=[("photos", ("b.png", png_bytes(200, 200), "image/png"))],
                   headers=BEARER)
     assert r.status_code == 422 and "no face" in r.json()["detail"]
-    r = anon.post("/api/people", data={"name": "Text"}, files=[("photos", ("t.jpg", b"not an image", "image/jpeg"))],
+    r = anon.post("/api/people", data={"name": "Text"},
+                  files=[("photos", ("t.jpg", b"not an image", "image/jpeg"))],
                   headers=BEARER)
     assert r.status_code == 415
     assert anon.post("/api/people", data={"name": "Nobody"}, headers=BEARER).status_code == 422
@@ -219,7 +227,8 @@ def test_people_crud_with_photos(anon, datasets):
     r = anon.patch("/api/people/Lin", json={"name": "Lin-Manuel"}, headers=BEARER)
     assert r.status_code == 200 and r.json()["name"] == "Lin-Manuel"
     assert anon.patch("/api/people/Lin", json={"name": "X"}, headers=BEARER).status_code == 404
-    assert anon.patch("/api/people/Lin-Manuel", json={"nom": "X"}, headers=BEARER).status_code == 422
+    assert anon.patch("/api/people/Lin-Manuel", json={"nom": "X"},
+                      headers=BEARER).status_code == 422
     assert anon.get("/api/people/Lin-Manuel", headers=BEARER).json()["templates"] == 10
     r = anon.delete("/api/people/Lin-Manuel", headers=BEARER)
     assert r.status_code == 200 and r.json() == {"removed": "Lin-Manuel", "templates": 10}
@@ -232,18 +241,21 @@ def test_people_forms(anon, datasets):
     assert status == 303
     photo = jpeg_of(datasets / "identity-examples" / "examples" / "alex-lacamoire.png")
     # a form without its CSRF token changes nothing
-    r = anon.post("/people", data={"name": "Alex"}, files=[("photos", ("a.png", photo, "image/png"))],
-                  follow_redirects=False)
+    r = anon.post("/people", data={"name": "Alex"},
+                  files=[("photos", ("a.png", photo, "image/png"))], follow_redirects=False)
     assert r.status_code == 403
     r = anon.post("/people", data={"name": "Alex", "csrf_token": token},
                   files=[("photos", ("a.png", photo, "image/png"))], follow_redirects=True)
     assert r.status_code == 200 and "Enrolled Alex" in r.text
     assert re.search(r'<td class="name">Alex</td>', r.text)
-    r = anon.post("/people/Alex/rename", data={"new_name": "Alex L", "csrf_token": token}, follow_redirects=True)
+    r = anon.post("/people/Alex/rename", data={"new_name": "Alex L", "csrf_token": token},
+                  follow_redirects=True)
     assert "Renamed Alex to Alex L" in r.text
-    r = anon.post("/people/Alex%20L/delete", data={"csrf_token": token, "confirm": ""}, follow_redirects=True)
+    r = anon.post("/people/Alex%20L/delete", data={"csrf_token": token, "confirm": ""},
+                  follow_redirects=True)
     assert "Not deleted" in r.text and '<td class="name">Alex L</td>' in r.text
-    r = anon.post("/people/Alex%20L/delete", data={"csrf_token": token, "confirm": "Alex L"}, follow_redirects=True)
+    r = anon.post("/people/Alex%20L/delete", data={"csrf_token": token, "confirm": "Alex L"},
+                  follow_redirects=True)
     assert "Deleted Alex L" in r.text and "Nobody is enrolled yet" in r.text
     # errors come back as a message on the page, not a traceback
     r = anon.post("/people", data={"name": "Bad", "csrf_token": token},
@@ -257,8 +269,8 @@ def test_people_forms(anon, datasets):
 def test_live_websocket_names_and_events(anon, datasets):
     frames = clip_frames(datasets, 90)
     photo = jpeg_of(datasets / "identity-examples" / "examples" / "lin-manuel-miranda.png")
-    r = anon.post("/api/people", data={"name": "Lin"}, files=[("photos", ("l.png", photo, "image/png"))],
-                  headers=BEARER)
+    r = anon.post("/api/people", data={"name": "Lin"},
+                  files=[("photos", ("l.png", photo, "image/png"))], headers=BEARER)
     assert r.status_code == 201
     try:
         with anon.websocket_connect("/ws/live") as ws:
@@ -304,7 +316,8 @@ def test_live_websocket_names_and_events(anon, datasets):
     assert unknown["total"] == total
     masked = anon.get("/api/events", params={"mask_state": "with_mask"}, headers=BEARER).json()
     assert masked["total"] < total
-    assert anon.get("/api/events", params={"mask_state": "beard"}, headers=BEARER).status_code == 422
+    assert anon.get("/api/events", params={"mask_state": "beard"},
+                    headers=BEARER).status_code == 422
     assert anon.get("/api/events", params={"limit": 0}, headers=BEARER).status_code == 422
     assert anon.get("/api/events", params={"since": "yesterday"}, headers=BEARER).status_code == 422
 
@@ -336,11 +349,14 @@ def test_websocket_refuses_other_origins(anon):
 
 def test_sources_api(anon, datasets):
     # the web may not name files on the server
-    r = anon.post("/api/sources", json={"spec": str(datasets / "videos" / "short_hamilton_clip.mp4")},
+    r = anon.post("/api/sources",
+                  json={"spec": str(datasets / "videos" / "short_hamilton_clip.mp4")},
                   headers=BEARER)
     assert r.status_code == 422 and "--source FILE" in r.json()["detail"]
-    assert anon.post("/api/sources", json={"spec": "../../etc/passwd"}, headers=BEARER).status_code == 422
-    assert anon.post("/api/sources", json={"spec": "ftp://host/x"}, headers=BEARER).status_code == 422
+    assert anon.post("/api/sources", json={"spec": "../../etc/passwd"},
+                     headers=BEARER).status_code == 422
+    assert anon.post("/api/sources", json={"spec": "ftp://host/x"},
+                     headers=BEARER).status_code == 422
     # an unreachable URL is accepted and then reported as failed, the server keeps going
     r = anon.post("/api/sources", json={"spec": "http://127.0.0.1:9/stream.mjpg"}, headers=BEARER)
     assert r.status_code == 201, r.text
@@ -371,7 +387,8 @@ def test_server_video_source_mjpeg(web_tmp, datasets):
 
     from maskwatch.web import create_app
 
-    settings = make_settings(web_tmp / "src", sources=[str(datasets / "videos" / "short_hamilton_clip.mp4")])
+    settings = make_settings(web_tmp / "src",
+                             sources=[str(datasets / "videos" / "short_hamilton_clip.mp4")])
     with TestClient(create_app(settings)) as c:
         deadline = time.time() + 20
         while time.time() < deadline and c.get("/stream/1.jpg").status_code != 200:
@@ -381,7 +398,8 @@ def test_server_video_source_mjpeg(web_tmp, datasets):
         img = cv2.imdecode(np.frombuffer(snap.content, np.uint8), cv2.IMREAD_COLOR)
         assert img.shape == (360, 640, 3)
         info = c.get("/api/sources").json()[0]
-        assert info["state"] in ("live", "finished") and info["spec"].endswith("short_hamilton_clip.mp4")
+        assert (info["state"] in ("live", "finished")
+                and info["spec"].endswith("short_hamilton_clip.mp4"))
         assert info["frames"] >= 1
         with c.stream("GET", "/stream/1.mjpg") as r:
             assert r.headers["content-type"].startswith("multipart/x-mixed-replace")
@@ -432,12 +450,14 @@ def test_url_source_drops_and_comes_back(anon, datasets):
     from maskwatch.web.sources import STALE_S
 
     photo = jpeg_of(datasets / "group-photos" / "t1.jpg")
-    with MJPEGServer(frames_per_connection=None, connections=None, size=(320, 240), interval_s=0.05) as cam:
+    with MJPEGServer(frames_per_connection=None, connections=None, size=(320, 240),
+                     interval_s=0.05) as cam:
         r = anon.post("/api/sources", json={"spec": cam.url}, headers=BEARER)
         assert r.status_code == 201, r.text
         sid = r.json()["id"]
         try:
-            state = _wait_source(anon, sid, lambda s: s["state"] == "live" and s["frames"] >= 10, 20)
+            state = _wait_source(anon, sid, lambda s: s["state"] == "live" and s["frames"] >= 10,
+                                 20)
             assert state["state"] == "live" and state["frames"] >= 10, state
             assert state["spec"] == cam.url and "320x240" in state["message"]
 
@@ -484,17 +504,20 @@ def test_url_source_drops_and_comes_back(anon, datasets):
             state = _source_state(anon, sid)
             assert state["state"] == "reconnecting" and state["frames"] == frames_down, state
             # what the live page shows: no frame rate of a stream that sends nothing, and why
-            assert state["fps"] == 0 and "reconnecting in" in state["message"] and "(attempt " in state["message"], state
+            assert (state["fps"] == 0 and "reconnecting in" in state["message"]
+                    and "(attempt " in state["message"]), state
             served_down = cam.served
 
             cam.come_back()
             t_up = time.monotonic()
-            state = _wait_source(anon, sid, lambda s: s["state"] == "live" and s["frames"] >= frames_down + 10,
+            state = _wait_source(anon, sid,
+                                 lambda s: s["state"] == "live" and s["frames"] >= frames_down + 10,
                                  30)
             assert state["state"] == "live" and state["frames"] >= frames_down + 10, state
             assert cam.served == served_down + 1  # one new connection, not a loop of them
             back_s = time.monotonic() - t_up
-            # the frame rate is that of the new connection (20 fps sent), not averaged over the outage
+            # the frame rate is that of the new connection (20 fps sent), not averaged over the
+            # outage
             assert state["fps"] > 5 and "320x240" in state["message"], state
             # the viewer that stayed connected sees the new frames
             deadline = time.time() + 10
@@ -513,7 +536,8 @@ def test_url_source_drops_and_comes_back(anon, datasets):
                     if len(_mjpeg_parts(data)) >= 2:
                         break
             assert len(_mjpeg_parts(data)) >= 2
-            print(f"source down {t_up - t_down:.1f} s, live again {back_s:.1f} s after the stream came back")
+            print(f"source down {t_up - t_down:.1f} s, "
+                  f"live again {back_s:.1f} s after the stream came back")
         finally:
             assert anon.delete(f"/api/sources/{sid}", headers=BEARER).status_code == 200
         # removing the source ends the viewer's stream
@@ -540,7 +564,8 @@ def test_web_app_does_not_import_torch():
     import sys
 
     code = ("import sys, maskwatch.web.app, maskwatch.web.service, maskwatch.web.sources\n"
-            "print(','.join(m for m in ('torch', 'maskwatch.train', 'matplotlib') if m in sys.modules))\n")
+            "print(','.join(m for m in ('torch', 'maskwatch.train', 'matplotlib') "
+            "if m in sys.modules))\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == ""
@@ -550,8 +575,9 @@ def test_web_app_does_not_import_torch():
 
 
 @pytest.mark.parametrize("host, private, expected", [
-    ("127.0.0.1", None, False), ("::1", None, False), ("localhost", None, False), ("127.0.0.2", None, False),
-    ("0.0.0.0", None, True), ("::", None, True), ("192.168.1.20", None, True), ("camera-box.lan", None, True),
+    ("127.0.0.1", None, False), ("::1", None, False), ("localhost", None, False),
+    ("127.0.0.2", None, False), ("0.0.0.0", None, True), ("::", None, True),
+    ("192.168.1.20", None, True), ("camera-box.lan", None, True),
     ("0.0.0.0", False, False), ("127.0.0.1", True, True),
 ])
 def test_private_by_default_beyond_this_machine(host, private, expected):
@@ -583,8 +609,10 @@ def test_a_private_server_shows_no_face_or_name_without_the_login(private_client
     c.cookies.clear()
     photo = jpeg_of(datasets / "group-photos" / "t1.jpg")
     r = c.get("/", follow_redirects=False)
-    assert r.status_code in (302, 303, 307) and r.headers["location"].startswith("/login"), r.headers
-    assert c.post("/api/analyze", files={"file": ("t1.jpg", photo, "image/jpeg")}).status_code == 401
+    assert (r.status_code in (302, 303, 307)
+            and r.headers["location"].startswith("/login")), r.headers
+    assert c.post("/api/analyze",
+                  files={"file": ("t1.jpg", photo, "image/jpeg")}).status_code == 401
     assert c.get("/api/sources").status_code == 401
     assert c.get("/stream/1.jpg").status_code == 401
     assert c.get("/stream/1.mjpg").status_code == 401

@@ -1,7 +1,8 @@
 """End to end in a real headless Chromium (Debian's, driven by Playwright) with a fake
 camera playing the shared Hamilton clip: the live page draws boxes and mask labels,
 a person enrolled on the People page (from a photo, or from a snapshot of the camera) is
-named on the live page and disappears when deleted, and the dashboard counts the events. Screenshots go to ``test-artefacts/``."""
+named on the live page and disappears when deleted, and the dashboard counts the events.
+Screenshots go to ``test-artefacts/``."""
 
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ def browser(y4m):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=chromium_args(y4m))
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                              args=chromium_args(y4m))
         yield b
         b.close()
 
@@ -78,7 +80,8 @@ def test_live_people_and_dashboard(server, browser, datasets):
         live.goto(server + "/?autostart=1")
         # boxes and mask labels for the faces of the clip
         wait_for(live, "() => window.maskwatchStats && window.maskwatchStats.frames > 20 "
-                       "&& window.maskwatchStats.faces > 0 && window.maskwatchStats.labels.some(l => l)")
+                       "&& window.maskwatchStats.faces > 0 "
+                       "&& window.maskwatchStats.labels.some(l => l)")
         s = live_stats(live)
         assert s["lastResult"]["width"] == 640 and s["lastResult"]["height"] == 360
         assert all(f["box"][2] > f["box"][0] for f in s["lastResult"]["faces"])
@@ -88,7 +91,8 @@ def test_live_people_and_dashboard(server, browser, datasets):
             const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
             let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }""")
         assert drawn > 500
-        wait_for(live, "() => window.maskwatchStats.fps > 0 && window.maskwatchStats.latencyP95 !== null")
+        wait_for(live, "() => window.maskwatchStats.fps > 0 "
+                       "&& window.maskwatchStats.latencyP95 !== null")
         assert live.inner_text("#fps") != "-"
         live.screenshot(path=str(artefact("live-boxes.png")))
 
@@ -100,7 +104,8 @@ def test_live_people_and_dashboard(server, browser, datasets):
         people.click('button[type="submit"]')
         people.wait_for_url("**/people")
         people.fill("#enrol-name", "Lin-Manuel")
-        people.set_input_files("#enrol-photos", str(datasets / "identity-examples" / "examples" / "lin-manuel-miranda.png"))
+        people.set_input_files("#enrol-photos", str(datasets / "identity-examples" / "examples"
+                                                    / "lin-manuel-miranda.png"))
         people.click("#enrol-submit")
         people.wait_for_selector("text=Enrolled Lin-Manuel")
         assert people.inner_text('tr[data-name="Lin-Manuel"] td.name') == "Lin-Manuel"
@@ -121,7 +126,8 @@ def test_live_people_and_dashboard(server, browser, datasets):
 
         live.wait_for_timeout(1500)
         live.bring_to_front()
-        wait_for(live, "() => window.maskwatchStats.faces > 0 && !window.maskwatchStats.names.includes('Lin-Manuel')", 20)
+        wait_for(live, "() => window.maskwatchStats.faces > 0 "
+                       "&& !window.maskwatchStats.names.includes('Lin-Manuel')", 20)
         for _ in range(10):  # and it stays gone
             assert "Lin-Manuel" not in live_stats(live)["names"]
             live.wait_for_timeout(200)
@@ -216,13 +222,15 @@ def test_enrol_from_camera_snapshot(server, browser, camera_frames):
         people.route("**/api/people", keep_body)
         snapshot, refused = None, 0
         for _ in range(10):
-            with people.expect_request(lambda r: r.url.endswith("/api/people") and r.method == "POST") as seen:
+            with people.expect_request(lambda r: r.url.endswith("/api/people")
+                                       and r.method == "POST") as seen:
                 people.click("#cam-snap")
             response = seen.value.response()
             if response.status == 201:
                 snapshot = bodies[-1]
                 break
-            assert response.status == 422 and "no face" in response.json()["detail"], response.text()
+            assert (response.status == 422
+                    and "no face" in response.json()["detail"]), response.text()
             people.wait_for_selector("#cam-status:has-text('no face')")
             refused += 1
             people.wait_for_timeout(600)
@@ -234,7 +242,8 @@ def test_enrol_from_camera_snapshot(server, browser, camera_frames):
         # the snapshot is a frame of what the camera showed, at the camera's size
         shot = cv2.imdecode(np.frombuffer(snapshot, np.uint8), cv2.IMREAD_COLOR)
         assert shot.shape == camera_frames[0].shape
-        errors = [float(np.mean(np.abs(shot.astype(np.int16) - f.astype(np.int16)))) for f in camera_frames]
+        errors = [float(np.mean(np.abs(shot.astype(np.int16) - f.astype(np.int16))))
+                  for f in camera_frames]
         assert min(errors) < 6.0, min(errors)  # JPEG and YUV round trips only
         # and the person enrolled is the one in it: the live engine, sent the snapshot itself
         # (over the live page's WebSocket protocol), names a face in it. (Which face, when
@@ -252,7 +261,8 @@ def test_enrol_from_camera_snapshot(server, browser, camera_frames):
         # leave the module's server without this person for the other tests
         if people is not None and not people.is_closed():
             people.evaluate("n => window.maskwatch && window.maskwatch.fetch("
-                            "'/api/people/' + encodeURIComponent(n), {method: 'DELETE'}).then(r => r.status)", name)
+                            "'/api/people/' + encodeURIComponent(n), {method: 'DELETE'})"
+                            ".then(r => r.status)", name)
         context.close()
 
 
@@ -267,6 +277,7 @@ def test_api_docs_render_offline(server, browser):
         page.wait_for_selector(".swagger-ui .info .title", timeout=20000)
         assert "maskwatch" in page.inner_text(".swagger-ui .info .title")
         assert page.locator(".opblock").count() >= 10
-        assert urls and all(u.startswith(server) for u in urls), [u for u in urls if not u.startswith(server)]
+        assert urls and all(u.startswith(server) for u in urls), [u for u in urls
+                                                                   if not u.startswith(server)]
     finally:
         page.close()

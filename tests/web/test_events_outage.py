@@ -100,13 +100,15 @@ def test_events_survive_a_mongodb_outage_spanning_session_ends(tmp_path, mongo, 
         mongo.start()
         events = _wait_for(db, expected, timeout=60.0)
         tracks = sum(expected.values())
-        print(f"events recorded vs tracks across a {outage:.1f} s MongoDB outage spanning {SESSIONS} "
-              f"session ends ({ended_in_outage:.1f} s in): {len(events)}/{tracks}")
+        print(f"events recorded vs tracks across a {outage:.1f} s MongoDB outage "
+              f"spanning {SESSIONS} session ends ({ended_in_outage:.1f} s in): "
+              f"{len(events)}/{tracks}")
         assert ended_in_outage < outage and all(expected.values())
         _check_exact(events, expected)
 
 
-def test_events_pending_at_sigterm_are_spooled_and_written_after_a_restart(tmp_path, mongo, datasets):
+def test_events_pending_at_sigterm_are_spooled_and_written_after_a_restart(tmp_path, mongo,
+                                                                           datasets):
     """The server stopped (SIGTERM) while MongoDB is still down: the events wait in the
     data folder (mode 0600), and the next server on the same home writes them, once,
     and removes the file."""
@@ -154,8 +156,8 @@ def test_deleted_gallery_file_is_an_error_and_events_wait_for_it(tmp_path, datas
 
     def enrol(name: str, photo: str) -> httpx.Response:
         p = photos / photo
-        return httpx.post(f"{server.url}/api/people", data={"name": name}, headers=BEARER, timeout=120,
-                          files=[("photos", (p.name, p.read_bytes(), "image/png"))])
+        return httpx.post(f"{server.url}/api/people", data={"name": name}, headers=BEARER,
+                          timeout=120, files=[("photos", (p.name, p.read_bytes(), "image/png"))])
 
     with running_server(home, PASSWORD, "--db", str(db)) as server:
         r = enrol("Lin", "lin-manuel-miranda.png")
@@ -168,7 +170,8 @@ def test_deleted_gallery_file_is_an_error_and_events_wait_for_it(tmp_path, datas
         r = enrol("Alex", "alex-lacamoire.png")
         assert r.status_code == 503, r.text
         detail = r.json()["detail"]
-        assert f"the gallery file {db} was deleted or replaced while maskwatch was running" in detail
+        assert (f"the gallery file {db} was deleted or replaced "
+                "while maskwatch was running") in detail
         source, n = _session(server.url, frames)
         assert n > 0
         r = httpx.get(f"{server.url}/api/events", headers=BEARER, timeout=30)
@@ -182,5 +185,6 @@ def test_deleted_gallery_file_is_an_error_and_events_wait_for_it(tmp_path, datas
         _check_exact([e for e in events if e.source == source], {source: n})
         r = enrol("Alex", "alex-lacamoire.png")
         assert r.status_code == 201, r.text
-        names = {p["name"] for p in httpx.get(f"{server.url}/api/people", headers=BEARER, timeout=30).json()}
+        names = {p["name"] for p in httpx.get(f"{server.url}/api/people", headers=BEARER,
+                                              timeout=30).json()}
         assert names == {"Lin", "Alex"}

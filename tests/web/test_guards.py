@@ -68,7 +68,8 @@ def live_socket(srv: Server, address: str = "127.0.0.1", host: str | None = None
     """A WebSocket to ``/ws/live`` from ``address``, with the Host header ``host``."""
     from websockets.sync.client import connect
 
-    sock = socket.create_connection(("127.0.0.1", port_of(srv)), timeout=15, source_address=(address, 0))
+    sock = socket.create_connection(("127.0.0.1", port_of(srv)), timeout=15,
+                                    source_address=(address, 0))
     return connect(f"ws://{host or f'127.0.0.1:{port_of(srv)}'}/ws/live", sock=sock,
                    additional_headers=headers or {}, open_timeout=15)
 
@@ -91,7 +92,8 @@ def close_code(srv: Server, address: str, headers: dict[str, str]) -> int | None
 def test_wrong_bearers_lock_every_login_of_that_address_and_only_that_one(server):
     with client_at(server, "127.0.0.2") as guesser, client_at(server, "127.0.0.1") as other:
         for _ in range(ATTEMPTS):
-            assert guesser.get("/api/people", headers={"Authorization": "Bearer wrong"}).status_code == 401
+            assert guesser.get("/api/people",
+                               headers={"Authorization": "Bearer wrong"}).status_code == 401
         r = form_login(guesser, PASSWORD)
         assert r.status_code == 429 and int(r.headers["retry-after"]) > 0, r.text[:300]
         r = guesser.get("/api/people", headers=BEARER)
@@ -130,7 +132,8 @@ def test_health_stays_fast_during_a_bearer_flood(server):
     def guess(n: int) -> None:
         with client_at(server, "127.0.0.4") as c:
             for i in range(10):
-                code = c.get("/api/people", headers={"Authorization": f"Bearer guess-{n}-{i}"}).status_code
+                code = c.get("/api/people",
+                             headers={"Authorization": f"Bearer guess-{n}-{i}"}).status_code
                 with lock:
                     statuses.append(code)
 
@@ -162,7 +165,8 @@ def test_health_stays_fast_during_a_bearer_flood(server):
 # -- authentication before the body ------------------------------------------------------
 
 
-@pytest.mark.parametrize("path, status", [("/api/analyze", 401), ("/api/people", 401), ("/people", 303)])
+@pytest.mark.parametrize("path, status", [("/api/analyze", 401), ("/api/people", 401),
+                                          ("/people", 303)])
 def test_a_private_server_refuses_an_anonymous_upload_before_reading_it(server, path, status):
     """A 50 MB multipart upload without credentials: the answer comes after the first
     megabyte, while the server still waits for the other 49 (it never asked for them)."""
@@ -195,15 +199,17 @@ def test_a_foreign_host_is_refused_on_http_and_websocket(server):
 
     port = port_of(server)
     with client_at(server) as c:
-        for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example", "localhost.", ""):
+        for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example", "localhost.",
+                     ""):
             r = c.get("/api/health", headers={"Host": host})
-            assert r.status_code == 400 and r.json()["detail"].startswith("host not allowed"), (host, r.text)
+            assert (r.status_code == 400
+                    and r.json()["detail"].startswith("host not allowed")), (host, r.text)
         r = c.post("/api/analyze", headers={"Host": "evil.example", **BEARER},
                    files={"file": ("a.png", png_bytes(), "image/png")})
         assert r.status_code == 400
         # the localhost names, any port, and the name given with --allowed-host
-        for host in (f"127.0.0.1:{port}", "localhost", f"LOCALHOST:{port}", "[::1]:8000", "camera.lan",
-                     f"Camera.LAN:{port}"):
+        for host in (f"127.0.0.1:{port}", "localhost", f"LOCALHOST:{port}", "[::1]:8000",
+                     "camera.lan", f"Camera.LAN:{port}"):
             assert c.get("/api/health", headers={"Host": host}).status_code == 200, host
     with pytest.raises(InvalidStatus) as refused:
         live_socket(server, host=f"evil.example:{port}", headers=BEARER)
@@ -213,7 +219,8 @@ def test_a_foreign_host_is_refused_on_http_and_websocket(server):
 
 
 @pytest.mark.parametrize("host, extra, allowed, refused", [
-    ("127.0.0.1", [], ["localhost", "127.0.0.1", "[::1]"], ["testserver", "evil.example", "10.0.0.1"]),
+    ("127.0.0.1", [], ["localhost", "127.0.0.1", "[::1]"],
+     ["testserver", "evil.example", "10.0.0.1"]),
     ("0.0.0.0", [], ["localhost"], ["0.0.0.0", "192.168.1.20"]),
     ("::", [], ["[::1]"], ["[::]", "::"]),
     ("192.168.1.20", [], ["192.168.1.20", "localhost"], ["192.168.1.21"]),
@@ -238,11 +245,12 @@ def test_a_star_allows_any_host():
     assert host_allowed("anything.example:1234", None)
 
 
-@pytest.mark.parametrize("value", ["http://camera.lan", "camera.lan:8000", "camera lan", "camera.lan/x", ""])
+@pytest.mark.parametrize("value", ["http://camera.lan", "camera.lan:8000", "camera lan",
+                                   "camera.lan/x", ""])
 def test_serve_refuses_a_malformed_allowed_host(value, tmp_path):
     r = subprocess.run([sys.executable, "-m", "maskwatch.cli", "serve", "--allowed-host", value],
-                       capture_output=True, text=True, timeout=60, env={"MASKWATCH_HOME": str(tmp_path),
-                                                                         "PATH": "/usr/bin:/bin"})
+                       capture_output=True, text=True, timeout=60,
+                       env={"MASKWATCH_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 2, r.stderr
     assert "--allowed-host" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -251,8 +259,8 @@ def test_serve_refuses_a_malformed_allowed_host(value, tmp_path):
 # -- cross-site POSTs -------------------------------------------------------------------------
 
 
-CROSS_SITE = [{"Origin": "http://evil.example"}, {"Origin": "null"}, {"Sec-Fetch-Site": "cross-site"},
-              {"Sec-Fetch-Site": "same-site"}]
+CROSS_SITE = [{"Origin": "http://evil.example"}, {"Origin": "null"},
+              {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}]
 
 
 def test_cross_site_posts_are_refused_on_the_real_server(server):
@@ -276,11 +284,13 @@ def test_cross_site_posts_are_refused_on_open_routes(client):
     for headers in CROSS_SITE:
         r = client.post("/api/analyze", headers=headers, files=files)
         assert r.status_code == 403 and "cross-site" in r.json()["detail"], (headers, r.text)
-    r = client.post("/api/analyze", headers={"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"},
+    r = client.post("/api/analyze",
+                    headers={"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"},
                     files=files)
     assert r.status_code == 200
     assert client.post("/api/analyze", files=files).status_code == 200
-    assert client.get("/api/health", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 200  # reads pass
+    # reads pass
+    assert client.get("/api/health", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 200
 
 
 # -- the route table --------------------------------------------------------------------------
@@ -346,7 +356,8 @@ def test_the_guard_answers_without_reading_the_body(tmp_path):
     async def send(message):  # noqa: ANN001, ANN202
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/api/people", "root_path": "", "query_string": b"",
+    scope = {"type": "http", "method": "POST", "path": "/api/people", "root_path": "",
+             "query_string": b"",
              "headers": [(b"host", b"127.0.0.1:8000"), (b"content-length", b"52428800")],
              "client": ("127.0.0.1", 5555), "app": None}
     asyncio.run(Guards(app, settings=make_settings(tmp_path))(scope, receive, send))

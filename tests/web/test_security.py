@@ -36,7 +36,8 @@ def test_the_sessions_file_is_private_and_holds_no_session_id(tmp_path):
 def test_a_new_admin_password_ends_every_session(tmp_path):
     cookie = AdminAuth(tmp_path, PW).new_session()
     assert AdminAuth(tmp_path, "a new password").session_from_cookie(cookie) is None
-    assert AdminAuth(tmp_path, PW).session_from_cookie(cookie) is None  # changing back revives nothing
+    # changing back revives nothing
+    assert AdminAuth(tmp_path, PW).session_from_cookie(cookie) is None
 
 
 def test_an_expired_session_is_gone_after_a_restart(tmp_path):
@@ -76,7 +77,8 @@ def test_failures_lock_the_address_even_for_the_right_password(tmp_path):
         assert auth.verify_secret("wrong", "10.0.0.1") is False
     with pytest.raises(LockedOut) as locked:
         auth.verify_secret(PW, "10.0.0.1")
-    assert 1 <= locked.value.retry_after <= 61 and "even with the right password" in str(locked.value)
+    assert (1 <= locked.value.retry_after <= 61
+            and "even with the right password" in str(locked.value))
     assert auth.verify_secret(PW, "10.0.0.2") is True  # another address
     # the right password, once verified, is cached, but the cache does not pass a lockout
     assert auth.known_secret(PW)
@@ -102,7 +104,8 @@ def test_guesses_made_at_once_cannot_pass_the_limit(tmp_path):
     auth = AdminAuth(tmp_path, PW, attempts=3, window_s=60)
 
     async def flood() -> list[object]:
-        return await asyncio.gather(*(auth.verify_secret_async(f"guess {i}", "a") for i in range(10)),
+        return await asyncio.gather(*(auth.verify_secret_async(f"guess {i}", "a")
+                                      for i in range(10)),
                                     return_exceptions=True)
 
     results = asyncio.run(flood())
@@ -120,7 +123,8 @@ def test_password_checks_run_off_the_event_loop_on_a_small_pool(tmp_path):
     gaps: list[float] = []
 
     async def main() -> list[bool]:
-        checks = asyncio.gather(*(auth.verify_secret_async("wrong", f"10.0.0.{i}") for i in range(6)))
+        checks = asyncio.gather(*(auth.verify_secret_async("wrong", f"10.0.0.{i}")
+                                  for i in range(6)))
         last = time.perf_counter()
         while not checks.done():
             await asyncio.sleep(0.002)

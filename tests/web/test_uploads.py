@@ -67,7 +67,8 @@ def test_bomb_on_analyze_is_413_and_the_server_goes_on(client, kind):
 def test_bomb_in_an_enrolment_is_413_and_nobody_is_enrolled(client):
     client.cookies.clear()
     r = client.post("/api/people", data={"name": "Bomb Person"}, headers=BEARER,
-                    files=[("photos", ("bomb.png", BOMBS["over Pillow's limit (179 M pixels)"], "image/png"))])
+                    files=[("photos", ("bomb.png", BOMBS["over Pillow's limit (179 M pixels)"],
+                                       "image/png"))])
     _one_sentence_413(r)
     assert client.get("/api/people/Bomb Person", headers=BEARER).status_code == 404
 
@@ -157,7 +158,8 @@ def big16() -> bytes:
 
 
 def _analyze(url: str, data: bytes) -> httpx.Response:
-    return httpx.post(url + "/api/analyze", files={"file": ("big16.png", data, "image/png")}, timeout=180)
+    return httpx.post(url + "/api/analyze", files={"file": ("big16.png", data, "image/png")},
+                      timeout=180)
 
 
 #: Peak RSS growth allowed for one 6000x6000 16-bit RGBA upload, MB (the issue's target).
@@ -178,7 +180,8 @@ def test_a_big_16_bit_rgba_upload_is_analysed_in_bounded_memory(server, big16):
     assert body["width"] == 6000 and body["height"] == 6000 and body["faces"] == []
     assert "detect" in body["timings_ms"]
     growth = peak.peak - idle
-    assert peak.samples > 20 and growth < ONE_UPLOAD_MB, f"{growth:.0f} MB over idle ({idle:.0f} MB)"
+    assert peak.samples > 20 and growth < ONE_UPLOAD_MB, (f"{growth:.0f} MB over idle "
+                                                          f"({idle:.0f} MB)")
 
 
 def test_four_big_uploads_at_once_stay_bounded(server, big16):
@@ -192,8 +195,8 @@ def test_four_big_uploads_at_once_stay_bounded(server, big16):
 
 @pytest.mark.parametrize("kind", list(BOMBS))
 def test_bombs_are_413_on_the_real_server(server, kind):
-    r = httpx.post(server.url + "/api/analyze", files={"file": ("bomb.png", BOMBS[kind], "image/png")},
-                   timeout=60)
+    r = httpx.post(server.url + "/api/analyze",
+                   files={"file": ("bomb.png", BOMBS[kind], "image/png")}, timeout=60)
     _one_sentence_413(r)
     r = httpx.post(server.url + "/api/people", data={"name": "Bomb"}, headers=BEARER, timeout=60,
                    files=[("photos", ("bomb.png", BOMBS[kind], "image/png"))])

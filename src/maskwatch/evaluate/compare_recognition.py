@@ -77,12 +77,14 @@ def check_protocols(runs: Sequence[tuple[str, dict[str, Any]]]) -> None:
     for label, res in runs[1:]:
         for key in PROTOCOL_KEYS:
             if res.get(key) != first.get(key):
-                raise ValueError(f"{label!r} and {first_label!r} differ in {key}: {res.get(key)} / {first.get(key)}")
+                raise ValueError(f"{label!r} and {first_label!r} differ in {key}: "
+                                 f"{res.get(key)} / {first.get(key)}")
         if bool(res.get("mask_templates")) != bool(first.get("mask_templates")):
             raise ValueError(f"{label!r} and {first_label!r} differ in the use of mask templates")
         for name, p in res["probes"].items():
             if first["probes"].get(name, {}).get("photos") != p["photos"]:
-                raise ValueError(f"{label!r} and {first_label!r} have different {name} probe photos")
+                raise ValueError(f"{label!r} and {first_label!r} have different {name} "
+                                 "probe photos")
 
 
 def _table(labels: Sequence[str], rows: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
@@ -100,24 +102,26 @@ def format_comparison(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
     out = [
         "# Recognition under masks: dlib (face_recognition) beside SFace",
         "",
-        f"Same protocol for every column (`maskwatch evaluate --task recognition`): {first['people']} LFW people, "
-        f"the first {first['k']} photos of each enrolled ({first['synthetic_masks']} synthetic-mask templates per "
-        "photo), the other photos probe as they are and wearing a synthetic mask (other styles than enrolment"
+        f"Same protocol for every column (`maskwatch evaluate --task recognition`): "
+        f"{first['people']} LFW people, the first {first['k']} photos of each enrolled "
+        f"({first['synthetic_masks']} synthetic-mask templates per photo), the other photos "
+        "probe as they are and wearing a synthetic mask (other styles than enrolment"
         + (", a third from MaskTheFace templates" if first.get("mask_templates") else "")
-        + "). YuNet places the probes' masks, so every column sees the same probe images; the detector of the "
-        "column must then find the face again, or the probe is a failure to detect (FTD). "
-        "Rank-1 *with FTD* counts those failures as errors, as a user would see them; the other figures are "
-        "over the probes the detector found.",
+        + "). YuNet places the probes' masks, so every column sees the same probe images; the "
+        "detector of the column must then find the face again, or the probe is a failure to detect "
+        "(FTD). Rank-1 *with FTD* counts those failures as errors, as a user would see them; the "
+        "other figures are over the probes the detector found.",
         "",
         "| column | embedder | detector |",
         "|---|---|---|",
     ]
-    out += [f"| {label} | {s['embedder']} | {s['detector']} |" for label, s in zip(labels, sums, strict=True)]
+    out += [f"| {label} | {s['embedder']} | {s['detector']} |"
+            for label, s in zip(labels, sums, strict=True)]
     out.append("")
     names = [("unmasked", "unmasked"), ("masked", "masked")]
     if px:
-        names = [("unmasked", "unmasked"), (f"unmasked_{px}px", f"unmasked, face {px} px"), ("masked", "masked"),
-                 (f"masked_{px}px", f"masked, face {px} px")]
+        names = [("unmasked", "unmasked"), (f"unmasked_{px}px", f"unmasked, face {px} px"),
+                 ("masked", "masked"), (f"masked_{px}px", f"masked, face {px} px")]
     out += ["## Detection", ""]
     rows = []
     for key, text in names:
@@ -128,19 +132,25 @@ def format_comparison(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
 
     for scheme, title in (("plain", "Plain templates (every probe against the enrolment photos "
                                     "as they are)"),
-                          ("mask_aware", "Mask-aware matching (masked probes against synthetic-mask templates, "
-                                         "as maskwatch enrols and matches)")):
+                          ("mask_aware", "Mask-aware matching (masked probes against "
+                                         "synthetic-mask templates, as maskwatch enrols and "
+                                         "matches)")):
         out += [f"## {title}", ""]
         rows = []
-        for key, text in (("unmasked_rank1", "unmasked rank-1"), ("unmasked_rank1_with_ftd", "unmasked rank-1 with FTD"),
-                          ("masked_rank1", "masked rank-1"), ("masked_rank1_with_ftd", "masked rank-1 with FTD"),
+        for key, text in (("unmasked_rank1", "unmasked rank-1"),
+                          ("unmasked_rank1_with_ftd", "unmasked rank-1 with FTD"),
+                          ("masked_rank1", "masked rank-1"),
+                          ("masked_rank1_with_ftd", "masked rank-1 with FTD"),
                           ("masked_tar_far1e-3", "masked TAR at FAR 1e-3"),
                           ("masked_tar_far1e-2", "masked TAR at FAR 1e-2"),
                           ("unmasked_tar_far1e-3", "unmasked TAR at FAR 1e-3"),
                           ("unmasked_tar_far1e-2", "unmasked TAR at FAR 1e-2"),
-                          ("small_masked_rank1_with_ftd", f"masked rank-1 with FTD, face {px} px"),
-                          ("open_set_masked_known_correct", "open set: known masked probes named right"),
-                          ("open_set_masked_unknown_named", "open set: unknown masked probes named")):
+                          ("small_masked_rank1_with_ftd",
+                           f"masked rank-1 with FTD, face {px} px"),
+                          ("open_set_masked_known_correct",
+                           "open set: known masked probes named right"),
+                          ("open_set_masked_unknown_named",
+                           "open set: unknown masked probes named")):
             if any(key in s["schemes"][scheme] for s in sums):
                 rows.append((text, [pct(s["schemes"][scheme].get(key), 2) for s in sums]))
         if any("threshold" in s["schemes"][scheme] for s in sums):
@@ -152,7 +162,8 @@ def format_comparison(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
     out += ["## Speed (this run, 2-core CPU shared with other work)", ""]
     rows = [("median ms per detection (LFW photo, 250x250)",
              [_ms(s["timing_ms"].get("detect_median")) for s in sums]),
-            ("median ms per face embedding", [_ms(s["timing_ms"].get("embed_per_face_median")) for s in sums])]
+            ("median ms per face embedding",
+             [_ms(s["timing_ms"].get("embed_per_face_median")) for s in sums])]
     out += _table(labels, rows)
     return "\n".join(out) + "\n"
 
@@ -174,7 +185,8 @@ def write_comparison(runs: Sequence[tuple[str, dict[str, Any]]], out: str | Path
     if full_reports:
         for label, res in runs[:-1]:
             body = format_recognition(res).split("\n", 1)[1]  # without its title
-            body = "\n".join("#" + line if line.startswith("#") else line for line in body.splitlines())
+            body = "\n".join("#" + line if line.startswith("#") else line
+                             for line in body.splitlines())
             md += f"\n# Full report: {label}\n{body}\n"
     path = base.with_suffix(".md")
     path.write_text(md)
@@ -188,9 +200,12 @@ def write_comparison(runs: Sequence[tuple[str, dict[str, Any]]], out: str | Path
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m maskwatch.evaluate.compare_recognition",
                                  description=__doc__.splitlines()[0])
-    ap.add_argument("runs", nargs="+", metavar="LABEL=RUN", help="column label and report folder or json")
-    ap.add_argument("--out", required=True, help="output path without extension (.md and .json are written)")
-    ap.add_argument("--no-full", action="store_true", help="tables only, without each run's full report")
+    ap.add_argument("runs", nargs="+", metavar="LABEL=RUN",
+                    help="column label and report folder or json")
+    ap.add_argument("--out", required=True,
+                    help="output path without extension (.md and .json are written)")
+    ap.add_argument("--no-full", action="store_true",
+                    help="tables only, without each run's full report")
     ap.add_argument("--notes", help="markdown file to put after the tables (reading notes)")
     args = ap.parse_args(argv)
     runs = []

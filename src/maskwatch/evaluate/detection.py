@@ -55,7 +55,8 @@ def match_boxes(gt: np.ndarray, det: np.ndarray, min_iou: float) -> tuple[np.nda
 def _size_label(size: float) -> str:
     for lo, hi in SIZE_BINS:
         if size >= lo and (hi is None or size < hi):
-            return f"{lo}-{hi}" if hi is not None and lo > 0 else (f"<{hi}" if lo == 0 else f"{lo}+")
+            return (f"{lo}-{hi}" if hi is not None and lo > 0
+                    else (f"<{hi}" if lo == 0 else f"{lo}+"))
     return "?"
 
 
@@ -90,14 +91,16 @@ def evaluate_detection(
     modes = modes or MODES
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"dataset": str(root), "scenes": len(scenes), "min_iou": min_iou, "modes": {}}
+    results: dict[str, Any] = {"dataset": str(root), "scenes": len(scenes), "min_iou": min_iou,
+                               "modes": {}}
     for mode, kw in modes.items():
         det = SSDDetector() if detector == "ssd" else YuNetDetector(**kw)
         sizes, classes, found = [], [], []
         n_det = n_det_matched = 0
         n_det_16 = n_det_16_matched = 0
         ms = []
-        for img_path, objs in tqdm(scenes, desc=f"detect {mode}", unit="scene", disable=not progress):
+        for img_path, objs in tqdm(scenes, desc=f"detect {mode}", unit="scene",
+                                   disable=not progress):
             try:
                 image = read_image(img_path)
             except ImageError:
@@ -125,7 +128,8 @@ def evaluate_detection(
             by_size.append({"bin": _size_label(lo), "n": int(sel.sum()),
                             "recall": float(found_a[sel].mean()) if sel.any() else None})
         ge16 = sizes_a >= 16
-        by_class = {c: (float(found_a[(classes_a == c) & ge16].mean()) if ((classes_a == c) & ge16).any() else None)
+        by_class = {c: (float(found_a[(classes_a == c) & ge16].mean())
+                        if ((classes_a == c) & ge16).any() else None)
                     for c in MASK_CLASSES}
         results["modes"][mode] = {
             "settings": kw,
@@ -160,7 +164,9 @@ def format_detection(results: dict[str, Any]) -> str:
     for mode, m in results["modes"].items():
         sizes = " | ".join(f"{pct(b['recall'])} (n={b['n']})" for b in m["recall_by_size"])
         lines.append(
-            f"| {mode} | {pct(m['recall_16_plus'])} | {pct(m['precision'])} | {pct(m['precision_16_plus'])} | "
-            f"{sizes} | {pct(m['recall_16_plus_by_class']['with_mask'])} | {m['ms_per_scene_median']:.0f} |"
+            f"| {mode} | {pct(m['recall_16_plus'])} | {pct(m['precision'])} | "
+            f"{pct(m['precision_16_plus'])} | "
+            f"{sizes} | {pct(m['recall_16_plus_by_class']['with_mask'])} | "
+            f"{m['ms_per_scene_median']:.0f} |"
         )
     return "\n".join(lines) + "\n"

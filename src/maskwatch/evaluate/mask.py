@@ -70,8 +70,9 @@ def evaluate_faceset(
     for src in sorted(set(fs.sources.tolist())):
         sel = fs.sources == src
         sub = write_report(
-            out / "by_source" / safe_name(src), y_true[sel], y_pred[sel], probs[sel], list(MASK_CLASSES),
-            sizes=fs.sizes[sel], extra={"source": src}, title=f"Mask classifier: {src}",
+            out / "by_source" / safe_name(src), y_true[sel], y_pred[sel], probs[sel],
+            list(MASK_CLASSES), sizes=fs.sizes[sel], extra={"source": src},
+            title=f"Mask classifier: {src}",
         )
         head = _headline(y_true[sel], y_pred[sel])
         big = sel & (fs.sizes >= min_size)
@@ -90,16 +91,20 @@ def _append_source_table(report_md: Path, by_source: dict[str, Any]) -> None:
         "",
         "## By source",
         "",
-        "| source | faces | 3-class acc | 2-class acc | macro-F1 | mask_incorrect recall | faces >= 32 px | 2-class acc >= 32 | macro-F1 >= 32 | mask_incorrect recall >= 32 |",
+        "| source | faces | 3-class acc | 2-class acc | macro-F1 | mask_incorrect recall | "
+        "faces >= 32 px | 2-class acc >= 32 | macro-F1 >= 32 | mask_incorrect recall >= 32 |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for src, h in by_source.items():
         b = h["min_size_32"]
+        h_incorrect = (pct(h["recall"]["mask_incorrect"], 2) if h["support"]["mask_incorrect"]
+                       else "n/a")
+        b_incorrect = (pct(b["recall"]["mask_incorrect"], 2) if b["support"]["mask_incorrect"]
+                       else "n/a")
         lines.append(
-            f"| {src} | {h['n']} | {pct(h['accuracy'], 2)} | {pct(h['two_class_accuracy'], 2)} | {h['macro_f1']:.3f} | "
-            f"{pct(h['recall']['mask_incorrect'], 2) if h['support']['mask_incorrect'] else 'n/a'} | {b['n']} | "
-            f"{pct(b['two_class_accuracy'], 2)} | {b['macro_f1']:.3f} | "
-            f"{pct(b['recall']['mask_incorrect'], 2) if b['support']['mask_incorrect'] else 'n/a'} |"
+            f"| {src} | {h['n']} | {pct(h['accuracy'], 2)} | {pct(h['two_class_accuracy'], 2)} | "
+            f"{h['macro_f1']:.3f} | {h_incorrect} | {b['n']} | "
+            f"{pct(b['two_class_accuracy'], 2)} | {b['macro_f1']:.3f} | {b_incorrect} |"
         )
     with report_md.open("a") as f:
         f.write("\n".join(lines) + "\n")
@@ -132,9 +137,11 @@ def evaluate_dataset(
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     clf = MaskClassifier(model_path)
-    maker = CropMaker(YuNetDetector(score_threshold=0.5, max_side=1024), clf.info.input_size, clf.info.margin)
+    maker = CropMaker(YuNetDetector(score_threshold=0.5, max_side=1024), clf.info.input_size,
+                      clf.info.margin)
     fs = load_sources(
-        sources, maker, templates_dir=templates_dir, seed=seed, progress=progress, max_per_source=max_per_source
+        sources, maker, templates_dir=templates_dir, seed=seed, progress=progress,
+        max_per_source=max_per_source
     )
     fs = assign_splits(fs, fractions=fractions, seed=seed)
     if split != "all":

@@ -178,7 +178,8 @@ def format_classification_report(report: dict[str, Any], digits: int = 3) -> str
     lines.append("")
     blank = " " * ((col + 1) * 2)
     lines.append(
-        f"{'accuracy':>{width}}{blank}{report['accuracy']:>{col + 1}.{digits}f}{report['n']:>{col + 1}d}"
+        f"{'accuracy':>{width}}{blank}{report['accuracy']:>{col + 1}.{digits}f}"
+        f"{report['n']:>{col + 1}d}"
     )
     lines.append(row("macro avg", report["macro_avg"]))
     lines.append(row("weighted avg", report["weighted_avg"]))

@@ -269,7 +269,8 @@ def _markdown(
         lines.append(f"- Mask / no-mask accuracy: **{_fmt(two['accuracy'])}**")
     if metrics.get("ece") is not None:
         lines.append(
-            f"- Expected calibration error (top-1, {metrics['ece_bins']} bins): **{_fmt(metrics['ece'])}**"
+            f"- Expected calibration error (top-1, {metrics['ece_bins']} bins): "
+            f"**{_fmt(metrics['ece'])}**"
         )
     lines.append("")
 
@@ -291,7 +292,8 @@ def _markdown(
         lines += ["## Mask vs no mask", ""]
         lines.append(
             f"Binary view for comparison with mask/no-mask classifiers: **mask** = "
-            f"{' or '.join(f'`{c}`' for c in masked)} (a mask is worn), **no_mask** = `without_mask`. "
+            f"{' or '.join(f'`{c}`' for c in masked)} (a mask is worn), "
+            f"**no_mask** = `without_mask`. "
             f"Accuracy **{_fmt(two['accuracy'])}** on {two['n']} faces."
         )
         lines.append("")

@@ -82,7 +82,8 @@ def evaluate_tracking(video: str | Path, out: str | Path | None = None, *, confi
             if len(result.faces) == 0:
                 continue
             probs = clf.predict_crops(clf.crops(item.image, result.faces))[:, order]
-            for tid, label, p in zip(result.faces.track_ids.tolist(), result.faces.mask_labels, probs, strict=True):
+            for tid, label, p in zip(result.faces.track_ids.tolist(), result.faces.mask_labels,
+                                     probs, strict=True):
                 if label is None:
                     continue
                 truth = MASK_CLASSES[int(p.argmax())]
@@ -111,7 +112,8 @@ def evaluate_tracking(video: str | Path, out: str | Path | None = None, *, confi
         "classifier_calls": classified,
         "confusion_per_frame_vs_shown": confusion,
         "disagreeing_tracks": sorted(
-            ({"track": t, "face_frames": len(v), "disagree": sum(a != b for a, b in zip(v, per_frame[t], strict=True))}
+            ({"track": t, "face_frames": len(v),
+              "disagree": sum(a != b for a, b in zip(v, per_frame[t], strict=True))}
              for t, v in shown.items()), key=lambda r: -r["disagree"])[:10],
         "config": json_safe(asdict(engine.config)),
     }
@@ -128,7 +130,8 @@ def format_tracking(res: dict[str, Any]) -> str:
     lines = [
         f"# Smoothed mask labels against the per-frame classifier: {Path(res['video']).name}",
         "",
-        f"{res['frames']} frames, {res['face_frames']} labelled face-frames in {res['tracks']} tracks; "
+        f"{res['frames']} frames, {res['face_frames']} labelled face-frames in "
+        f"{res['tracks']} tracks; "
         f"the engine called the classifier {res['classifier_calls']} times "
         f"(per-frame classification: {res['face_frames']}).",
         "",
@@ -145,11 +148,15 @@ def format_tracking(res: dict[str, Any]) -> str:
         "| per-frame \\ shown | " + " | ".join(MASK_CLASSES) + " |",
         "|---|" + "---|" * len(MASK_CLASSES),
     ]
+    confusion = res["confusion_per_frame_vs_shown"]
     for a in MASK_CLASSES:
-        lines.append(f"| {a} | " + " | ".join(str(res["confusion_per_frame_vs_shown"][a][b]) for b in MASK_CLASSES) + " |")
-    shown = {b: sum(res["confusion_per_frame_vs_shown"][a][b] for a in MASK_CLASSES) for b in MASK_CLASSES}
-    lines += ["", "Shown labels in all: " + ", ".join(f"{b} {n} ({pct(n / max(res['face_frames'], 1))})"
-                                                  for b, n in shown.items()) + "."]
-    lines += ["", "Tracks with the most disagreement:", "", "| track | face-frames | disagree |", "|---|---|---|"]
-    lines += [f"| {r['track']} | {r['face_frames']} | {r['disagree']} |" for r in res["disagreeing_tracks"] if r["disagree"]]
+        lines.append(f"| {a} | " + " | ".join(str(confusion[a][b]) for b in MASK_CLASSES) + " |")
+    shown = {b: sum(confusion[a][b] for a in MASK_CLASSES) for b in MASK_CLASSES}
+    lines += ["", "Shown labels in all: "
+              + ", ".join(f"{b} {n} ({pct(n / max(res['face_frames'], 1))})"
+                          for b, n in shown.items()) + "."]
+    lines += ["", "Tracks with the most disagreement:", "", "| track | face-frames | disagree |",
+              "|---|---|---|"]
+    lines += [f"| {r['track']} | {r['face_frames']} | {r['disagree']} |"
+              for r in res["disagreeing_tracks"] if r["disagree"]]
     return "\n".join(lines) + "\n"

@@ -98,11 +98,13 @@ def open_gallery(db: str | os.PathLike[str] | None = None) -> Gallery:
         return MongoGallery(spec)
     if low.startswith("sqlite:"):
         if not low.startswith("sqlite:///") or len(spec) <= len("sqlite:///"):
-            raise GalleryError(f"{spec!r} is not a SQLite URL: write sqlite:///relative/path or sqlite:////absolute/path")
+            raise GalleryError(f"{spec!r} is not a SQLite URL: write sqlite:///relative/path or "
+                               "sqlite:////absolute/path")
         spec = spec[len("sqlite:///"):]
     elif "://" in spec:
         scheme = spec.split("://", 1)[0]
-        raise GalleryError(f"unsupported gallery database {scheme!r}: use a file path, sqlite:///path or mongodb://host:port/db")
+        raise GalleryError(f"unsupported gallery database {scheme!r}: use a file path, "
+                           "sqlite:///path or mongodb://host:port/db")
     if spec == ":memory:":
         raise GalleryError("an in-memory gallery is not supported: give a file path")
     from maskwatch.gallery.sqlite import SQLiteGallery

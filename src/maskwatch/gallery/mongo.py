@@ -80,7 +80,8 @@ class MongoGallery(Gallery):
         except (errors.ConfigurationError, errors.InvalidName, ValueError, TypeError) as exc:
             raise GalleryError(f"invalid MongoDB URL {self.location}: {exc}") from exc
         except errors.PyMongoError as exc:  # e.g. SRV records that do not resolve
-            raise GalleryUnavailable(f"the MongoDB gallery at {self.location} cannot be reached: {exc}") from exc
+            raise GalleryUnavailable(f"the MongoDB gallery at {self.location} cannot be reached: "
+                                     f"{exc}") from exc
         self._people_c = self._db["people"]
         self._templates_c = self._db["templates"]
         self._meta_c = self._db["meta"]
@@ -102,9 +103,10 @@ class MongoGallery(Gallery):
                 f"{self.timeout_s:g} s); could not {what}") from exc
         except e.OperationFailure as exc:
             if exc.code in (13, 18):
-                raise GalleryError(f"MongoDB at {self.location} refused access (check the user name "
-                                   f"and password in the URL); could not {what}") from exc
-            detail = (exc.details or {}).get("errmsg", str(exc)) if isinstance(exc.details, dict) else str(exc)
+                raise GalleryError(f"MongoDB at {self.location} refused access (check the user "
+                                   f"name and password in the URL); could not {what}") from exc
+            detail = ((exc.details or {}).get("errmsg", str(exc)) if isinstance(exc.details, dict)
+                      else str(exc))
             raise GalleryError(f"MongoDB at {self.location} could not {what}: {detail}") from exc
         except e.PyMongoError as exc:
             raise GalleryError(f"MongoDB at {self.location} could not {what}: {exc}") from exc
@@ -120,7 +122,8 @@ class MongoGallery(Gallery):
             self._transactions = bool(hello.get("setName") or hello.get("msg") == "isdbgrid") and \
                 hello.get("logicalSessionTimeoutMinutes") is not None
             self._people_c.create_index("name", unique=True, name="unique_name")
-            self._templates_c.create_index([("embedder", 1), ("embedder_version", 1)], name="by_embedder")
+            self._templates_c.create_index([("embedder", 1), ("embedder_version", 1)],
+                                           name="by_embedder")
             self._templates_c.create_index("person_id", name="by_person")
             self._events_c.create_index([("ended", 1), ("_id", 1)], name="by_ended")
             self._events_c.create_index([("source", 1), ("ended", 1)], name="by_source")
@@ -128,7 +131,8 @@ class MongoGallery(Gallery):
             self._events_c.create_index([("mask_state", 1), ("ended", 1)], name="by_mask_state")
             self._ready = True
             if not self._transactions:
-                log.info("%s has no transactions (standalone server): writes are ordered instead", self.location)
+                log.info("%s has no transactions (standalone server): writes are ordered instead",
+                         self.location)
 
     def _atomic(self, what: str, fn: Callable[[Any], T], bump: bool = True) -> T:
         """Run ``fn(session)`` in a transaction (retried on write conflicts), or
@@ -156,8 +160,9 @@ class MongoGallery(Gallery):
                             raise
                         time.sleep(random.uniform(0.005, 0.02) * 2 ** min(attempt, 5))
             if bump:
-                self._meta_c.update_one({"_id": "stamp"}, {"$inc": {"value": 1},
-                                                           "$setOnInsert": {"epoch": random.getrandbits(31)}},
+                self._meta_c.update_one({"_id": "stamp"},
+                                        {"$inc": {"value": 1},
+                                         "$setOnInsert": {"epoch": random.getrandbits(31)}},
                                         upsert=True)
         return result
 
@@ -175,8 +180,9 @@ class MongoGallery(Gallery):
 
     @staticmethod
     def _template_docs(person_id: str, templates: Sequence[Template]) -> list[dict[str, Any]]:
-        return [{"person_id": person_id, "embedder": t.embedder, "embedder_version": t.embedder_version,
-                 "dim": int(t.embedding.size), "embedding": np.asarray(t.embedding, "<f4").tobytes(),
+        return [{"person_id": person_id, "embedder": t.embedder,
+                 "embedder_version": t.embedder_version, "dim": int(t.embedding.size),
+                 "embedding": np.asarray(t.embedding, "<f4").tobytes(),
                  "masked": bool(t.masked), "synthetic": bool(t.synthetic), "source": t.source}
                 for t in templates]
 
@@ -191,7 +197,8 @@ class MongoGallery(Gallery):
             for doc in old:  # replace: the person first (hides them), then their templates
                 self._people_c.delete_one({"_id": doc["_id"]}, session=s)
                 self._templates_c.delete_many({"person_id": doc["_id"]}, session=s)
-            docs = [d for r in records for d in self._template_docs(r.person.person_id, r.templates)]
+            docs = [d for r in records
+                    for d in self._template_docs(r.person.person_id, r.templates)]
             if docs:  # templates before people: until their person exists they are ignored
                 self._templates_c.insert_many(docs, ordered=False, session=s)
             try:
@@ -221,7 +228,8 @@ class MongoGallery(Gallery):
     def _add_templates(self, name: str, templates: Sequence[Template]) -> None:
         def write(s: Any) -> None:
             pid = self._find_person(name, s)["_id"]
-            self._templates_c.insert_many(self._template_docs(pid, templates), ordered=False, session=s)
+            self._templates_c.insert_many(self._template_docs(pid, templates), ordered=False,
+                                          session=s)
             if s is None and self._people_c.count_documents({"_id": pid}) == 0:
                 self._templates_c.delete_many({"person_id": pid})  # removed meanwhile
                 raise PersonNotFound(f"{name!r} was removed while templates were added")
@@ -231,14 +239,17 @@ class MongoGallery(Gallery):
     def _people(self, name: str | None, thumbnails: bool) -> list[Person]:
         self._ensure()
         with self._errors("list people"):
-            proj = {"name": 1, "created": 1, "thumbnail": 1} if thumbnails else {"name": 1, "created": 1}
-            docs = list(self._people_c.find({} if name is None else {"name": name}, proj).sort("name", 1))
+            proj = ({"name": 1, "created": 1, "thumbnail": 1} if thumbnails
+                    else {"name": 1, "created": 1})
+            query = {} if name is None else {"name": name}
+            docs = list(self._people_c.find(query, proj).sort("name", 1))
             if not docs:
                 return []
             match = {} if name is None else {"person_id": docs[0]["_id"]}
             counts = {c["_id"]: (c["n"], c["s"]) for c in self._templates_c.aggregate([
                 {"$match": match},
-                {"$group": {"_id": "$person_id", "n": {"$sum": 1}, "s": {"$sum": {"$cond": ["$synthetic", 1, 0]}}}},
+                {"$group": {"_id": "$person_id", "n": {"$sum": 1},
+                            "s": {"$sum": {"$cond": ["$synthetic", 1, 0]}}}},
             ])}
         out = []
         for d in docs:
@@ -268,7 +279,8 @@ class MongoGallery(Gallery):
             self._people_c.delete_one({"_id": pid}, session=s)
             n = self._templates_c.delete_many({"person_id": pid}, session=s).deleted_count
             self._events_c.delete_many({"person_id": pid}, session=s)
-            if s is None:  # also sweep templates and events orphaned by an interrupted earlier write
+            # also sweep templates and events orphaned by an interrupted earlier write
+            if s is None:
                 live = [d["_id"] for d in self._people_c.find({}, {"_id": 1})]
                 self._templates_c.delete_many({"person_id": {"$nin": live}})
                 self._events_c.delete_many({"person_id": {"$nin": [*live, None]}})
@@ -283,11 +295,13 @@ class MongoGallery(Gallery):
             if doc is None:
                 return []
             docs = list(self._templates_c.find({"person_id": doc["_id"]}).sort("_id", 1))
-        return [Template(d["person_id"], np.frombuffer(d["embedding"], "<f4").astype(np.float32), d["embedder"],
-                         d["embedder_version"], bool(d["masked"]), bool(d["synthetic"]), d.get("source", ""))
+        return [Template(d["person_id"], np.frombuffer(d["embedding"], "<f4").astype(np.float32),
+                         d["embedder"], d["embedder_version"], bool(d["masked"]),
+                         bool(d["synthetic"]), d.get("source", ""))
                 for d in docs]
 
-    def _templates(self, embedder: str, embedder_version: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _templates(self, embedder: str,
+                   embedder_version: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         self._ensure()
         with self._errors("read templates"):
             names_by_id = {d["_id"]: d["name"] for d in self._people_c.find({}, {"name": 1})}
@@ -306,8 +320,8 @@ class MongoGallery(Gallery):
     def _dim(self, embedder: str, embedder_version: str) -> int | None:
         self._ensure()
         with self._errors("read templates"):
-            doc = self._templates_c.find_one({"embedder": embedder, "embedder_version": embedder_version},
-                                             {"_id": 0, "dim": 1})
+            doc = self._templates_c.find_one(
+                {"embedder": embedder, "embedder_version": embedder_version}, {"_id": 0, "dim": 1})
         return int(doc["dim"]) if doc else None
 
     def _embedder_counts(self) -> dict[tuple[str, str], tuple[int, int, int]]:
@@ -334,17 +348,20 @@ class MongoGallery(Gallery):
 
         def write(s: Any) -> int:
             names = sorted({ev.identity for ev in events if ev.identity})
-            pids = ({d["name"]: d["_id"] for d in self._people_c.find({"name": {"$in": names}}, {"name": 1},
-                                                                       session=s)} if names else {})
+            pids = ({d["name"]: d["_id"]
+                     for d in self._people_c.find({"name": {"$in": names}}, {"name": 1}, session=s)}
+                    if names else {})
             ids = list(dict.fromkeys(ev.id for ev in events))
-            stored = {d["_id"] for d in self._events_c.find({"_id": {"$in": ids}}, {"_id": 1}, session=s)}
+            stored = {d["_id"]
+                      for d in self._events_c.find({"_id": {"$in": ids}}, {"_id": 1}, session=s)}
             docs, seen = [], set(stored)
             for ev in events:
                 if ev.id in seen:
                     continue
                 seen.add(ev.id)
-                docs.append({"_id": ev.id, "source": ev.source, "track_id": ev.track_id, "started": ev.started,
-                             "ended": ev.ended, "frames": ev.frames, "mask_state": ev.mask_state,
+                docs.append({"_id": ev.id, "source": ev.source, "track_id": ev.track_id,
+                             "started": ev.started, "ended": ev.ended, "frames": ev.frames,
+                             "mask_state": ev.mask_state,
                              "mask_frames": {k: int(ev.mask_frames[k]) for k in MASK_CLASSES},
                              "person_id": pids.get(ev.identity) if ev.identity else None,
                              "best_similarity": ev.best_similarity})
@@ -353,7 +370,8 @@ class MongoGallery(Gallery):
             try:
                 return len(self._events_c.insert_many(docs, ordered=False, session=s).inserted_ids)
             except e.BulkWriteError as exc:  # written meanwhile by a retry elsewhere: not an error
-                if s is None and all(w.get("code") == 11000 for w in exc.details.get("writeErrors", [])):
+                if s is None and all(w.get("code") == 11000
+                                     for w in exc.details.get("writeErrors", [])):
                     return int(exc.details.get("nInserted", 0))
                 raise
 
@@ -384,7 +402,8 @@ class MongoGallery(Gallery):
         pids.discard(None)
         if not pids:
             return {}
-        return {d["_id"]: d["name"] for d in self._people_c.find({"_id": {"$in": list(pids)}}, {"name": 1})}
+        return {d["_id"]: d["name"]
+                for d in self._people_c.find({"_id": {"$in": list(pids)}}, {"name": 1})}
 
     def _query_events(self, f: EventFilter, limit: int, offset: int,
                       newest_first: bool) -> tuple[list[Event], int]:
@@ -395,7 +414,8 @@ class MongoGallery(Gallery):
                 return [], 0
             total = self._events_c.count_documents(q)
             d = -1 if newest_first else 1
-            docs = list(self._events_c.find(q).sort([("ended", d), ("_id", d)]).skip(offset).limit(limit))
+            docs = list(self._events_c.find(q).sort([("ended", d), ("_id", d)])
+                        .skip(offset).limit(limit))
             names = self._names_of({doc.get("person_id") for doc in docs})
         out = []
         for doc in docs:
@@ -403,24 +423,26 @@ class MongoGallery(Gallery):
             sim = doc.get("best_similarity")
             out.append(Event(doc["_id"], doc["source"], int(doc["track_id"]), float(doc["started"]),
                              float(doc["ended"]), int(doc["frames"]), doc.get("mask_state"),
-                             {k: int(mf.get(k, 0)) for k in MASK_CLASSES}, names.get(doc.get("person_id")),
-                             None if sim is None else float(sim)))
+                             {k: int(mf.get(k, 0)) for k in MASK_CLASSES},
+                             names.get(doc.get("person_id")), None if sim is None else float(sim)))
         return out, int(total)
 
     def _event_counts(self, f: EventFilter, bucket_s: float, origin: float) -> dict[str, Any]:
         self._ensure()
-        is_state = {k: {"$sum": {"$cond": [{"$eq": ["$mask_state", k]}, 1, 0]}} for k in MASK_CLASSES}
+        is_state = {k: {"$sum": {"$cond": [{"$eq": ["$mask_state", k]}, 1, 0]}}
+                    for k in MASK_CLASSES}
         with self._errors("count events"):
             q = self._event_match(f)
             if q is None:  # pragma: no cover - stats take no identity filter
                 q = {"_id": None}
-            by_person = list(self._events_c.aggregate([{"$match": q},
-                                                       {"$group": {"_id": "$person_id", "n": {"$sum": 1}}}]))
-            by_mask = list(self._events_c.aggregate([{"$match": q},
-                                                     {"$group": {"_id": "$mask_state", "n": {"$sum": 1}}}]))
+            by_person = list(self._events_c.aggregate([
+                {"$match": q}, {"$group": {"_id": "$person_id", "n": {"$sum": 1}}}]))
+            by_mask = list(self._events_c.aggregate([
+                {"$match": q}, {"$group": {"_id": "$mask_state", "n": {"$sum": 1}}}]))
             buckets = list(self._events_c.aggregate([
                 {"$match": q},
-                {"$group": {"_id": {"$floor": {"$divide": [{"$subtract": ["$ended", origin]}, bucket_s]}},
+                {"$group": {"_id": {"$floor": {"$divide": [{"$subtract": ["$ended", origin]},
+                                                           bucket_s]}},
                             "n": {"$sum": 1}, **is_state}},
                 {"$sort": {"_id": 1}},
                 {"$limit": MAX_BUCKETS + 1},
@@ -436,7 +458,8 @@ class MongoGallery(Gallery):
                 people[name] = people.get(name, 0) + int(r["n"])
         return {"total": sum(int(r["n"]) for r in by_person), "unknown": unknown, "people": people,
                 "by_mask": {r["_id"]: int(r["n"]) for r in by_mask},
-                "buckets": [(int(r["_id"]), int(r["n"]), *(int(r[k]) for k in MASK_CLASSES)) for r in buckets]}
+                "buckets": [(int(r["_id"]), int(r["n"]), *(int(r[k]) for k in MASK_CLASSES))
+                            for r in buckets]}
 
     def _purge_events(self, older_than: float) -> int:
         self._ensure()

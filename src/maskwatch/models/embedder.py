@@ -106,7 +106,8 @@ def sface_fp32_model(model_path: str | os.PathLike[str]) -> bytes:
     read = {name for node in graph.node for name in node.input}
     inputs = [v for v in graph.input if v.name in read and v.name not in initializers]
     if len(inputs) != 1:
-        raise ValueError(f"{model_path}: expected one image input, found {[v.name for v in inputs]}")
+        raise ValueError(f"{model_path}: expected one image input, "
+                         f"found {[v.name for v in inputs]}")
 
     # Nodes whose inputs are all weights (or outputs of such nodes) compute weights.
     constant = set(initializers)
@@ -136,12 +137,14 @@ def sface_fp32_model(model_path: str | os.PathLike[str]) -> bytes:
         values = session.run(folded, {})
 
     kept = [t for t in graph.initializer if t.name in net_reads and t.name not in folded]
-    weights = kept + [numpy_helper.from_array(v, name) for name, v in zip(folded, values, strict=True)]
+    weights = kept + [numpy_helper.from_array(v, name)
+                      for name, v in zip(folded, values, strict=True)]
     outputs = list(graph.output)
     for value in (*inputs, *outputs):
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
     net = helper.make_graph(net_nodes, "sface_fp32", inputs, outputs, weights)
-    return helper.make_model(net, opset_imports=model.opset_import, ir_version=ir_version).SerializeToString()
+    return helper.make_model(net, opset_imports=model.opset_import,
+                             ir_version=ir_version).SerializeToString()
 
 
 def embedder_metadata(model_path: str | os.PathLike[str]) -> dict[str, str]:
@@ -198,8 +201,10 @@ class _OpenVINORunner:
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
-        self._request = core.compile_model(core.read_model(io.BytesIO(model)), "CPU", config).create_infer_request()
-        self._lock = threading.Lock()  # an infer request is not thread-safe; the web app shares the embedder
+        self._request = core.compile_model(core.read_model(io.BytesIO(model)), "CPU",
+                                           config).create_infer_request()
+        # an infer request is not thread-safe; the web app shares the embedder
+        self._lock = threading.Lock()
 
     def run(self, x: np.ndarray) -> np.ndarray:
         with self._lock:
@@ -248,7 +253,8 @@ class SFaceEmbedder:
         batch_size: int = 32,
     ) -> None:
         if backend not in SFACE_BACKENDS:
-            raise ValueError(f"unknown SFace backend {backend!r}; choose one of {', '.join(SFACE_BACKENDS)}")
+            raise ValueError(f"unknown SFace backend {backend!r}; "
+                             f"choose one of {', '.join(SFACE_BACKENDS)}")
         shipped = sface_model_path()
         self.model_path = Path(model_path) if model_path else shipped
         if not self.model_path.is_file():
@@ -274,20 +280,24 @@ class SFaceEmbedder:
             raise ValueError(f"{self.model_path} ({self.name}) runs in OpenVINO or onnxruntime, "
                              "not in OpenCV: use backend 'auto', 'openvino' or 'onnxruntime'")
         if backend == "auto":
-            backend = "openvino" if _openvino_available() else "onnxruntime" if _onnx_available() else "opencv"
+            backend = ("openvino" if _openvino_available()
+                       else "onnxruntime" if _onnx_available() else "opencv")
             if backend != "openvino":
-                log.info("SFace runs in %s: install 'onnx' and 'openvino' for the faster OpenVINO backend", backend)
+                log.info("SFace runs in %s: install 'onnx' and 'openvino' for the faster "
+                         "OpenVINO backend", backend)
         if backend == "opencv" and not is_shipped:
             self._net_features = cv2.FaceRecognizerSF.create(str(self.model_path), "")
         else:
             self._net_features = self._net
         if backend in ("openvino", "onnxruntime"):
             if not _onnx_available():
-                raise ImportError(f"the {backend} SFace backend needs the 'onnx' package: pip install onnx")
+                raise ImportError(f"the {backend} SFace backend needs the 'onnx' package: "
+                                  "pip install onnx")
             fp32 = sface_fp32_model(self.model_path)
             if backend == "openvino":
                 if importlib.util.find_spec("openvino") is None:
-                    raise ImportError("the openvino SFace backend needs the 'openvino' package: pip install openvino")
+                    raise ImportError("the openvino SFace backend needs the 'openvino' package: "
+                                      "pip install openvino")
                 self._run = _OpenVINORunner(fp32, threads).run
             else:
                 session = cpu_session(fp32, threads)
@@ -304,7 +314,8 @@ class SFaceEmbedder:
         out = np.zeros((len(faces), 112, 112, 3), np.uint8)
         for i in range(len(faces)):
             x1, y1, x2, y2 = faces.boxes[i]
-            row = np.concatenate([[x1, y1, x2 - x1, y2 - y1], faces.landmarks[i].reshape(-1), [faces.scores[i]]])
+            row = np.concatenate([[x1, y1, x2 - x1, y2 - y1], faces.landmarks[i].reshape(-1),
+                                  [faces.scores[i]]])
             out[i] = self._net.alignCrop(image, row.astype(np.float32)[None])
         return out
 
@@ -357,7 +368,8 @@ class MaskAwareEmbedder:
 
     def __init__(self, plain: SFaceEmbedder, masked: SFaceEmbedder) -> None:
         if masked.space != plain.name:
-            raise ValueError(f"{masked.name}'s embeddings live in {masked.space}'s space, not {plain.name}'s")
+            raise ValueError(f"{masked.name}'s embeddings live in {masked.space}'s space, "
+                             f"not {plain.name}'s")
         self.plain = plain
         self.masked = masked
         self.name = plain.name
@@ -382,7 +394,8 @@ class MaskAwareEmbedder:
         out[masked] = self.masked.embed_aligned(crops[masked])
         return out
 
-    def embed(self, image: np.ndarray, faces: Faces, masked: np.ndarray | None = None) -> np.ndarray:
+    def embed(self, image: np.ndarray, faces: Faces,
+              masked: np.ndarray | None = None) -> np.ndarray:
         """Embeddings (N, 128) of ``faces``; ``masked`` (N,) bool picks the student."""
         return self.embed_aligned(self.align(image, faces), masked)
 

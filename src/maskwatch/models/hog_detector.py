@@ -15,7 +15,8 @@ from maskwatch.types import Faces
 
 # 68-point (iBUG) indices giving maskwatch's five landmarks: eye on the image's left
 # (mean of 36-41), eye on the image's right (42-47), nose tip (30), mouth corners (48, 54).
-_LEFT_EYE, _RIGHT_EYE, _NOSE_TIP, _MOUTH_LEFT, _MOUTH_RIGHT = slice(36, 42), slice(42, 48), 30, 48, 54
+_LEFT_EYE, _RIGHT_EYE, _NOSE_TIP, _MOUTH_LEFT, _MOUTH_RIGHT = (slice(36, 42), slice(42, 48),
+                                                               30, 48, 54)
 
 
 class HogDetector:
@@ -47,7 +48,8 @@ class HogDetector:
     def detect(self, image: np.ndarray) -> Faces:
         """Find faces in a BGR uint8 image; boxes (and landmarks) in its pixels."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected a BGR uint8 image (H, W, 3), got {image.dtype} {image.shape}")
+            raise ValueError("expected a BGR uint8 image (H, W, 3), "
+                             f"got {image.dtype} {image.shape}")
         h, w = image.shape[:2]
         if h < 2 or w < 2:
             return Faces()
@@ -55,12 +57,14 @@ class HogDetector:
         css = self._fr.face_locations(rgb, number_of_times_to_upsample=self.upsample, model="hog")
         if not css:
             return Faces()
-        boxes = np.array([[left, top, right, bottom] for top, right, bottom, left in css], np.float32)
+        boxes = np.array([[left, top, right, bottom] for top, right, bottom, left in css],
+                         np.float32)
         if not self.landmarks:
             return Faces(boxes=boxes)
         import dlib  # noqa: PLC0415 - present whenever face_recognition imported
 
-        predictor = self._fr.api.pose_predictor_68_point  # the model face_landmarks(model="large") runs
+        # the model face_landmarks(model="large") runs
+        predictor = self._fr.api.pose_predictor_68_point
         pts = np.zeros((len(boxes), 5, 2), np.float32)
         for i, (top, right, bottom, left) in enumerate(css):
             shape = predictor(rgb, dlib.rectangle(int(left), int(top), int(right), int(bottom)))

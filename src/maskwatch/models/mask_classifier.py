@@ -63,7 +63,8 @@ class ModelInfo:
         known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
         info = cls(**known)
         if info.format > FORMAT_VERSION:
-            raise ValueError(f"model metadata format {info.format} is newer than this maskwatch understands")
+            raise ValueError(f"model metadata format {info.format} is newer than this maskwatch "
+                             "understands")
         if len(info.mean) != 3 or len(info.std) != 3 or info.input_size < 8 or not info.class_names:
             raise ValueError("model metadata is incomplete (class_names, input_size, mean, std)")
         return info
@@ -96,12 +97,14 @@ class MaskClassifier:
         self._session = cpu_session(str(self.model_path), threads)
         meta = self._session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in meta:
-            raise ValueError(f"{self.model_path} has no '{METADATA_KEY}' metadata: not a maskwatch model")
+            raise ValueError(f"{self.model_path} has no '{METADATA_KEY}' metadata: "
+                             "not a maskwatch model")
         self.info = ModelInfo.from_json(meta[METADATA_KEY])
         self._input = self._session.get_inputs()[0].name
         self.batch_size = int(batch_size)
         # Map the model's classes onto MASK_CLASSES so Faces.mask_probs has one meaning.
-        self._order = [self.info.class_names.index(c) if c in self.info.class_names else -1 for c in MASK_CLASSES]
+        self._order = [self.info.class_names.index(c) if c in self.info.class_names else -1
+                       for c in MASK_CLASSES]
 
     @property
     def class_names(self) -> list[str]:
@@ -117,7 +120,8 @@ class MaskClassifier:
             return np.zeros((0, len(self.info.class_names)), np.float32)
         out = []
         for i in range(0, len(crops), self.batch_size):
-            x = crops_to_tensor(crops[i : i + self.batch_size], tuple(self.info.mean), tuple(self.info.std))
+            x = crops_to_tensor(crops[i : i + self.batch_size], tuple(self.info.mean),
+                                tuple(self.info.std))
             logits = self._session.run(None, {self._input: x})[0]
             out.append(_softmax(logits))
         return np.concatenate(out).astype(np.float32)

@@ -108,7 +108,8 @@ def _too_large(name: str, size: str | None, limit: int) -> ImageTooLarge:
     return ImageTooLarge(f"{name}: {size} pixels is over the limit of {limit:,} pixels")
 
 
-def probe_image(data: bytes, *, name: str = "image", max_pixels: int | None = None) -> ImageHeader | None:
+def probe_image(data: bytes, *, name: str = "image",
+                max_pixels: int | None = None) -> ImageHeader | None:
     """Read the header of an encoded image (Pillow, no pixels decoded).
 
     Args:
@@ -128,7 +129,8 @@ def probe_image(data: bytes, *, name: str = "image", max_pixels: int | None = No
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
             transparent = im.mode in _ALPHA_MODES or "transparency" in im.info
-            return ImageHeader(int(w), int(h), str(im.format or ""), str(im.mode), bool(transparent))
+            return ImageHeader(int(w), int(h), str(im.format or ""), str(im.mode),
+                               bool(transparent))
     except Image.DecompressionBombError as exc:
         # "Image size (400000000 pixels) exceeds limit of 178956970 pixels, ..."
         found = re.search(r"\((\d+) pixels\)", str(exc))
@@ -214,7 +216,8 @@ def _cv2_decode(data: bytes, flags: int, name: str) -> np.ndarray | None:
         img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     except cv2.error as exc:
         if "MAX_IMAGE" in str(exc) or "validateInputImageSize" in str(exc):
-            raise ImageTooLarge(f"{name}: too many pixels for the decoder (over OpenCV's limit)") from None
+            raise ImageTooLarge(f"{name}: too many pixels for the decoder "
+                                "(over OpenCV's limit)") from None
         return None
     if img is None or img.size == 0:
         return None
@@ -235,7 +238,8 @@ def _decode_with_pillow(data: bytes, name: str) -> np.ndarray | None:
             im.load()
             if im.mode in _DEEP_MODES:  # one deep channel, scaled by to_bgr_uint8 as before
                 deep = np.asarray(im)
-                return to_bgr_uint8(deep.astype(np.uint16) if im.mode in ("I;16", "I;16B", "I") else deep)
+                return to_bgr_uint8(deep.astype(np.uint16) if im.mode in ("I;16", "I;16B", "I")
+                                    else deep)
             w, h = im.size
             alpha = im.mode in _ALPHA_MODES or "transparency" in im.info
             out = np.empty((h, w, 3), np.uint8)
@@ -251,7 +255,8 @@ def _decode_with_pillow(data: bytes, name: str) -> np.ndarray | None:
     except ImageTooLarge:
         raise
     except Image.DecompressionBombError:
-        raise ImageTooLarge(f"{name}: too many pixels for the decoder (over Pillow's limit)") from None
+        raise ImageTooLarge(f"{name}: too many pixels for the decoder "
+                            "(over Pillow's limit)") from None
     except Exception:  # noqa: BLE001 - truncated, corrupt or unsupported: the caller says so
         return None
 
@@ -310,8 +315,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str
     if img.shape[0] * img.shape[1] > max_pixels:
         raise _too_large(name, f"{img.shape[1]}x{img.shape[0]}", max_pixels)
     if min(img.shape[:2]) < min_side:
-        raise ImageError(f"{name}: {img.shape[1]}x{img.shape[0]} pixels is too small to hold a face "
-                         f"(at least {min_side}x{min_side})")
+        raise ImageError(f"{name}: {img.shape[1]}x{img.shape[0]} pixels is too small to hold "
+                         f"a face (at least {min_side}x{min_side})")
     return img
 
 

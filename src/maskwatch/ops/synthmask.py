@@ -591,7 +591,8 @@ def random_mask_style(
     return MaskStyle(shape, color, texture, opacity, straps, None)
 
 
-def training_mask_style(rng: np.random.Generator, templates: MaskTemplates | None = None) -> MaskStyle:
+def training_mask_style(rng: np.random.Generator,
+                        templates: MaskTemplates | None = None) -> MaskStyle:
     """A random style from every family except the held-out ones (for training)."""
     families = None
     if templates is not None:
@@ -601,7 +602,8 @@ def training_mask_style(rng: np.random.Generator, templates: MaskTemplates | Non
     return random_mask_style(rng, templates, shapes=shapes, template_families=families)
 
 
-def held_out_mask_style(rng: np.random.Generator, templates: MaskTemplates | None = None) -> MaskStyle:
+def held_out_mask_style(rng: np.random.Generator,
+                        templates: MaskTemplates | None = None) -> MaskStyle:
     """A random style from the held-out families only (for evaluation)."""
     return random_mask_style(rng, templates, shapes=HELD_OUT_SHAPES,
                              template_families=HELD_OUT_TEMPLATE_FAMILIES)

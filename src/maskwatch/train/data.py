@@ -118,11 +118,13 @@ class FaceSet:
         if not items:
             return FaceSet(
                 crops=np.zeros((0, size, size, 3), np.uint8), labels=np.zeros(0, np.int64),
-                sizes=np.zeros(0, np.float32), groups=np.zeros(0, "<U64"), sources=np.zeros(0, "<U64"),
-                paths=np.zeros(0, "<U256"), detected=np.zeros(0, bool), skipped=skipped,
+                sizes=np.zeros(0, np.float32), groups=np.zeros(0, "<U64"),
+                sources=np.zeros(0, "<U64"), paths=np.zeros(0, "<U256"),
+                detected=np.zeros(0, bool), skipped=skipped,
             )
         cat = lambda name: np.concatenate([getattr(x, name) for x in items])  # noqa: E731
-        splits = cat("splits") if all(len(x.splits) == len(x) for x in items) else np.zeros(0, "<U8")
+        splits = (cat("splits") if all(len(x.splits) == len(x) for x in items)
+                  else np.zeros(0, "<U8"))
         return FaceSet(
             crops=cat("crops"), labels=cat("labels"), sizes=cat("sizes"), groups=cat("groups"),
             sources=cat("sources"), paths=cat("paths"), detected=cat("detected"), splits=splits,
@@ -136,14 +138,17 @@ class FaceSet:
             sel = self.sources == src
             entry: dict[str, Any] = {
                 "n": int(sel.sum()),
-                "classes": {self.class_names[k]: int(v) for k, v in sorted(Counter(self.labels[sel].tolist()).items())},
+                "classes": {self.class_names[k]: int(v)
+                            for k, v in sorted(Counter(self.labels[sel].tolist()).items())},
                 "detector_boxes": int(self.detected[sel].sum()),
             }
             if src in self.duplicate_groups:
                 entry["duplicate_groups"] = self.duplicate_groups[src]
             if len(self.splits):
                 entry["splits"] = {
-                    sp: {self.class_names[k]: int(v) for k, v in sorted(Counter(self.labels[sel & (self.splits == sp)].tolist()).items())}
+                    sp: {self.class_names[k]: int(v)
+                         for k, v in sorted(Counter(
+                             self.labels[sel & (self.splits == sp)].tolist()).items())}
                     for sp in ("train", "val", "test")
                 }
             out["sources"][src] = entry
@@ -161,7 +166,8 @@ class SourceSpec:
     def __post_init__(self) -> None:
         self.path = Path(self.path)
         if self.kind not in SOURCE_KINDS:
-            raise DataError(f"unknown source kind {self.kind!r}; use one of {', '.join(SOURCE_KINDS)}")
+            raise DataError(f"unknown source kind {self.kind!r}; "
+                            f"use one of {', '.join(SOURCE_KINDS)}")
         if not self.name:
             base = self.path.resolve()
             if base.name in ("images", "JPEGImages") and base.parent.name:
@@ -204,7 +210,8 @@ def check_source(spec: SourceSpec) -> None:
         folders = _class_folders(p)
         if not folders:
             raise DataError(
-                f"{p}: no class folders; expected with_mask/, without_mask/ and optionally mask_incorrect/"
+                f"{p}: no class folders; expected with_mask/, without_mask/ "
+                "and optionally mask_incorrect/"
             )
         if not any(list_files(f) for fs in folders.values() for f in fs):
             raise DataError(f"{p}: the class folders hold no images")
@@ -236,7 +243,8 @@ def parse_voc(xml_path: Path) -> list[tuple[str, np.ndarray]]:
         bb = obj.find("bndbox")
         if cls is None or bb is None:
             continue
-        box = np.array([float(bb.findtext(k) or 0) for k in ("xmin", "ymin", "xmax", "ymax")], np.float32)
+        box = np.array([float(bb.findtext(k) or 0) for k in ("xmin", "ymin", "xmax", "ymax")],
+                       np.float32)
         if box[2] > box[0] and box[3] > box[1]:
             out.append((cls, box))
     return out
@@ -255,7 +263,8 @@ class CropMaker:
         self.size = size
         self.margin = margin
 
-    def largest_face(self, image: np.ndarray, pad_fraction: float = 0.25) -> tuple[np.ndarray, bool]:
+    def largest_face(self, image: np.ndarray,
+                     pad_fraction: float = 0.25) -> tuple[np.ndarray, bool]:
         """(box, detected) of the largest face, detected on a padded copy.
 
         Padding gives the detector context when the face fills the whole image.
@@ -263,14 +272,16 @@ class CropMaker:
         """
         h, w = image.shape[:2]
         pad = int(round(max(h, w) * pad_fraction))
-        padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(127, 127, 127))
+        padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT,
+                                    value=(127, 127, 127))
         faces = self.detector.detect(padded)
         if len(faces):
             i = int(np.argmax(faces.widths * faces.heights))
             return faces.boxes[i] - np.array([pad, pad, pad, pad], np.float32), True
         side = max(h, w) / (1.0 + 2.0 * self.margin)
         cx, cy = w / 2.0, h / 2.0
-        return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], np.float32), False
+        return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2],
+                        np.float32), False
 
     def crop(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
         return face_crop(image, box, self.size, self.margin)
@@ -312,7 +323,8 @@ def _read(path: Path, skipped: list[dict[str, str]]) -> np.ndarray | None:
         return None
 
 
-def load_folder(spec: SourceSpec, maker: CropMaker, *, progress: bool = True, limit: int = 0) -> FaceSet:
+def load_folder(spec: SourceSpec, maker: CropMaker, *, progress: bool = True,
+                limit: int = 0) -> FaceSet:
     """Crops from a folder-per-class dataset; groups by near-duplicate image hash."""
     from maskwatch.train.split import difference_hash, group_near_duplicates, perceptual_hash
 
@@ -322,7 +334,8 @@ def load_folder(spec: SourceSpec, maker: CropMaker, *, progress: bool = True, li
     phashes: list[int] = []
     dhashes: list[int] = []
     exact: list[str] = []
-    items = [(cls, p) for cls, dirs in sorted(_class_folders(spec.path).items()) for d in dirs for p in list_files(d)]
+    items = [(cls, p) for cls, dirs in sorted(_class_folders(spec.path).items())
+             for d in dirs for p in list_files(d)]
     items = _evenly(items, limit)
     for cls, path in tqdm(items, desc=f"crops {spec.name}", unit="img", disable=not progress):
         image = _read(path, skipped)
@@ -337,7 +350,8 @@ def load_folder(spec: SourceSpec, maker: CropMaker, *, progress: bool = True, li
         rows["detected"].append(detected)
         phashes.append(perceptual_hash(image))
         dhashes.append(difference_hash(image))
-        exact.append(hashlib.sha1(cv2.resize(image, (32, 32), interpolation=cv2.INTER_AREA).tobytes()).hexdigest())
+        exact.append(hashlib.sha1(
+            cv2.resize(image, (32, 32), interpolation=cv2.INTER_AREA).tobytes()).hexdigest())
     groups = group_near_duplicates(
         np.asarray(phashes, np.uint64), np.asarray(dhashes, np.uint64), exact_keys=exact
     ) if phashes else np.zeros(0, np.int64)
@@ -349,7 +363,8 @@ def load_folder(spec: SourceSpec, maker: CropMaker, *, progress: bool = True, li
 
 
 def load_voc(
-    spec: SourceSpec, maker: CropMaker, *, progress: bool = True, min_iou: float = 0.4, limit: int = 0
+    spec: SourceSpec, maker: CropMaker, *, progress: bool = True, min_iou: float = 0.4,
+    limit: int = 0,
 ) -> FaceSet:
     """Crops of every labelled face in VOC scenes; one group per scene (merged when
     two scenes are near duplicates of each other)."""
@@ -395,7 +410,9 @@ def load_voc(
             rows["paths"].append(f"{img_path}#{i}")
             rows["detected"].append(bool(use_det))
             scene_of_row.append(scene)
-    scene_groups = group_near_duplicates(np.asarray(phashes, np.uint64), np.asarray(dhashes, np.uint64)) if phashes else np.zeros(0, np.int64)
+    scene_groups = (group_near_duplicates(np.asarray(phashes, np.uint64),
+                                          np.asarray(dhashes, np.uint64))
+                    if phashes else np.zeros(0, np.int64))
     rows["groups"] = [f"{spec.name}#{scene_groups[s]}" for s in scene_of_row]
     fs = _to_faceset(rows, maker.size, skipped)
     counts = Counter(scene_groups.tolist())
@@ -439,8 +456,10 @@ def load_synthetic(
         variants: list[tuple[str, np.ndarray]] = []
         if include_unmasked:
             variants.append(("without_mask", image))
-        variants.append(("with_mask", render_mask(image, lm, box, position="proper", rng=rng, templates=templates)))
-        variants.append(("mask_incorrect", render_mask(image, lm, box, position="below_nose", rng=rng, templates=templates)))
+        variants.append(("with_mask", render_mask(image, lm, box, position="proper", rng=rng,
+                                                  templates=templates)))
+        variants.append(("mask_incorrect", render_mask(image, lm, box, position="below_nose",
+                                                       rng=rng, templates=templates)))
         for cls, img in variants:
             # Re-detect on the rendered image: the live detector sees the masked face.
             redet = maker.detector.detect(img) if cls != "without_mask" else faces
@@ -486,7 +505,8 @@ def load_sources(
             parts.append(load_voc(spec, maker, progress=progress, limit=max_per_source))
         else:
             parts.append(load_synthetic(
-                spec, maker, templates_dir=templates_dir, seed=seed, progress=progress, limit=max_per_source
+                spec, maker, templates_dir=templates_dir, seed=seed, progress=progress,
+                limit=max_per_source,
             ))
     fs = FaceSet.concatenate(parts, maker.size)
     if not len(fs):
@@ -494,7 +514,8 @@ def load_sources(
     return fs
 
 
-def assign_splits(fs: FaceSet, *, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2), seed: int = 0) -> FaceSet:
+def assign_splits(fs: FaceSet, *, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+                  seed: int = 0) -> FaceSet:
     """Split each source by group, stratified by class (see :mod:`maskwatch.train.split`)."""
     from maskwatch.train.split import group_split
 

@@ -43,7 +43,8 @@ def export_onnx(model: nn.Module, path: str | Path, info: ModelInfo, opset: int 
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, info.to_json()
     proto.producer_name = "maskwatch"
-    proto.doc_string = f"maskwatch mask classifier: {info.backbone}, {info.input_size}px, classes {info.class_names}"
+    proto.doc_string = (f"maskwatch mask classifier: {info.backbone}, {info.input_size}px, "
+                        f"classes {info.class_names}")
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     return path

@@ -185,14 +185,15 @@ def write_student(net: SFaceNet, path: str | os.PathLike[str], *, name: str, ver
             q, scale = _quantise_per_channel(value)
             weights.append(numpy_helper.from_array(q, t.name + "_int8"))
             weights.append(numpy_helper.from_array(scale, t.name + "_scale"))
-            weights.append(numpy_helper.from_array(np.zeros_like(scale, np.int8), t.name + "_zero"))
+            weights.append(numpy_helper.from_array(np.zeros_like(scale, np.int8),
+                                                   t.name + "_zero"))
             extra_nodes.append(helper.make_node(
-                "DequantizeLinear", [t.name + "_int8", t.name + "_scale", t.name + "_zero"], [t.name],
-                axis=0, name=t.name + "_dequantise"))
+                "DequantizeLinear", [t.name + "_int8", t.name + "_scale", t.name + "_zero"],
+                [t.name], axis=0, name=t.name + "_dequantise"))
         else:
             weights.append(numpy_helper.from_array(value.astype(np.float32), t.name))
-    out = helper.make_graph(extra_nodes + list(graph.node), name, list(graph.input), list(graph.output),
-                            weights)
+    out = helper.make_graph(extra_nodes + list(graph.node), name, list(graph.input),
+                            list(graph.output), weights)
     model = helper.make_model(out, opset_imports=base.opset_import, ir_version=base.ir_version)
     model.producer_name = "maskwatch"
     model.doc_string = doc

@@ -98,7 +98,8 @@ def seed_everything(seed: int) -> None:
 class CropDataset(torch.utils.data.Dataset):
     """Crops -> normalised tensors, augmented when ``augment`` is given."""
 
-    def __init__(self, crops: np.ndarray, labels: np.ndarray, augment: AugmentConfig | None, seed: int) -> None:
+    def __init__(self, crops: np.ndarray, labels: np.ndarray, augment: AugmentConfig | None,
+                 seed: int) -> None:
         self.crops, self.labels, self.augment, self.seed = crops, labels, augment, seed
         self.epoch = 0
 
@@ -113,7 +114,8 @@ class CropDataset(torch.utils.data.Dataset):
         return torch.from_numpy(crops_to_tensor(crop[None])[0]), int(self.labels[i])
 
 
-def sampling_weights(labels: np.ndarray, sources: np.ndarray, n_classes: int, *, by_source: bool) -> np.ndarray:
+def sampling_weights(labels: np.ndarray, sources: np.ndarray, n_classes: int, *,
+                     by_source: bool) -> np.ndarray:
     """Per-item sampling weights giving every class the same total mass.
 
     With ``by_source``, a class's mass is split over sources in proportion to the
@@ -134,7 +136,8 @@ def sampling_weights(labels: np.ndarray, sources: np.ndarray, n_classes: int, *,
     return w / w.sum()
 
 
-def _run_epoch(model: nn.Module, loader: Any, loss_fn: nn.Module, opt: Any, desc: str, progress: bool) -> tuple[float, float]:
+def _run_epoch(model: nn.Module, loader: Any, loss_fn: nn.Module, opt: Any, desc: str,
+               progress: bool) -> tuple[float, float]:
     training = opt is not None
     model.train(training)
     total, correct, loss_sum = 0, 0, 0.0
@@ -196,7 +199,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     fs = assign_splits(fs, fractions=config.split_fractions, seed=config.seed)
     out.mkdir(parents=True, exist_ok=True)
     data_summary = fs.summary()
-    (out / "data.json").write_text(json.dumps({**data_summary, "skipped_files": fs.skipped}, indent=2))
+    (out / "data.json").write_text(json.dumps({**data_summary, "skipped_files": fs.skipped},
+                                              indent=2))
 
     tr, va = fs.subset(fs.splits == "train"), fs.subset(fs.splits == "val")
     if not len(tr) or not len(va):
@@ -214,30 +218,39 @@ def train(config: TrainConfig) -> dict[str, Any]:
             torch.as_tensor(w, dtype=torch.double), num_samples=len(tr), replacement=True,
             generator=torch.Generator().manual_seed(config.seed),
         )
-        train_loader = torch.utils.data.DataLoader(train_ds, batch_size=config.batch_size, sampler=sampler)
+        train_loader = torch.utils.data.DataLoader(train_ds, batch_size=config.batch_size,
+                                                   sampler=sampler)
     else:
         train_loader = torch.utils.data.DataLoader(
-            train_ds, batch_size=config.batch_size, shuffle=True, generator=torch.Generator().manual_seed(config.seed)
+            train_ds, batch_size=config.batch_size, shuffle=True,
+            generator=torch.Generator().manual_seed(config.seed),
         )
-    val_loader = torch.utils.data.DataLoader(CropDataset(va.crops, va.labels, None, config.seed), batch_size=128)
+    val_loader = torch.utils.data.DataLoader(CropDataset(va.crops, va.labels, None, config.seed),
+                                             batch_size=128)
 
     head_params = list(model.head.parameters())
     bb_params = [p for p in model.features.parameters() if p.requires_grad]
     opt = torch.optim.Adam(
-        [{"params": head_params, "lr": config.lr}, {"params": bb_params, "lr": config.lr * config.backbone_lr_mult}]
+        [{"params": head_params, "lr": config.lr},
+         {"params": bb_params, "lr": config.lr * config.backbone_lr_mult}]
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
-    history: dict[str, Any] = {"train_loss": [], "val_loss": [], "train_acc": [], "val_acc": [], "epoch_seconds": []}
+    history: dict[str, Any] = {"train_loss": [], "val_loss": [], "train_acc": [], "val_acc": [],
+                               "epoch_seconds": []}
     best_loss, best_state, best_epoch, waited = float("inf"), None, 0, 0
     for epoch in range(1, config.epochs + 1):
         t0 = time.time()
         train_ds.epoch = epoch
-        tl, ta = _run_epoch(model, train_loader, loss_fn, opt, f"epoch {epoch}/{config.epochs} train", config.progress)
-        vl, vacc = _run_epoch(model, val_loader, loss_fn, None, f"epoch {epoch}/{config.epochs} val", config.progress)
-        for k, v in (("train_loss", tl), ("val_loss", vl), ("train_acc", ta), ("val_acc", vacc), ("epoch_seconds", time.time() - t0)):
+        tl, ta = _run_epoch(model, train_loader, loss_fn, opt,
+                            f"epoch {epoch}/{config.epochs} train", config.progress)
+        vl, vacc = _run_epoch(model, val_loader, loss_fn, None,
+                              f"epoch {epoch}/{config.epochs} val", config.progress)
+        for k, v in (("train_loss", tl), ("val_loss", vl), ("train_acc", ta), ("val_acc", vacc),
+                     ("epoch_seconds", time.time() - t0)):
             history[k].append(round(float(v), 5))
-        log.info("epoch %d: train loss %.4f acc %.4f, val loss %.4f acc %.4f", epoch, tl, ta, vl, vacc)
+        log.info("epoch %d: train loss %.4f acc %.4f, val loss %.4f acc %.4f",
+                 epoch, tl, ta, vl, vacc)
         if vl < best_loss - config.min_delta:
             best_loss, best_epoch, waited = vl, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -277,7 +290,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     clf = MaskClassifier(model_path, threads=config.threads)
     te = fs.subset(fs.splits == "test")
     agreement = onnx_torch_agreement(model, clf, te.crops[:64] if len(te) else tr.crops[:64])
-    metrics = evaluate_faceset(clf, te, out, history=history, extra={"onnx_torch_max_abs_diff": agreement, "split": "test"})
+    metrics = evaluate_faceset(clf, te, out, history=history,
+                               extra={"onnx_torch_max_abs_diff": agreement, "split": "test"})
     # Store the headline figures inside the model file too.
     info.metrics = headline(metrics)
     export_onnx(model, model_path, info)

@@ -51,15 +51,17 @@ def serve(settings: WebSettings, *, log_level: str = "info") -> None:
         port = server.servers[0].sockets[0].getsockname()[1] if server.servers else settings.port
         lines = [f"maskwatch is running: open http://{host}:{port}/ in your browser"]
         if settings.host in ("0.0.0.0", "::"):
-            lines.append("  listening on every network interface; put it behind https for remote use; other "
-                         "machines reach it by the names given with --allowed-host")
+            lines.append("  listening on every network interface; put it behind https for remote "
+                         "use; other machines reach it by the names given with --allowed-host")
         if settings.watching_needs_login():
             lines.append("  private: the live page, streams and /api/analyze need the admin login "
                          "(--no-private opens them)")
         elif not is_loopback(settings.host):
-            lines.append("  not private: anyone who can reach this machine can watch the live page and see names")
+            lines.append("  not private: anyone who can reach this machine can watch the live page "
+                         "and see names")
         if a.generated_password:
-            lines.append(f"  admin password (shown only this once; stored hashed in {a.home}): {a.generated_password}")
+            lines.append(f"  admin password (shown only this once; stored hashed in {a.home}): "
+                         f"{a.generated_password}")
             lines.append("  set MASKWATCH_ADMIN_PASSWORD to choose your own")
         print("\n".join(lines), flush=True)
 

@@ -126,7 +126,8 @@ async def enrol_uploads(request: Request, name: str, files: list[UploadFile], *,
     inference thread (see :meth:`EngineService.enrol`)."""
     clean = validate_name(name)
     images = await decode_uploads(request, files)
-    return await asyncio.to_thread(service(request).enrol, clean, images, add=add, thumbnail=thumbnail)
+    return await asyncio.to_thread(service(request).enrol, clean, images, add=add,
+                                   thumbnail=thumbnail)
 
 
 def _filters(since: float | None, until: float | None, source: str | None, identity: str | None,
@@ -151,7 +152,8 @@ async def health(request: Request) -> dict[str, Any]:
 
 @router.post("/analyze", dependencies=viewer, responses=R_UPLOAD,
              summary="Analyse one photo (accurate mode); returns the engine JSON")
-async def analyze(request: Request, file: Annotated[UploadFile, File(description="JPEG, PNG, WEBP, GIF, BMP or TIFF")]
+async def analyze(request: Request,
+                  file: Annotated[UploadFile, File(description="JPEG, PNG, WEBP, GIF, BMP or TIFF")]
                   ) -> dict[str, Any]:
     s = request.app.state.settings
     data = await read_limited(file, s.max_upload_bytes)
@@ -181,7 +183,8 @@ async def list_people(request: Request) -> list[dict[str, Any]]:
 async def add_person(request: Request, name: Annotated[str, Form(max_length=MAX_NAME_ARG)],
                      photos: Annotated[list[UploadFile], File()],
                      thumbnail: Annotated[bool, Form()] = False,
-                     add: Annotated[bool, Form(description="add to an existing person")] = False) -> dict[str, Any]:
+                     add: Annotated[bool, Form(description="add to an existing person")] = False
+                     ) -> dict[str, Any]:
     res = await enrol_uploads(request, name, photos, add=add, thumbnail=thumbnail)
     return {"person": person_dict(res.person), "photos": res.photos, "templates": res.templates,
             "synthetic_templates": res.synthetic_templates, "created": res.created}
@@ -237,7 +240,8 @@ async def events(request: Request, since: Time = None, until: Time = None,
                  limit: Annotated[int, Query(ge=1, le=500)] = 50,
                  offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> dict[str, Any]:
     f = _filters(since, until, source, identity, mask_state)
-    page, total = await asyncio.to_thread(service(request).gallery.query_events, **f, limit=limit, offset=offset)
+    page, total = await asyncio.to_thread(service(request).gallery.query_events, **f,
+                                          limit=limit, offset=offset)
     return {"total": total, "limit": limit, "offset": offset, "events": [e.to_dict() for e in page]}
 
 
@@ -250,7 +254,8 @@ async def events_csv(request: Request, since: Time = None, until: Time = None,
     buf = io.StringIO()
     await asyncio.to_thread(events_to_csv, service(request).gallery.iter_events(**f), buf)
     return StreamingResponse(iter([buf.getvalue()]), media_type="text/csv",
-                             headers={"Content-Disposition": 'attachment; filename="maskwatch-events.csv"'})
+                             headers={"Content-Disposition":
+                                      'attachment; filename="maskwatch-events.csv"'})
 
 
 @router.get("/stats", dependencies=admin, responses=R_ADMIN_READ,

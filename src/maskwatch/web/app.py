@@ -227,7 +227,8 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
         home = settings.resolved_home()
         app.state.auth = AdminAuth(home, settings.resolved_admin_password(),
                                    session_s=settings.session_hours * 3600,
-                                   attempts=settings.login_attempts, window_s=settings.login_window_s)
+                                   attempts=settings.login_attempts,
+                                   window_s=settings.login_window_s)
         app.state.service = EngineService(settings)
         app.state.sources = SourceManager(app.state.service)
         for spec in settings.sources:
@@ -241,9 +242,10 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     app = FastAPI(
         title="maskwatch",
         version=__version__,
-        description="Faces, mask state and identity from cameras and photos. Routes that change people, "
-                    "events or sources need the admin: a session cookie from /login (with the page's "
-                    "CSRF token in `X-CSRF-Token`) or `Authorization: Bearer <admin password>`.",
+        description="Faces, mask state and identity from cameras and photos. Routes that change "
+                    "people, events or sources need the admin: a session cookie from /login (with "
+                    "the page's CSRF token in `X-CSRF-Token`) or "
+                    "`Authorization: Bearer <admin password>`.",
         lifespan=lifespan,
         docs_url=None,   # FastAPI's own /docs loads Swagger UI from a CDN: served locally below
         redoc_url=None,
@@ -286,12 +288,14 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors())
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}"
+                             for e in exc.errors())
         return JSONResponse({"detail": f"bad request: {problems}"}, status_code=422)
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
+                            headers=exc.headers)
 
     def _openapi() -> dict[str, Any]:
         """FastAPI's schema with the 422 body the handler above really gives (a Problem)."""

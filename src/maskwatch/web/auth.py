@@ -39,16 +39,20 @@ async def login(request: Request) -> Response:
     password = form.get("password")
     try:
         # the one lockout shared with Bearer tokens; scrypt runs off the event loop
-        ok = isinstance(password, str) and await a.verify_secret_async(password, client_address(request))
+        ok = (isinstance(password, str)
+              and await a.verify_secret_async(password, client_address(request)))
     except LockedOut as exc:
-        resp = render(request, "login.html", {"next": nxt, "error": f"{str(exc)[:1].upper()}{str(exc)[1:]}."},
+        resp = render(request, "login.html",
+                      {"next": nxt, "error": f"{str(exc)[:1].upper()}{str(exc)[1:]}."},
                       status_code=429)
         resp.headers["Retry-After"] = str(exc.retry_after)
         return resp
     if not ok:
-        return render(request, "login.html", {"next": nxt, "error": "Wrong password."}, status_code=401)
+        return render(request, "login.html", {"next": nxt, "error": "Wrong password."},
+                      status_code=401)
     resp = RedirectResponse(nxt, status_code=303)
-    resp.set_cookie(SESSION_COOKIE, a.new_session(), httponly=True, samesite="strict", secure=is_https(request),
+    resp.set_cookie(SESSION_COOKIE, a.new_session(), httponly=True, samesite="strict",
+                    secure=is_https(request),
                     max_age=int(request.app.state.settings.session_hours * 3600), path="/")
     return resp
 

@@ -68,7 +68,8 @@ def is_admin(request: HTTPConnection) -> bool:
     decide with :func:`authenticate`, which verifies an unknown token (off the event loop)."""
     token = bearer_token(request)
     if token is not None:
-        return auth(request).known_secret(token) and auth(request).retry_after(client_address(request)) == 0
+        return (auth(request).known_secret(token)
+                and auth(request).retry_after(client_address(request)) == 0)
     return auth(request).session_from_cookie(request.cookies.get(SESSION_COOKIE)) is not None
 
 
@@ -108,7 +109,8 @@ async def require_admin(request: Request) -> None:
         raise HTTPException(401, "log in first (or send Authorization: Bearer <admin password>)",
                             headers={"WWW-Authenticate": "Bearer"})
     if request.method not in SAFE_METHODS and not _csrf_ok(request):
-        raise HTTPException(403, "missing or wrong CSRF token (send the page's token in X-CSRF-Token)")
+        raise HTTPException(403, "missing or wrong CSRF token (send the page's token in "
+                                 "X-CSRF-Token)")
 
 
 async def require_viewer(request: Request) -> None:
@@ -142,7 +144,8 @@ async def check_form_csrf(request: Request) -> dict[str, Any]:
                               max_part_size=request.app.state.settings.max_upload_bytes + 1)
     token = form.get(CSRF_FIELD)
     if not _csrf_ok(request, token if isinstance(token, str) else None):
-        raise HTTPException(403, "the form is missing its CSRF token or it is wrong; reload the page and try again")
+        raise HTTPException(403, "the form is missing its CSRF token or it is wrong; reload the "
+                                 "page and try again")
     return form  # type: ignore[return-value]
 
 
@@ -157,9 +160,10 @@ def render(request: Request, template: str, context: dict[str, Any] | None = Non
     ctx = {"request": request, "csrf_token": a.csrf_token(seed), "is_admin": is_admin(request),
            "path": request.url.path, "quote": lambda s: quote(str(s), safe="")}
     ctx.update(context or {})
-    resp = request.app.state.templates.TemplateResponse(request, template, ctx, status_code=status_code)
+    resp = request.app.state.templates.TemplateResponse(request, template, ctx,
+                                                        status_code=status_code)
     if new_seed:
-        resp.set_cookie(CSRF_COOKIE, new_seed, httponly=True, samesite="strict", secure=is_https(request),
-                        path="/")
+        resp.set_cookie(CSRF_COOKIE, new_seed, httponly=True, samesite="strict",
+                        secure=is_https(request), path="/")
     resp.headers["Content-Security-Policy"] = CSP
     return resp

@@ -121,18 +121,20 @@ class Guards:
         conn = HTTPConnection(scope)
         host = conn.headers.get("host", "")
         if not host_allowed(host, self.hosts):
-            log.info("refused a request for host %r (not in the allow-list; see --allowed-host)", host[:100])
+            log.info("refused a request for host %r (not in the allow-list; see --allowed-host)",
+                     host[:100])
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008, "reason": "host not allowed"})
             else:
-                await _json(send, 400, f"host not allowed: {host[:100]!r} is not a name of this server "
-                                       "(serve --allowed-host NAME adds one)")
+                await _json(send, 400, f"host not allowed: {host[:100]!r} is not a name of this "
+                                       "server (serve --allowed-host NAME adds one)")
             return
         if scope["type"] == "http":
             method = scope["method"].upper()
             if method in WRITES and is_cross_site(conn):
-                await _json(send, 403, "cross-site request refused: a page of another site may not send "
-                                       "this; use this server's own pages or an API client")
+                await _json(send, 403, "cross-site request refused: a page of another site may "
+                                       "not send this; use this server's own pages or an API "
+                                       "client")
                 return
             if not await self._credentials_ok(conn, method, send):
                 return
@@ -147,7 +149,8 @@ class Guards:
         token = bearer_token(conn)
         cookie = conn.cookies.get(SESSION_COOKIE)
         try:
-            if token is not None and await conn.app.state.auth.verify_secret_async(token, client_address(conn)):
+            if token is not None and await conn.app.state.auth.verify_secret_async(
+                    token, client_address(conn)):
                 return True
         except LockedOut as exc:
             await _json(send, 429, str(exc), [(b"retry-after", str(exc.retry_after).encode())])
@@ -168,7 +171,8 @@ class Guards:
         return False
 
 
-async def _json(send: Any, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _json(send: Any, status: int, detail: str,
+                headers: list[tuple[bytes, bytes]] | None = None) -> None:
     """Send ``{"detail": ...}`` with ``status``, the app's error style."""
     body = json.dumps({"detail": detail}).encode()
     await send({"type": "http.response.start", "status": status,

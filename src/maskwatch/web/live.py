@@ -49,7 +49,8 @@ async def live_socket(ws: WebSocket) -> None:
         try:
             ok = await authenticate(ws)  # a Bearer token counts under the one login lockout
         except LockedOut as exc:
-            await ws.close(code=4429, reason=f"too many failed attempts: locked for {exc.retry_after} s")
+            await ws.close(code=4429,
+                           reason=f"too many failed attempts: locked for {exc.retry_after} s")
             return
         if not ok:
             await ws.close(code=4401, reason="log in first: this server is private")
@@ -70,14 +71,15 @@ async def live_socket(ws: WebSocket) -> None:
                 break
             data = message.get("bytes")
             if data is None:
-                await ws.send_text(json.dumps({"error": "send frames as binary messages: 4-byte sequence "
-                                                        "number + JPEG"}))
+                await ws.send_text(json.dumps({"error": "send frames as binary messages: 4-byte "
+                                                        "sequence number + JPEG"}))
                 continue
             seq = int.from_bytes(data[:4], "big") if len(data) >= 4 else -1
             t0 = time.perf_counter()
             try:
                 image = await decode_upload(data[4:], name=f"frame {seq}",
-                                            max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+                                            max_bytes=settings.max_upload_bytes,
+                                            max_pixels=settings.max_pixels)
             except UploadError as exc:
                 await ws.send_text(json.dumps({"seq": seq, "error": str(exc)}))
                 continue

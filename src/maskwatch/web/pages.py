@@ -29,7 +29,8 @@ def _back(path: str, *, msg: str = "", err: str = "") -> RedirectResponse:
 
 
 def _flash(request: Request) -> dict[str, str]:
-    return {"msg": request.query_params.get("msg", "")[:300], "err": request.query_params.get("err", "")[:300]}
+    return {"msg": request.query_params.get("msg", "")[:300],
+            "err": request.query_params.get("err", "")[:300]}
 
 
 @router.get("/", dependencies=[Depends(require_viewer_page)])
@@ -65,7 +66,8 @@ async def enrol_form(request: Request) -> Response:
     except HTTPException as exc:
         return _back("/people", err=str(exc.detail))
     verb = "Enrolled" if res.created else "Updated"
-    return _back("/people", msg=f"{verb} {res.person.name}: {res.photos} photo(s), {res.templates} templates.")
+    return _back("/people", msg=f"{verb} {res.person.name}: {res.photos} photo(s), "
+                                f"{res.templates} templates.")
 
 
 @router.post("/people/{name}/rename", dependencies=[Depends(require_admin_page)])
@@ -73,7 +75,8 @@ async def rename_form(request: Request, name: Name) -> Response:
     form = await check_form_csrf(request)
     new = form.get("new_name")
     try:
-        p = await asyncio.to_thread(service(request).gallery.rename, name, new if isinstance(new, str) else "")
+        p = await asyncio.to_thread(service(request).gallery.rename, name,
+                                    new if isinstance(new, str) else "")
     except GalleryError as exc:
         return _back("/people", err=str(exc))
     service(request).people_changed()
@@ -95,7 +98,8 @@ async def delete_form(request: Request, name: Name) -> Response:
 
 @router.get("/events", dependencies=[Depends(require_admin_page)])
 async def events_page(request: Request) -> Response:
-    return render(request, "events.html", {"retention_days": request.app.state.settings.retention_days})
+    return render(request, "events.html",
+                  {"retention_days": request.app.state.settings.retention_days})
 
 
 @router.post("/sources", dependencies=[Depends(require_admin_page)])
@@ -103,7 +107,8 @@ async def add_source_form(request: Request) -> Response:
     form = await check_form_csrf(request)
     spec = form.get("spec")
     try:
-        src = await asyncio.to_thread(request.app.state.sources.add, spec if isinstance(spec, str) else "")
+        src = await asyncio.to_thread(request.app.state.sources.add,
+                                      spec if isinstance(spec, str) else "")
     except SourceRefused as exc:
         return _back("/", err=str(exc))
     return _back("/", msg=f"Source {src.id} added: {src.shown}.")
@@ -113,4 +118,5 @@ async def add_source_form(request: Request) -> Response:
 async def remove_source_form(request: Request, source_id: SourceId) -> Response:
     await check_form_csrf(request)
     ok = await asyncio.to_thread(request.app.state.sources.remove, source_id)
-    return _back("/", msg=f"Source {source_id} removed.") if ok else _back("/", err=f"No source {source_id}.")
+    return (_back("/", msg=f"Source {source_id} removed.") if ok
+            else _back("/", err=f"No source {source_id}."))

@@ -68,8 +68,8 @@ class LockedOut(Exception):
 
     def __init__(self, retry_after: float) -> None:
         self.retry_after = int(retry_after) + 1
-        super().__init__(f"too many failed attempts from your address: every way of logging in is locked "
-                         f"for {self.retry_after} s more, even with the right password")
+        super().__init__(f"too many failed attempts from your address: every way of logging in is "
+                         f"locked for {self.retry_after} s more, even with the right password")
 
 
 def _b64(data: bytes) -> str:
@@ -83,7 +83,8 @@ def _unb64(text: str) -> bytes:
 def hash_password(password: str, salt: bytes | None = None) -> dict[str, object]:
     """A JSON-ready record of a salted scrypt hash of ``password``."""
     salt = salt or secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P,
+                            dklen=32)
     return {"algorithm": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P,
             "salt": _b64(salt), "hash": _b64(digest)}
 
@@ -146,7 +147,8 @@ class AdminAuth:
             try:
                 record = json.loads(admin.read_text())
             except (OSError, ValueError) as exc:
-                raise RuntimeError(f"{admin}: unreadable ({exc}); delete it to set a new admin password") from exc
+                raise RuntimeError(f"{admin}: unreadable ({exc}); delete it to set a new admin "
+                                   "password") from exc
         new_password = False
         if password is not None:
             if record is None or not verify_password(password, record):
@@ -279,7 +281,8 @@ class AdminAuth:
     def _save_sessions(self) -> None:
         """Write the live sessions (call with the lock held); a failure is logged, the
         sessions stay valid in memory."""
-        rows = [{"sid": k, "created": s.created, "expires": s.expires} for k, s in self._sessions.items()]
+        rows = [{"sid": k, "created": s.created, "expires": s.expires}
+                for k, s in self._sessions.items()]
         try:
             _write_private(self.home / SESSIONS_FILE, json.dumps(rows))
         except OSError as exc:

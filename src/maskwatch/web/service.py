@@ -117,7 +117,8 @@ class EngineService:
         """
         with self._lock:
             if len(self._streams) >= self.settings.max_live_clients:
-                raise RuntimeError(f"the server already serves {len(self._streams)} live streams; try again later")
+                raise RuntimeError(f"the server already serves {len(self._streams)} live streams; "
+                                   "try again later")
             source = source or f"browser:{uuid.uuid4().hex[:8]}"
             stream = self.engine.stream(source)
             self._streams[source] = stream
@@ -160,7 +161,8 @@ class EngineService:
 
         clean, _ = check_enrolment(self.gallery, name, add_to_existing=add)
         prepared = prepare_enrolment(clean, list(images), detector=self.engine.enrol_detector,
-                                     embedder=self.engine.embedder, pick_largest=largest, thumbnail=thumbnail,
+                                     embedder=self.engine.embedder, pick_largest=largest,
+                                     thumbnail=thumbnail,
                                      run_model=lambda step: self.submit(step).result())
         try:
             return store_enrolment(self.gallery, prepared, add_to_existing=add)

@@ -48,8 +48,8 @@ class WebSettings:
         max_pixels: largest accepted image or frame, width x height.
         retention_days: events older than this are deleted.
         embedder: face embedder for recognition and enrolment, ``"sface"`` or
-            ``"dlib"`` (dlib's ResNet from face_recognition; needs the ``[dlib]`` extra). Templates of one
-            embedder are never matched against another's.
+            ``"dlib"`` (dlib's ResNet from face_recognition; needs the ``[dlib]`` extra).
+            Templates of one embedder are never matched against another's.
         masked_faces: what embeds faces wearing a mask with SFace: ``"student"`` (the
             shipped student of SFace, matched against SFace's templates) or ``"sface"``
             (SFace itself, against its masked templates).

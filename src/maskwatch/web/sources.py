@@ -65,7 +65,8 @@ class ServerSource:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._source: Any = None
-        self._thread = threading.Thread(target=self._run, name=f"maskwatch-source-{source_id}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"maskwatch-source-{source_id}",
+                                        daemon=True)
         self._thread.start()
 
     def info(self) -> SourceInfo:
@@ -85,12 +86,14 @@ class ServerSource:
         times = self._times
         if state == "live" and len(times) >= 2 and times[-1] > times[0]:
             fps = (len(times) - 1) / (times[-1] - times[0])
-        return SourceInfo(self.id, self.shown, state, message, self.frames, round(fps, 1), self.faces)
+        return SourceInfo(self.id, self.shown, state, message, self.frames, round(fps, 1),
+                          self.faces)
 
     def wait_frame(self, after: int, timeout: float) -> tuple[int, bytes | None]:
         """Block until a JPEG newer than ``after`` exists (or ``timeout`` seconds)."""
         with self._cond:
-            self._cond.wait_for(lambda: self.jpeg_index > after or self._stop.is_set(), timeout=timeout)
+            self._cond.wait_for(lambda: self.jpeg_index > after or self._stop.is_set(),
+                                timeout=timeout)
             return self.jpeg_index, self.jpeg
 
     def _run(self) -> None:
@@ -116,7 +119,8 @@ class ServerSource:
             # The engine reads the source (a file at its own frame rate, as a camera would
             # deliver it) and runs each frame on the inference thread; drawing and JPEG
             # encoding stay on this thread.
-            results = service.engine.run(self._source, stream=stream, realtime=True, on_problem=self._problem,
+            results = service.engine.run(self._source, stream=stream, realtime=True,
+                                         on_problem=self._problem,
                                          call=lambda fn, *args: service.submit(fn, *args).result())
             try:
                 for result in results:
@@ -204,17 +208,20 @@ class SourceManager:
             raise SourceRefused("give a camera number (0) or an rtsp:// or http(s):// URL")
         if not trusted and not re.fullmatch(r"(?i)(camera:)?\d{1,3}|[a-z][a-z0-9+.-]*://\S+", spec):
             # decided before parse_source, which would look the text up as a path
-            raise SourceRefused("from the web page only a camera number or an rtsp:// or http(s):// URL can be "
-                                "added; give files with `maskwatch serve --source FILE`")
+            raise SourceRefused("from the web page only a camera number or an rtsp:// or "
+                                "http(s):// URL can be added; give files with "
+                                "`maskwatch serve --source FILE`")
         try:
             kind, _ = parse_source(spec)
         except (SourceError, ValueError) as exc:
             raise SourceRefused(str(exc)) from exc
         if not trusted and kind not in ("camera", "url"):
-            raise SourceRefused("from the web page only a camera number or an rtsp:// or http(s):// URL can be "
-                                "added; give files with `maskwatch serve --source FILE`")
+            raise SourceRefused("from the web page only a camera number or an rtsp:// or "
+                                "http(s):// URL can be added; give files with "
+                                "`maskwatch serve --source FILE`")
         with self._lock:
-            live = [s for s in self._sources.values() if s.state not in ("finished", "failed", "stopped")]
+            live = [s for s in self._sources.values()
+                    if s.state not in ("finished", "failed", "stopped")]
             if len(live) >= self.max_sources:
                 raise SourceRefused(f"at most {self.max_sources} sources at once; remove one first")
             sid = str(self._next)

@@ -119,7 +119,8 @@ def _check_bytes(data: bytes, name: str, max_bytes: int) -> str:
     if not data:
         raise UploadError(400, f"{name}: the file is empty")
     if len(data) > max_bytes:
-        raise UploadError(413, f"{name}: {len(data):,} bytes is over the limit of {max_bytes:,} bytes")
+        raise UploadError(413, f"{name}: {len(data):,} bytes is over the limit of "
+                               f"{max_bytes:,} bytes")
     kind = image_kind(data)
     if kind is None:
         raise UploadError(415, f"{name}: not an image (JPEG, PNG, WEBP, GIF, BMP or TIFF expected)")
@@ -137,12 +138,13 @@ def _header_pixels(data: bytes, *, name: str, max_bytes: int, max_pixels: int) -
     if header is None:  # a header Pillow cannot read is a corrupt file
         raise UploadError(422, f"{name}: a {kind} file that cannot be read (corrupt or truncated)")
     if header.pixels > max_pixels:
-        raise UploadError(413, f"{name}: {header.width}x{header.height} pixels is over the limit of "
-                               f"{max_pixels:,} pixels")
+        raise UploadError(413, f"{name}: {header.width}x{header.height} pixels is over the "
+                               f"limit of {max_pixels:,} pixels")
     return header.pixels
 
 
-def check_image(data: bytes, *, name: str = "upload", max_bytes: int, max_pixels: int) -> np.ndarray:
+def check_image(data: bytes, *, name: str = "upload", max_bytes: int,
+                max_pixels: int) -> np.ndarray:
     """Decode uploaded bytes into a BGR uint8 image, or raise :class:`UploadError`.
 
     Args:
@@ -166,7 +168,8 @@ def check_image(data: bytes, *, name: str = "upload", max_bytes: int, max_pixels
         raise UploadError(422, str(exc)) from exc
 
 
-async def decode_upload(data: bytes, *, name: str = "upload", max_bytes: int, max_pixels: int) -> np.ndarray:
+async def decode_upload(data: bytes, *, name: str = "upload", max_bytes: int,
+                        max_pixels: int) -> np.ndarray:
     """:func:`check_image` on worker threads, within this server's :class:`PixelBudget`
     (:data:`MAX_CONCURRENT_DECODES` images of ``max_pixels``).
 
@@ -183,7 +186,8 @@ async def decode_upload(data: bytes, *, name: str = "upload", max_bytes: int, ma
     budget = _budget(max_pixels)
     taken = await budget.acquire(pixels)
     try:
-        job = asyncio.ensure_future(asyncio.to_thread(check_image, data, name=name, max_bytes=max_bytes,
+        job = asyncio.ensure_future(asyncio.to_thread(check_image, data, name=name,
+                                                      max_bytes=max_bytes,
                                                       max_pixels=max_pixels))
     except BaseException:
         budget.release(taken)
