@@ -13,7 +13,6 @@ from maskwatch.evaluate.recognition import (
     rank1_accuracy,
     tar_at_far,
     threshold_at_far,
-    tnorm,
 )
 from maskwatch.evaluate.report import json_safe
 from maskwatch.recognition import EmbeddingMatcher
@@ -60,7 +59,7 @@ def test_threshold_at_far_rejects(impostor, far):
         ([0.9, 0.8, 0.35, 0.2], IMP4, 1.0, 1.0, 1.0),
         ([0.05], IMP4, 0.5, 0.0, 0.5),
         ([], IMP4, 0.5, 0.0, 0.5),
-        # z-scores (T-norm) work the same way: the scale does not matter
+        # scores on any scale (negative, above 1) work the same way
         ([5.0, 3.0, 2.0], [-1.0, 0.0, 1.0, 2.5, 4.0], 0.2, 2 / 3, 0.2),
     ],
 )
@@ -100,33 +99,6 @@ def test_person_max():
     np.testing.assert_allclose(out, [[0.1, 0.3], [0.4, 0.9]])
 
 
-def _tnorm_reference(row):
-    out = []
-    for p in range(len(row)):
-        if not np.isfinite(row[p]):
-            out.append(-np.inf)
-            continue
-        others = np.array([row[q] for q in range(len(row)) if q != p and np.isfinite(row[q])])
-        out.append((row[p] - others.mean()) / others.std())
-    return out
-
-
-@pytest.mark.parametrize(
-    "row",
-    [
-        [0.6, 0.1, 0.2, 0.15, 0.05, 0.3, 0.12],
-        [0.3, -np.inf, 0.2, 0.25, 0.1, 0.05, 0.4, 0.33],
-    ],
-)
-def test_tnorm_is_leave_one_out_standardisation(row):
-    np.testing.assert_allclose(tnorm(np.array([row]))[0], _tnorm_reference(row), rtol=1e-6)
-
-
-def test_tnorm_leaves_small_cohorts_alone():
-    s = np.array([[0.5, 0.1, 0.2]])
-    np.testing.assert_array_equal(tnorm(s, min_cohort=5), s)
-
-
 @pytest.mark.parametrize(
     "threshold, unknown_named, known_correct, known_wrong",
     [
@@ -140,7 +112,8 @@ def test_open_set_rates(threshold, unknown_named, known_correct, known_wrong):
     labels = [0, 0, -1, -1]  # second probe: person 0 but person 1 scores higher
     known = [True, True, False, False]
     r = open_set_rates(scores, labels, known, threshold)
-    assert (r["unknown_named"], r["known_correct"], r["known_wrong"]) == (unknown_named, known_correct, known_wrong)
+    assert ((r["unknown_named"], r["known_correct"], r["known_wrong"])
+            == (unknown_named, known_correct, known_wrong))
     assert (r["n_known"], r["n_unknown"]) == (2, 2)
 
 
@@ -157,7 +130,8 @@ def _random_data(n_people=6, per_person=3, n_probes=10, seed=0):
     p_person = rng.integers(0, n_people, n_probes)
     ok = np.ones(n_probes, bool)
     data = rec._Data(
-        people=[f"p{i}" for i in range(n_people)], t_emb=t_emb, t_person=t_person, t_masked=t_masked,
+        people=[f"p{i}" for i in range(n_people)], t_emb=t_emb, t_person=t_person,
+        t_masked=t_masked,
         enrol_photos=np.ones(n_people, np.int64), enrol_failures=[], p_person=p_person,
         p_source=[f"x{i}" for i in range(n_probes)],
         p_mask_family={"masked": ["surgical"] * n_probes},
@@ -166,12 +140,23 @@ def _random_data(n_people=6, per_person=3, n_probes=10, seed=0):
     return data, probes
 
 
-@pytest.mark.parametrize("probe_set, masked", [("unmasked", False), ("masked", True)])
-def test_mask_aware_scores_are_what_the_matcher_uses(probe_set, masked):
+@pytest.mark.parametrize(
+    "scheme, probe_set, masked",
+    [
+        ("mask_aware", "unmasked", False),
+        ("mask_aware", "masked", True),
+        # plain: every probe against the plain templates, as the engine matches the
+        # student's masked faces (the matcher's unmasked path)
+        ("plain", "unmasked", False),
+        ("plain", "masked", False),
+    ],
+)
+def test_scheme_scores_are_what_the_matcher_uses(scheme, probe_set, masked):
     data, probes = _random_data()
-    matcher = EmbeddingMatcher.from_arrays([f"p{i}" for i in data.t_person], data.t_emb, list(data.t_masked),
+    matcher = EmbeddingMatcher.from_arrays([f"p{i}" for i in data.t_person], data.t_emb,
+                                           list(data.t_masked),
                                            threshold=-1.0, masked_threshold=-1.0)
-    scores = rec._scores(data, probe_set, "mask_aware")
+    scores = rec._scores(data, probe_set, scheme)
     got = matcher.identify(probes, np.full(len(probes), masked))
     assert [name for name, _ in got] == [f"p{j}" for j in np.argmax(scores, axis=1)]
     np.testing.assert_allclose([sim for _, sim in got], scores.max(axis=1), atol=1e-5)
@@ -186,15 +171,23 @@ def test_summarise_on_random_embeddings_is_complete():
         assert set(res["closed_set"][name]) == set(rec.SCHEMES)
         assert set(res["open_set"][name]) == set(rec.SCHEMES)
         folds = res["open_set"][name]["mask_aware"]["folds"]
+        pooled = res["open_set"][name]["mask_aware"]["pooled"]
         # the two folds evaluate disjoint strangers that together are all of them
-        assert sum(f["n_unknown"] for f in folds) == res["open_set"][name]["mask_aware"]["pooled"]["n_unknown"]
+        assert sum(f["n_unknown"] for f in folds) == pooled["n_unknown"]
+    assert res["schemes"] == ["plain", "mask_aware"]
+    assert set(res["recommended_thresholds"]) == {"calibration_fpir", "mask_aware"}
     assert res["recommended_thresholds"]["mask_aware"]["masked_threshold"] is not None
     text = rec.format_recognition(res)
     assert "## Targets" in text and "## Open set" in text
+    # the dropped schemes are named once, with where their figures are
+    assert "| target | goal | plain | mask_aware |" in text
+    assert not any(s in text for s in ("plain_tnorm", "mask_aware_fused", "mask_aware_tnorm"))
+    assert "at commit 828732a" in text
     json.dumps(json_safe(res))
 
 
-@pytest.mark.parametrize("kwargs", [{"k": 0}, {"calibration_people": 1.0}, {"calibration_fpir": 0.0}])
+@pytest.mark.parametrize("kwargs", [{"k": 0}, {"calibration_people": 1.0},
+                                    {"calibration_fpir": 0.0}])
 def test_bad_arguments(tmp_path, kwargs):
     with pytest.raises(ValueError):
         evaluate_recognition(tmp_path, tmp_path / "out", **kwargs)

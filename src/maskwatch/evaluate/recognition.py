@@ -24,16 +24,18 @@ same run: every aligned crop is embedded by both, and the configurations of
 :data:`CONFIGURATIONS` (SFace alone; the student for masked probes against SFace
 templates; the student for everything) are reported side by side.
 
-Matching schemes (each probe gets one score per enrolled person, the best over that
-person's templates):
+Matching schemes, the two the engine uses (each probe gets one score per enrolled
+person, the best over that person's templates):
 
-- ``plain``: every probe against the plain templates only (SFace as it is);
+- ``plain``: every probe against the plain templates only (SFace as it is; with the
+  student for masked faces, the engine's default);
 - ``mask_aware``: masked probes against the synthetic-mask templates, unmasked probes
-  against the plain ones; this is :meth:`EmbeddingMatcher.identify`;
-- ``mask_aware_fused``: masked probes scored by the mean of their best plain and best
-  synthetic-mask template similarity (unmasked probes as ``mask_aware``);
-- ``plain_tnorm``, ``mask_aware_tnorm``: those scores standardised per probe by its
-  scores against the *other* enrolled people (cohort / T-norm, see :func:`tnorm`).
+  against the plain ones; this is :meth:`EmbeddingMatcher.identify` (the engine with
+  ``--masked-faces sface``).
+
+Cohort score normalisation (T-norm) and the fusion of plain and synthetic-mask template
+scores were measured too and dropped, as the engine uses neither; their figures are in
+docs/results/recognition.md at commit 828732a.
 
 Closed-set figures use every person: rank-1 identification accuracy, and
 verification TAR at a fixed FAR, where the genuine score of a probe is its score for
@@ -66,6 +68,7 @@ import cv2
 import numpy as np
 
 from maskwatch.evaluate.report import json_safe, pct
+from maskwatch.ops.boxes import best_overlap, nearest_to_centre
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,7 @@ FARS: tuple[float, ...] = (1e-3, 1e-2)
 #: FARs of the printed false-accept / true-accept trade-off.
 CURVE_FARS: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 #: Matching schemes, in report order.
-SCHEMES: tuple[str, ...] = ("plain", "plain_tnorm", "mask_aware", "mask_aware_fused", "mask_aware_tnorm")
+SCHEMES: tuple[str, ...] = ("plain", "mask_aware")
 #: The issue's targets (LFW identities, k = 2), shown beside the measured values.
 TARGETS: dict[str, float] = {
     "unmasked_rank1": 0.995,
@@ -86,8 +89,6 @@ TARGETS: dict[str, float] = {
 }
 #: A probe's face must overlap the face the mask was drawn on by this IoU to count.
 _MIN_IOU = 0.3
-#: Fewer cohort people than this make T-norm meaningless: scores are left as they are.
-MIN_COHORT = 5
 
 
 # --------------------------------------------------------------------------- pure metrics
@@ -205,38 +206,6 @@ def person_max(sims: Any, template_person: Any, n_people: int) -> np.ndarray:
     return out
 
 
-def tnorm(scores: Any, min_cohort: int = MIN_COHORT) -> np.ndarray:
-    """Cohort (T-norm) score normalisation, leave-one-out.
-
-    Each probe's score for person ``p`` is standardised by the mean and standard
-    deviation of the same probe's scores for the *other* people:
-    ``z_p = (s_p - mean_{q != p} s_q) / std_{q != p} s_q``. A probe that resembles
-    everybody (a hard, masked or blurred face) gets its scores lowered, one that
-    stands out from the crowd raised, so one threshold fits easy and hard probes.
-
-    Args:
-        scores: (N, P) similarities; ``-inf`` entries (no templates) are ignored and
-            stay ``-inf``.
-        min_cohort: with fewer other people than this the scores are returned as
-            they are (the statistics would be meaningless).
-
-    Returns:
-        (N, P) float64 normalised scores (units: cohort standard deviations).
-    """
-    s = np.asarray(scores, np.float64)
-    valid = np.isfinite(s)
-    n_valid = valid.sum(axis=1, keepdims=True)
-    if s.size == 0 or int(n_valid.min()) - 1 < min_cohort:
-        return s.copy()
-    v = np.where(valid, s, 0.0)
-    tot, tot2 = v.sum(axis=1, keepdims=True), (v * v).sum(axis=1, keepdims=True)
-    m = n_valid - 1
-    mean = (tot - v) / m
-    var = np.maximum((tot2 - v * v) / m - mean * mean, 1e-12)
-    z = (v - mean) / np.sqrt(var)
-    return np.where(valid, z, -np.inf)
-
-
 def open_set_rates(scores: Any, labels: Any, known: Any, threshold: float) -> dict[str, Any]:
     """Open-set identification at one threshold.
 
@@ -298,8 +267,8 @@ class _Data:
     p_mask_family: dict[str, list[str]] = field(default_factory=dict)
     sets: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # name -> {"emb", "ok"}
     face_px: dict[str, list[float]] = field(default_factory=dict)
-    embedder: dict[str, str] = field(default_factory=lambda: {"name": "sface-2021dec-int8", "version": "1",
-                                                                "key": "sface"})
+    embedder: dict[str, str] = field(default_factory=lambda: {"name": "sface-2021dec-int8",
+                                                                "version": "1", "key": "sface"})
     detector: str = "yunet"
     timing_ms: dict[str, Any] = field(default_factory=dict)
     student: _StudentEmbeddings | None = None
@@ -321,23 +290,14 @@ def person_folders(root: str | Path) -> list[Path]:
 
 def _central_face(faces: Any, shape: tuple[int, ...]) -> Any:
     """The face nearest the image centre (LFW photos are centred on their subject)."""
-    if len(faces) == 0:
-        return None
-    h, w = shape[:2]
-    cx = (faces.boxes[:, 0] + faces.boxes[:, 2]) / 2 - w / 2
-    cy = (faces.boxes[:, 1] + faces.boxes[:, 3]) / 2 - h / 2
-    return faces[int(np.argmin(cx * cx + cy * cy))]
+    i = nearest_to_centre(faces.boxes, shape)
+    return None if i is None else faces[i]
 
 
 def _same_face(faces: Any, box: np.ndarray) -> Any:
     """The detection that overlaps ``box`` most (IoU >= 0.3), or None."""
-    from maskwatch.ops.boxes import iou_matrix
-
-    if len(faces) == 0:
-        return None
-    iou = iou_matrix(np.asarray(box, np.float32).reshape(1, 4), faces.boxes)[0]
-    j = int(np.argmax(iou))
-    return faces[j] if iou[j] >= _MIN_IOU else None
+    j = best_overlap(faces.boxes, box, _MIN_IOU)
+    return None if j is None else faces[j]
 
 
 def _mask_family(style: Any, templates: Any) -> str:
@@ -474,7 +434,8 @@ def _extract(
         t_person.append(pi)
         t_masked.append(masked)
 
-    for pi, folder in enumerate(tqdm(people, desc="recognition", unit="person", disable=not progress)):
+    for pi, folder in enumerate(tqdm(people, desc="recognition", unit="person",
+                                     disable=not progress)):
         photos = list_images(folder)
         # enrolment exactly as maskwatch.enrol.enrol_photos(rng_seed=seed)
         rng = np.random.default_rng(seed)
@@ -527,7 +488,8 @@ def _extract(
                 if probe_face_px:
                     scale = min(1.0, probe_face_px / max(float(ref_face.widths[0]), 1.0))
                     for name, img in ((names[3], image), (names[4], masked_images["masked"])):
-                        small = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+                        small = cv2.resize(img, None, fx=scale, fy=scale,
+                                           interpolation=cv2.INTER_AREA)
                         sface = _same_face(detect(small), box * scale)
                         if sface is not None:
                             got[name] = (embed(small, sface), float(sface.widths[0]))
@@ -601,17 +563,11 @@ def _scores(data: _Data, name: str, scheme: str, columns: np.ndarray | None = No
     sims = emb @ data.t_emb.T
     n = len(data.people)
     plain = ~data.t_masked if (~data.t_masked).any() else np.ones(len(data.t_masked), bool)
-    if scheme.startswith("mask_aware") and _is_masked_set(name) and data.t_masked.any():
+    if scheme == "mask_aware" and _is_masked_set(name) and data.t_masked.any():
         scores = person_max(np.where(data.t_masked[None], sims, -np.inf), data.t_person, n)
-        if scheme == "mask_aware_fused":
-            scores = 0.5 * (scores + person_max(np.where(plain[None], sims, -np.inf), data.t_person, n))
     else:
         scores = person_max(np.where(plain[None], sims, -np.inf), data.t_person, n)
-    if columns is not None:
-        scores = scores[:, columns]
-    if scheme.endswith("tnorm"):
-        scores = tnorm(scores)
-    return scores
+    return scores if columns is None else scores[:, columns]
 
 
 def _far_key(far: float) -> str:
@@ -662,7 +618,8 @@ def _set_families(data: _Data, name: str) -> list[str] | None:
     return families
 
 
-def _open_set_split(n_people: int, seed: int, calibration_people: float) -> tuple[np.ndarray, list[np.ndarray]]:
+def _open_set_split(n_people: int, seed: int,
+                    calibration_people: float) -> tuple[np.ndarray, list[np.ndarray]]:
     """(enrolled people, [stranger part A, stranger part B]) for the open-set protocol."""
     perm = np.random.default_rng([seed, 7]).permutation(n_people)
     enrolled = np.sort(perm[: n_people // 2])
@@ -678,8 +635,8 @@ def _calibrate(stranger_best: np.ndarray, fpir: float) -> float:
 
 
 def open_set_folds(
-    scores: np.ndarray, person: np.ndarray, n_people: int, enrolled: np.ndarray, parts: list[np.ndarray],
-    calibration_fpir: float,
+    scores: np.ndarray, person: np.ndarray, n_people: int, enrolled: np.ndarray,
+    parts: list[np.ndarray], calibration_fpir: float,
 ) -> tuple[list[dict[str, Any]], dict[str, Any], np.ndarray, np.ndarray]:
     """The two calibration folds of the open-set protocol, and their pooled rates.
 
@@ -710,7 +667,8 @@ def open_set_folds(
         folds.append(rates)
     n_unk = sum(f["n_unknown"] for f in folds)
     pooled = {
-        "unknown_named": float(sum(f["unknown_named"] * f["n_unknown"] for f in folds) / max(n_unk, 1)),
+        "unknown_named": float(sum(f["unknown_named"] * f["n_unknown"] for f in folds)
+                               / max(n_unk, 1)),
         "known_correct": float(np.mean([f["known_correct"] for f in folds])),
         "known_wrong": float(np.mean([f["known_wrong"] for f in folds])),
         "n_unknown": int(n_unk),
@@ -720,14 +678,16 @@ def open_set_folds(
 
 
 def _open_set(
-    data: _Data, name: str, scheme: str, *, seed: int, calibration_people: float, calibration_fpir: float
+    data: _Data, name: str, scheme: str, *, seed: int, calibration_people: float,
+    calibration_fpir: float
 ) -> dict[str, Any]:
     n_people = len(data.people)
     enrolled, parts = _open_set_split(n_people, seed, calibration_people)
     s = data.sets[name]
     person = data.p_person[s["ok"]]
     scores = _scores(data, name, scheme, columns=enrolled)
-    folds, pooled, labels, known = open_set_folds(scores, person, n_people, enrolled, parts, calibration_fpir)
+    folds, pooled, labels, known = open_set_folds(scores, person, n_people, enrolled, parts,
+                                                  calibration_fpir)
     best = scores.max(axis=1)
     strangers = ~known
     rec_thr = _calibrate(best[strangers], calibration_fpir)
@@ -815,7 +775,8 @@ def evaluate_recognition(
             without landmarks, a student that is not comparable with SFace.
     """
     if detector not in ("yunet", "hog"):
-        raise ValueError(f"recognition needs a detector that gives five landmarks (yunet or hog), not {detector!r}")
+        raise ValueError("recognition needs a detector that gives five landmarks (yunet or hog), "
+                         f"not {detector!r}")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if not 0.0 < calibration_people < 1.0:
@@ -837,9 +798,9 @@ def evaluate_recognition(
     if len(people) < 2:
         raise ValueError(f"{root}: need at least 2 people with more than {k} photos each")
     t0 = time.perf_counter()
-    data = _extract(people, k=k, synthetic_masks=synthetic_masks, seed=seed, probe_face_px=probe_face_px,
-                    templates=templates, progress=progress, embedder=embedder, detector=detector,
-                    student=student)
+    data = _extract(people, k=k, synthetic_masks=synthetic_masks, seed=seed,
+                    probe_face_px=probe_face_px, templates=templates, progress=progress,
+                    embedder=embedder, detector=detector, student=student)
     results = summarise(
         data, k=k, synthetic_masks=synthetic_masks, seed=seed, probe_face_px=probe_face_px,
         open_set=open_set, calibration_people=calibration_people, calibration_fpir=calibration_fpir,
@@ -865,7 +826,7 @@ CONFIGURATIONS: dict[str, dict[str, str]] = {
     "student_masked": {"templates": "sface", "unmasked": "sface", "masked": "student"},
     "student": {"templates": "student", "unmasked": "student", "masked": "student"},
 }
-#: Schemes reported for each configuration (the others only for SFace alone).
+#: Schemes reported for each configuration (today every scheme of :data:`SCHEMES`).
 CONFIGURATION_SCHEMES: tuple[str, ...] = ("plain", "mask_aware")
 
 
@@ -927,8 +888,9 @@ def summarise(
 ) -> dict[str, Any]:
     """All figures of a run from its embeddings (the part of the evaluation after SFace).
 
-    The top level holds every scheme for the baseline embedder alone; with a student,
-    ``configurations`` holds :data:`CONFIGURATIONS` for :data:`CONFIGURATION_SCHEMES`.
+    The top level holds the schemes of :data:`SCHEMES` for the baseline embedder alone;
+    with a student, ``configurations`` holds :data:`CONFIGURATIONS` for
+    :data:`CONFIGURATION_SCHEMES`.
     """
     results: dict[str, Any] = {
         "people": len(data.people),
@@ -987,11 +949,10 @@ def _recommended(figures: dict[str, Any], calibration_fpir: float) -> dict[str, 
     if "unmasked" not in osr or "masked" not in osr:
         return {}
     out: dict[str, Any] = {"calibration_fpir": calibration_fpir}
-    for scheme in ("mask_aware", "mask_aware_fused", "mask_aware_tnorm"):
-        if scheme not in osr["masked"]:
-            continue
-        u, m = osr["unmasked"][scheme]["recommended"], osr["masked"][scheme]["recommended"]
-        out[scheme] = {
+    if "mask_aware" in osr["masked"]:
+        u = osr["unmasked"]["mask_aware"]["recommended"]
+        m = osr["masked"]["mask_aware"]["recommended"]
+        out["mask_aware"] = {
             "threshold": _ceil3(u["threshold"]),
             "masked_threshold": _ceil3(m["threshold"]),
             "unmasked_known_correct": u["known_correct"],
@@ -1062,10 +1023,11 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
         vals = ", ".join(f"{sch} {pct(v)}" for sch, v in row["measured"].items())
         lines.append(f"{row['target']} (target {row['op']} {pct(row['value'])}): {vals}")
     rec = results.get("recommended_thresholds") or {}
-    for scheme in ("mask_aware", "mask_aware_fused", "mask_aware_tnorm"):
+    for scheme in SCHEMES:
         if scheme in rec:
             r = rec[scheme]
-            lines.append(f"operating point ({scheme}, strangers named <= {pct(rec['calibration_fpir'])}): "
+            lines.append(f"operating point ({scheme}, strangers named <= "
+                         f"{pct(rec['calibration_fpir'])}): "
                          f"threshold {r['threshold']}, masked_threshold {r['masked_threshold']}")
     return lines
 
@@ -1109,8 +1071,9 @@ def format_recognition(results: dict[str, Any]) -> str:
         "# Recognition under masks",
         "",
         f"Embedder `{_emb_label(results)}`, detector `{results.get('detector', 'yunet')}`. "
-        f"Dataset `{results.get('dataset', '?')}`: {results['people']} people, the first {results['k']} photos "
-        f"of each enrolled with {results['synthetic_masks']} synthetic-mask templates per photo "
+        f"Dataset `{results.get('dataset', '?')}`: {results['people']} people, "
+        f"the first {results['k']} photos of each enrolled with {results['synthetic_masks']} "
+        "synthetic-mask templates per photo "
         f"({results['enrolment']['templates']} templates), the other photos probe, as they are and "
         "wearing synthetic masks drawn with other random streams than enrolment, detected again "
         "after masking: `masked` with the held-out mask families (that no training step uses), "
@@ -1123,24 +1086,24 @@ def format_recognition(results: dict[str, Any]) -> str:
         out += _side_by_side(results)
     out += _mask_families_section(results)
     if results.get("configurations"):
-        out += ["## SFace alone, every scheme", "",
-                f"The sections below are `{_emb_label(results)}` alone (configuration `sface`), "
-                "with every matching scheme.", ""]
+        out += ["## SFace alone, in detail", "",
+                f"The sections below are `{_emb_label(results)}` alone (configuration `sface`): "
+                "targets, thresholds, closed and open set for every probe set.", ""]
     out += [
-        "Schemes: `plain` = probes against plain templates; `plain_tnorm` = the same with cohort "
-        "(T-norm) score normalisation; `mask_aware` = masked probes against masked templates, unmasked "
-        "against plain (`EmbeddingMatcher.identify`); `mask_aware_fused` = masked probes scored by the mean of "
-        "their best plain and best masked template similarity; `mask_aware_tnorm` = `mask_aware`, T-normalised "
-        "(scores in cohort standard deviations, not cosine).",
+        "Schemes: `plain` = probes against plain templates; `mask_aware` = masked probes against "
+        "masked templates, unmasked against plain (`EmbeddingMatcher.identify`). Cohort score "
+        "normalisation (T-norm) and the fusion of plain and masked template scores were measured "
+        "and dropped, as the engine uses neither: see docs/results/recognition.md at commit "
+        "828732a.",
         "",
         "## Targets",
         "",
     ]
     rows = []
     for row in results["targets"]:
-        rows.append([row["target"], f"{row['op']} {pct(row['value'])}"]
-                    + [pct(row["measured"].get(sch), 2) + (" ✓" if row["met"].get(sch) else " ✗")
-                       for sch in SCHEMES])
+        measured = [pct(row["measured"].get(sch), 2) + (" ✓" if row["met"].get(sch) else " ✗")
+                    for sch in SCHEMES]
+        rows.append([row["target"], f"{row['op']} {pct(row['value'])}"] + measured)
     out += _table(["target", "goal"] + list(SCHEMES), rows)
 
     rec = results.get("recommended_thresholds") or {}
@@ -1148,16 +1111,17 @@ def format_recognition(results: dict[str, Any]) -> str:
         out += ["## Recommended operating thresholds", "",
                 f"Calibrated on all strangers' probes of the open-set protocol (at most "
                 f"{pct(rec['calibration_fpir'])} of them named, gallery of "
-                f"{next(iter(results['open_set']['masked'].values()))['enrolled_people']} people; a smaller "
-                "gallery names fewer strangers at the same threshold), rounded up to 0.001. "
+                f"{next(iter(results['open_set']['masked'].values()))['enrolled_people']} people; "
+                "a smaller gallery names fewer strangers at the same threshold), rounded up to "
+                "0.001. "
                 "`threshold` / `masked_threshold` are the `EmbeddingMatcher` arguments.", ""]
         trows = []
-        for scheme in ("mask_aware", "mask_aware_fused", "mask_aware_tnorm"):
+        for scheme in (s for s in SCHEMES if s in rec):
             r = rec[scheme]
-            trows.append([scheme, _num(r["threshold"]), _num(r["masked_threshold"]), pct(r["unmasked_known_correct"]),
-                          pct(r["masked_known_correct"])])
-        out += _table(["scheme", "threshold (unmasked)", "masked_threshold", "known named right, unmasked",
-                       "known named right, masked"], trows)
+            trows.append([scheme, _num(r["threshold"]), _num(r["masked_threshold"]),
+                          pct(r["unmasked_known_correct"]), pct(r["masked_known_correct"])])
+        out += _table(["scheme", "threshold (unmasked)", "masked_threshold",
+                       "known named right, unmasked", "known named right, masked"], trows)
 
     out += ["## Probes", ""]
     out += _table(["probe set", "photos", "detected", "failed to detect", "median face px"],
@@ -1168,8 +1132,9 @@ def format_recognition(results: dict[str, Any]) -> str:
         out += ["Enrolment photos refused: " + "; ".join(results["enrolment"]["failures"]), ""]
 
     out += ["## Closed set (everybody enrolled)", "",
-            "Rank-1 among detected probes (with FTD: failures to detect counted as errors). TAR at a FAR: "
-            "genuine = a probe's score for its own person, impostors = its scores for everybody else.", ""]
+            "Rank-1 among detected probes (with FTD: failures to detect counted as errors). "
+            "TAR at a FAR: genuine = a probe's score for its own person, impostors = its scores "
+            "for everybody else.", ""]
     rows = []
     for name, per in results["closed_set"].items():
         for sch, r in per.items():
@@ -1177,8 +1142,8 @@ def format_recognition(results: dict[str, Any]) -> str:
             rows.append([name, sch, r["probes"], pct(r["rank1"], 2), pct(r["rank1_with_ftd"], 2),
                          pct(t3.get("tar"), 2), _num(t3.get("threshold")), pct(t2.get("tar"), 2),
                          _num(t2.get("threshold"))])
-    out += _table(["probes", "scheme", "n", "rank-1", "rank-1 with FTD", "TAR @ FAR 1e-3", "threshold",
-                   "TAR @ FAR 1e-2", "threshold"], rows)
+    out += _table(["probes", "scheme", "n", "rank-1", "rank-1 with FTD", "TAR @ FAR 1e-3",
+                   "threshold", "TAR @ FAR 1e-2", "threshold"], rows)
     rows = []
     for name in ("masked", "masked_seen"):
         for sch in CONFIGURATION_SCHEMES:
@@ -1196,30 +1161,34 @@ def format_recognition(results: dict[str, Any]) -> str:
     for name, per in results["closed_set"].items():
         rows = []
         for sch, r in per.items():
-            rows.append([sch] + [f"{pct(c['tar'], 2)} ({_num(c['threshold'])})" for c in r["curve"]])
+            rows.append([sch] + [f"{pct(c['tar'], 2)} ({_num(c['threshold'])})"
+                                 for c in r["curve"]])
         out += [f"`{name}` probes: TAR (threshold) at each FAR", ""]
         out += _table(["scheme"] + [f"FAR {f:g}" for f in CURVE_FARS], rows)
 
     if results["open_set"]:
         first = next(iter(next(iter(results["open_set"].values())).values()))
         out += ["## Open set (half of the people not enrolled)", "",
-                f"{first['enrolled_people']} people enrolled, {sum(first['stranger_people'])} strangers split "
-                f"{first['stranger_people'][0]} / {first['stranger_people'][1]}. In each fold the threshold is the "
-                f"lowest that names at most {pct(results['calibration_fpir'])} of one part's probes, and is then "
-                "applied to the other part (unknown named) and to the enrolled people's probes (known named "
-                "right); the parts then swap. 'pooled' sums both folds; nothing is tuned on what it measures.", ""]
+                f"{first['enrolled_people']} people enrolled, {sum(first['stranger_people'])} "
+                f"strangers split {first['stranger_people'][0]} / {first['stranger_people'][1]}. "
+                "In each fold the threshold is the lowest that names at most "
+                f"{pct(results['calibration_fpir'])} of one part's probes, and is then "
+                "applied to the other part (unknown named) and to the enrolled people's probes "
+                "(known named right); the parts then swap. 'pooled' sums both folds; nothing is "
+                "tuned on what it measures.", ""]
         rows = []
         for name, per in results["open_set"].items():
             for sch, r in per.items():
                 f1, f2, p = r["folds"][0], r["folds"][1], r["pooled"]
                 rows.append([name, sch, f"{_num(f1['threshold'])} / {_num(f2['threshold'])}",
                              f"{pct(f1['unknown_named'])} / {pct(f2['unknown_named'])}",
-                             pct(p["unknown_named"], 2), pct(p["known_correct"], 2), pct(p["known_wrong"], 2)])
+                             pct(p["unknown_named"], 2), pct(p["known_correct"], 2),
+                             pct(p["known_wrong"], 2)])
         out += _table(["probes", "scheme", "threshold (fold 1 / 2)", "unknown named (fold 1 / 2)",
                        "unknown named, pooled", "known named right", "known named wrong"], rows)
         out += ["### Open-set trade-off", "",
-                "Threshold set on all strangers at each rate of strangers named, and the share of enrolled "
-                "people's probes then named right.", ""]
+                "Threshold set on all strangers at each rate of strangers named, and the share of "
+                "enrolled people's probes then named right.", ""]
         rows = []
         for name, per in results["open_set"].items():
             for sch, r in per.items():

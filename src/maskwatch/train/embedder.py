@@ -174,9 +174,11 @@ def _init_worker(templates_dir: str | None) -> None:
     _worker["templates"] = MaskTemplates.from_folder(templates_dir) if templates_dir else None
 
 
-def _crop_job(args: tuple[int, str, int, float, int]) -> tuple[int, np.ndarray | None, np.ndarray | None, int]:
+def _crop_job(
+    args: tuple[int, str, int, float, int],
+) -> tuple[int, np.ndarray | None, np.ndarray | None, int]:
     """Plain and masked aligned crops of one photo: ``(index, plain, masked, redetected)``."""
-    from maskwatch.evaluate.recognition import _central_face, _same_face
+    from maskwatch.ops.boxes import best_overlap, nearest_to_centre
     from maskwatch.ops.image import ImageError, read_image
     from maskwatch.ops.synthmask import render_mask, training_mask_style
 
@@ -186,9 +188,11 @@ def _crop_job(args: tuple[int, str, int, float, int]) -> tuple[int, np.ndarray |
     except ImageError:
         return index, None, None, 0
     det = _worker["det"]
-    face = _central_face(det.detect(image), image.shape)
-    if face is None:
+    faces = det.detect(image)
+    centre = nearest_to_centre(faces.boxes, image.shape)  # LFW photos: the subject
+    if centre is None:
         return index, None, None, 0
+    face = faces[centre]
     align = _worker["sface"].align
     plain = align(image, face)[0]
     rng = np.random.default_rng([seed, 7919, index])
@@ -199,13 +203,15 @@ def _crop_job(args: tuple[int, str, int, float, int]) -> tuple[int, np.ndarray |
         position = "below_nose" if rng.random() < below_nose else "proper"
         img = render_mask(image, face.landmarks[0], face.boxes[0], position=position, style=style,
                           rng=rng, templates=_worker["templates"])
-        again = _same_face(det.detect(img), face.boxes[0])
-        found += again is not None
-        masked[j] = align(img, again if again is not None else face)[0]
+        redetected = det.detect(img)
+        j_again = best_overlap(redetected.boxes, face.boxes[0])  # the same face, masked
+        found += j_again is not None
+        masked[j] = align(img, face if j_again is None else redetected[j_again])[0]
     return index, plain, masked, found
 
 
-def make_crops(config: EmbedderTrainConfig, photos: list[tuple[str, str]], cache: Path) -> dict[str, Any]:
+def make_crops(config: EmbedderTrainConfig, photos: list[tuple[str, str]],
+               cache: Path) -> dict[str, Any]:
     """Stage 1: aligned plain and masked crops of every photo, cached in ``cache``."""
     from multiprocessing import get_context
 
@@ -213,7 +219,8 @@ def make_crops(config: EmbedderTrainConfig, photos: list[tuple[str, str]], cache
 
     info_path = cache / "crops.json"
     key = {"version": _CACHE_VERSION, "photos": len(photos), "k": config.masks_per_face,
-           "below_nose": config.below_nose, "seed": config.seed, "templates": str(config.mask_templates),
+           "below_nose": config.below_nose, "seed": config.seed,
+           "templates": str(config.mask_templates),
            "first": photos[0][0] if photos else "", "last": photos[-1][0] if photos else ""}
     if info_path.is_file():
         info = json.loads(info_path.read_text())
@@ -221,7 +228,8 @@ def make_crops(config: EmbedderTrainConfig, photos: list[tuple[str, str]], cache
             return info
     n, k = len(photos), config.masks_per_face
     plain = np.lib.format.open_memmap(cache / "crops-plain.npy", "w+", np.uint8, (n, CROP, CROP, 3))
-    masked = np.lib.format.open_memmap(cache / "crops-masked.npy", "w+", np.uint8, (n, k, CROP, CROP, 3))
+    masked = np.lib.format.open_memmap(cache / "crops-masked.npy", "w+", np.uint8,
+                                       (n, k, CROP, CROP, 3))
     ok = np.zeros(n, bool)
     redetected = 0
     jobs = [(i, p, k, config.below_nose, config.seed) for i, (p, _) in enumerate(photos)]
@@ -293,7 +301,8 @@ def make_features(config: EmbedderTrainConfig, cache: Path, crops_info: dict[str
     shape = run(sface_input(plain[ok[:1]])).shape[1:]
     n = len(ok)
     f_plain = np.lib.format.open_memmap(cache / "feat-plain.npy", "w+", np.float16, (n, *shape))
-    f_masked = np.lib.format.open_memmap(cache / "feat-masked.npy", "w+", np.float16, (n, k, *shape))
+    f_masked = np.lib.format.open_memmap(cache / "feat-masked.npy", "w+", np.float16,
+                                         (n, k, *shape))
     teacher = np.zeros((n, 128), np.float32)
     teacher_masked = np.zeros((n, k, 128), np.float32)
     sface = SFaceEmbedder(threads=config.threads)
@@ -304,7 +313,8 @@ def make_features(config: EmbedderTrainConfig, cache: Path, crops_info: dict[str
         p = plain[idx]
         m = masked[idx].reshape(-1, CROP, CROP, 3)
         f_plain[s:s + len(idx)] = run(sface_input(p)).astype(np.float16)
-        f_masked[s:s + len(idx)] = run(sface_input(m)).astype(np.float16).reshape(len(idx), k, *shape)
+        f_masked[s:s + len(idx)] = (run(sface_input(m)).astype(np.float16)
+                                    .reshape(len(idx), k, *shape))
         teacher[s:s + len(idx)] = sface.embed_aligned(p)
         teacher_masked[s:s + len(idx)] = sface.embed_aligned(m).reshape(len(idx), k, 128)
     f_plain.flush()
@@ -414,34 +424,39 @@ def train_embedder(config: EmbedderTrainConfig) -> dict[str, Any]:
         net.eval()
         with torch.no_grad():
             plain_s = np.concatenate([tail(f_plain[val_idx[s:s + 256]]).numpy()
-                                      for s in range(0, len(val_idx), 256)]) if len(val_idx) else np.zeros((0, 128))
+                                      for s in range(0, len(val_idx), 256)]) \
+                if len(val_idx) else np.zeros((0, 128))
             masked_s = np.concatenate([
                 tail(f_masked[val_idx[s:s + 64]].reshape(-1, *f_masked.shape[2:])).numpy()
-                for s in range(0, len(val_idx), 64)]).reshape(len(val_idx), k, 128) if len(val_idx) else \
-                np.zeros((0, k, 128))
+                for s in range(0, len(val_idx), 64)]).reshape(len(val_idx), k, 128) \
+                if len(val_idx) else np.zeros((0, k, 128))
         pos = {r: i for i, r in enumerate(val_idx)}
         t = teacher[val_idx]
-        cos_m = float(np.mean(np.sum(_normed(masked_s) * t[:, None], -1))) if len(val_idx) else float("nan")
+        cos_m = float(np.mean(np.sum(_normed(masked_s) * t[:, None], -1))) \
+            if len(val_idx) else float("nan")
         cos_p = float(np.mean(np.sum(_normed(plain_s) * t, -1))) if len(val_idx) else float("nan")
         gal = teacher[g_rows]  # SFace's plain templates, as in a gallery
         pr = np.array([pos[r] for r in p_rows], int)
-        rank1 = np.mean([masked_rank1(gal, g_pid, masked_s[pr, j], p_pid) for j in range(k)]) if len(pr) else \
-            float("nan")
+        rank1 = np.mean([masked_rank1(gal, g_pid, masked_s[pr, j], p_pid) for j in range(k)]) \
+            if len(pr) else float("nan")
         return {"val_masked_cos": cos_m, "val_plain_cos": cos_p, "val_masked_rank1": float(rank1)}
 
     # the teacher's own figures on the same validation faces (the student starts there)
     base = {
-        "val_masked_cos": float(np.mean(np.sum(teacher_masked[val_idx] * teacher[val_idx][:, None], -1))),
+        "val_masked_cos": float(np.mean(np.sum(
+            teacher_masked[val_idx] * teacher[val_idx][:, None], -1))),
         "val_plain_cos": 1.0,
         "val_masked_rank1": float(np.mean([
-            masked_rank1(teacher[g_rows], g_pid, teacher_masked[p_rows, j], p_pid) for j in range(k)]))
+            masked_rank1(teacher[g_rows], g_pid, teacher_masked[p_rows, j], p_pid)
+            for j in range(k)]))
         if len(p_rows) else float("nan"),
     }
 
     ckpt_path = out / "checkpoint.pt"
     history: dict[str, list[float]] = {"epoch": [], "train_loss": [], "train_masked_loss": [],
-                                       "train_plain_loss": [], "val_masked_cos": [], "val_plain_cos": [],
-                                       "val_masked_rank1": [], "lr": [], "epoch_seconds": []}
+                                       "train_plain_loss": [], "val_masked_cos": [],
+                                       "val_plain_cos": [], "val_masked_rank1": [], "lr": [],
+                                       "epoch_seconds": []}
     best: dict[str, Any] = {"epoch": 0, "score": -1.0}
     start_epoch = 0
     if ckpt_path.is_file():
@@ -488,8 +503,8 @@ def train_embedder(config: EmbedderTrainConfig) -> dict[str, Any]:
         bar.close()
         v = validate()
         history["epoch"].append(epoch + 1)
-        for name, value in zip(("train_loss", "train_masked_loss", "train_plain_loss"), sums / steps_per_epoch,
-                               strict=True):
+        for name, value in zip(("train_loss", "train_masked_loss", "train_plain_loss"),
+                               sums / steps_per_epoch, strict=True):
             history[name].append(round(float(value), 6))
         for name, value in v.items():
             history[name].append(round(value, 6))
@@ -502,13 +517,14 @@ def train_embedder(config: EmbedderTrainConfig) -> dict[str, Any]:
         torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                     "history": history, "best": best, "epoch": epoch + 1,
                     "config_key": _config_key(config)}, ckpt_path)
-        log.info("epoch %d: loss %.4f, validation masked cos %.4f, masked rank-1 %.4f, plain cos %.4f",
+        log.info("epoch %d: loss %.4f, validation masked cos %.4f, masked rank-1 %.4f, "
+                 "plain cos %.4f",
                  epoch + 1, history["train_loss"][-1], v["val_masked_cos"], v["val_masked_rank1"],
                  v["val_plain_cos"])
 
     net.load_state_dict(torch.load(out / "best.pt", weights_only=True))
-    doc = (f"maskwatch student of SFace 2021dec: masked faces embedded where SFace puts them unmasked; "
-           f"best epoch {best['epoch']} of {config.epochs}")
+    doc = ("maskwatch student of SFace 2021dec: masked faces embedded where SFace puts them "
+           f"unmasked; best epoch {best['epoch']} of {config.epochs}")
     path = write_student(net, out / "student.onnx", name=STUDENT_NAME, version=STUDENT_VERSION,
                          space=TEACHER_NAME, doc=doc)
     agreement = _onnx_agreement(net, path, f_plain, f_masked, val_idx, cut, cache)
@@ -541,8 +557,8 @@ def _config_key(config: EmbedderTrainConfig) -> dict[str, Any]:
     return d
 
 
-def _onnx_agreement(net: Any, path: Path, f_plain: np.ndarray, f_masked: np.ndarray, val_idx: np.ndarray,
-                    cut: int, cache: Path) -> dict[str, Any]:
+def _onnx_agreement(net: Any, path: Path, f_plain: np.ndarray, f_masked: np.ndarray,
+                    val_idx: np.ndarray, cut: int, cache: Path) -> dict[str, Any]:
     """Cosine between the written (int8) file, run by the runtime, and the torch student."""
     import torch
 
@@ -596,60 +612,73 @@ def report_markdown(summary: dict[str, Any], history: dict[str, list[float]]) ->
         "# Mask-invariant student of SFace: training run",
         "",
         f"Command: `maskwatch train-embedder --datasets {c['datasets']} --out {c['out']}"
-        + (f" --mask-templates {c['mask_templates']}" if c["mask_templates"] not in (None, "None") else "")
-        + f" --masks-per-face {c['masks_per_face']} --below-nose {c['below_nose']} --cut-unit {c['cut_unit']}"
-        + f" --epochs {c['epochs']} --batch-size {c['batch']} --lr {c['lr']} --plain-weight {c['plain_weight']}"
+        + (f" --mask-templates {c['mask_templates']}"
+           if c["mask_templates"] not in (None, "None") else "")
+        + f" --masks-per-face {c['masks_per_face']} --below-nose {c['below_nose']}"
+        f" --cut-unit {c['cut_unit']}"
+        + f" --epochs {c['epochs']} --batch-size {c['batch']} --lr {c['lr']}"
+        f" --plain-weight {c['plain_weight']}"
         + (" --train-head" if c["train_head"] else "")
         + (f" --anchor-weight {c['anchor_weight']}" if c["anchor_weight"] else "")
         + f" --seed {c['seed']}`",
         "",
-        f"Photos {summary['photos']}, faces found {summary['faces']} (training {summary['train_faces']}, "
-        f"validation {summary['val_faces']} of people held out of lfw-train); {summary['masks_per_face']} "
+        f"Photos {summary['photos']}, faces found {summary['faces']} "
+        f"(training {summary['train_faces']}, validation {summary['val_faces']} of people held "
+        f"out of lfw-train); {summary['masks_per_face']} "
         f"synthetic masks per face from the training families (held-out families never drawn), "
         f"{100 * c['below_nose']:.0f}% below the nose; masked faces detected again: "
         f"{summary['masked_redetected']} of {summary['masked_total']}.",
         "",
-        f"Trained: Conv units {summary['cut_unit']}-26" + (" and the Gemm head" if c["train_head"] else "")
-        + f" ({summary['trainable_parameters']:,} parameters), the front frozen and cached; Adam lr {c['lr']}, "
-        f"cosine schedule, batch {c['batch']}, loss = masked + {c['plain_weight']} x plain (1 - cos to "
-        f"SFace's plain embedding)"
-        + (f" + {c['anchor_weight']} x the squared relative change of the weights" if c["anchor_weight"] else "")
+        f"Trained: Conv units {summary['cut_unit']}-26"
+        + (" and the Gemm head" if c["train_head"] else "")
+        + f" ({summary['trainable_parameters']:,} parameters), the front frozen and cached; "
+        f"Adam lr {c['lr']}, cosine schedule, batch {c['batch']}, "
+        f"loss = masked + {c['plain_weight']} x plain (1 - cos to SFace's plain embedding)"
+        + (f" + {c['anchor_weight']} x the squared relative change of the weights"
+           if c["anchor_weight"] else "")
         + ".",
         "",
         f"Time on {summary['machine']['cpu_count']} cores: crops {summary['crops_seconds']:.0f} s, "
         f"features {summary['features_seconds']:.0f} s, training {summary['train_seconds']:.0f} s.",
         "",
-        "| epoch | train loss | masked | plain | val masked cos | val masked rank-1 | val plain cos |",
+        "| epoch | train loss | masked | plain | val masked cos | val masked rank-1 "
+        "| val plain cos |",
         "|---|---|---|---|---|---|---|",
-        f"| SFace | | | | {base['val_masked_cos']:.4f} | {100 * base['val_masked_rank1']:.2f}% | 1.0000 |",
+        f"| SFace | | | | {base['val_masked_cos']:.4f} "
+        f"| {100 * base['val_masked_rank1']:.2f}% | 1.0000 |",
     ]
     for i, e in enumerate(history["epoch"]):
         mark = " (best)" if e == b["epoch"] else ""
         lines.append(
-            f"| {e}{mark} | {history['train_loss'][i]:.4f} | {history['train_masked_loss'][i]:.4f} | "
+            f"| {e}{mark} | {history['train_loss'][i]:.4f} "
+            f"| {history['train_masked_loss'][i]:.4f} | "
             f"{history['train_plain_loss'][i]:.4f} | {history['val_masked_cos'][i]:.4f} | "
             f"{100 * history['val_masked_rank1'][i]:.2f}% | {history['val_plain_cos'][i]:.4f} |")
     lines += [
         "",
         "![curves](curves.png)",
         "",
-        f"`student.onnx`: {summary['onnx_bytes'] / 1e6:.1f} MB (weights of 64 K values or more in int8 per "
-        f"output channel); the file as the runtime runs it against the float student: cosine "
+        f"`student.onnx`: {summary['onnx_bytes'] / 1e6:.1f} MB "
+        "(weights of 64 K values or more in int8 per output channel); "
+        "the file as the runtime runs it against the float student: cosine "
         f"{summary['onnx'].get('min_cos_int8_vs_float', float('nan'))} at the least "
         f"({summary['onnx'].get('checked', 0)} validation faces).",
         "",
         "## Model card",
         "",
-        f"- **What:** `{STUDENT_NAME}` version {STUDENT_VERSION}, a face embedder with SFace's architecture "
+        f"- **What:** `{STUDENT_NAME}` version {STUDENT_VERSION}, "
+        "a face embedder with SFace's architecture "
         "(MobileFaceNet-style, 128-d), whose embeddings are comparable with SFace 2021dec's "
-        f"(`{TEACHER_NAME}`): meant for faces wearing a mask, matched against templates SFace made.",
-        "- **Trained on:** LFW people with fewer than 10 photos (`lfw-train`, none in `lfw-identities`), "
+        f"(`{TEACHER_NAME}`): meant for faces wearing a mask, "
+        "matched against templates SFace made.",
+        "- **Trained on:** LFW people with fewer than 10 photos "
+        "(`lfw-train`, none in `lfw-identities`), "
         "unmasked faces of `mask-classification/without_mask`, with synthetic masks "
         "(procedural and MaskTheFace templates) drawn by maskwatch; no identity labels.",
         "- **Evaluated by:** `maskwatch evaluate --task recognition --embedder student.onnx` on "
         "`lfw-identities` with mask families training never used.",
-        "- **Limits:** synthetic masks only; LFW faces are mostly frontal, well-lit celebrities; the "
-        "teacher's biases are inherited.",
+        "- **Limits:** synthetic masks only; LFW faces are mostly frontal, well-lit celebrities; "
+        "the teacher's biases are inherited.",
         "- **Licence:** derived from SFace (Apache-2.0).",
         "",
     ]
