@@ -97,22 +97,27 @@ class Faces:
             raise ValueError(f"Faces: mask_probs must be (N, C) with N={n}, got {mask_probs.shape}")
         if len(track_ids) != n:
             raise ValueError(f"Faces: {n} boxes but {len(track_ids)} track ids")
+        # The per-face results; arrays already of the right kind (what the pipeline
+        # passes on from one stage to the next) are kept as they are.
         if self.mask_labels is None:
-            labels = ([MASK_CLASSES[i] for i in mask_probs.argmax(axis=1)]
-                      if len(mask_probs) == n and n else [None] * n)
+            labels = (_CLASS_NAMES[mask_probs.argmax(axis=1)] if len(mask_probs) == n and n
+                      else np.full(n, None, object))
         else:
-            labels = list(self.mask_labels)
-        names = [None] * n if self.names is None else list(self.names)
-        sims = (np.full(n, np.nan, np.float32) if self.similarities is None
-                else np.array([np.nan if v is None else v for v in self.similarities],
-                              np.float32).reshape(-1))
+            labels = _objects(self.mask_labels)
+            if not _KNOWN_LABELS.issuperset(labels.tolist()):
+                raise ValueError("Faces: mask_labels must be None or one of "
+                                 f"{', '.join(MASK_CLASSES)}")
+        names = np.full(n, None, object) if self.names is None else _objects(self.names)
+        sims = self.similarities
+        if sims is None:
+            sims = np.full(n, np.nan, np.float32)
+        elif not (isinstance(sims, np.ndarray) and sims.dtype == np.float32 and sims.ndim == 1):
+            sims = np.array([np.nan if v is None else v for v in sims], np.float32).reshape(-1)
         for name, values in (("mask_labels", labels), ("names", names), ("similarities", sims)):
             if len(values) != n:
                 raise ValueError(f"Faces: {n} boxes but {len(values)} {name}")
-        if any(lab is not None and lab not in MASK_CLASSES for lab in labels):
-            raise ValueError(f"Faces: mask_labels must be None or one of {', '.join(MASK_CLASSES)}")
-        object.__setattr__(self, "mask_labels", _objects(labels))
-        object.__setattr__(self, "names", _objects(names))
+        object.__setattr__(self, "mask_labels", labels)
+        object.__setattr__(self, "names", names)
         object.__setattr__(self, "similarities", sims)
 
     def __len__(self) -> int:
@@ -212,8 +217,15 @@ class Faces:
 _PER_FACE = ("mask_labels", "names", "similarities")
 
 
-def _objects(values: list[Any]) -> np.ndarray:
+_CLASS_NAMES = np.array(MASK_CLASSES, object)
+_KNOWN_LABELS = frozenset((*MASK_CLASSES, None))
+
+
+def _objects(values: Any) -> np.ndarray:
     """A 1-d object array of ``values`` (numpy would make a 2-d array of equal strings)."""
+    if isinstance(values, np.ndarray) and values.dtype == object and values.ndim == 1:
+        return values
+    values = list(values)
     out = np.empty(len(values), object)
     out[:] = values
     return out
