@@ -103,3 +103,18 @@ def test_importing_maskwatch_loads_no_model_code():
             "assert not heavy, heavy; maskwatch.Engine; assert 'maskwatch.engine' in sys.modules")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
+
+
+def test_photos_of_a_folder_share_no_tracks_in_any_mode(datasets, tmp_path):
+    import shutil
+
+    from maskwatch import Engine
+
+    photo = datasets / "group-photos" / "t1.jpg"
+    for k in range(3):  # the same photo three times: a tracker would follow its faces
+        shutil.copy(photo, tmp_path / f"p{k}.jpg")
+    for mode in ("auto", "photo", "live"):
+        with Engine(mode=mode) as engine:
+            results = list(engine.run(tmp_path))
+        assert [r.name for r in results] == ["p0.jpg", "p1.jpg", "p2.jpg"], mode
+        assert all((r.faces.track_ids == -1).all() and len(r.faces) for r in results), mode

@@ -296,7 +296,8 @@ class Engine:
             str(source), max_pixels=self.settings.max_pixels, max_retries=self.settings.max_retries)
         own = None
         try:
-            if stream is None and self._live(src.kind):
+            # photos share no tracks, whatever the mode
+            if stream is None and src.kind not in PHOTO_KINDS and self._live(src.kind):
                 from maskwatch.events import event_source_name
 
                 own = stream = self.stream(event_source_name(src.kind, src.source),
