@@ -682,17 +682,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _embedder(name: str) -> Any:
-    """The embedder called ``name``; a missing optional backend becomes a UserError."""
-    from maskwatch.models.dlib_embedder import DlibUnavailable
-    from maskwatch.models.embedder import create_embedder
-
-    try:
-        return create_embedder(name)
-    except DlibUnavailable as exc:
-        raise UserError(str(exc)) from exc
-
-
 def cmd_people(args: argparse.Namespace) -> int:
     from maskwatch.gallery import open_gallery
 
@@ -700,6 +689,7 @@ def cmd_people(args: argparse.Namespace) -> int:
     if not action:
         raise UserError("choose an action: add, import, list, rename, remove, export or load")
     gallery = open_gallery(args.db)
+    engine = None
     try:
         if action == "list":
             people = gallery.list_people()
@@ -709,7 +699,7 @@ def cmd_people(args: argparse.Namespace) -> int:
                 print(f"{person.name}\t{person.templates} templates ({person.synthetic_templates} "
                       "with synthetic masks)")
         elif action in ("add", "import"):
-            from maskwatch.enrol import enrol_photos, enrolment_detector
+            from maskwatch.engine import EngineSettings
             from maskwatch.ops.image import list_images
 
             if action == "add":
@@ -722,13 +712,17 @@ def cmd_people(args: argparse.Namespace) -> int:
                 jobs = [(n, ph) for n, ph in jobs if ph]
                 if not jobs:
                     raise UserError(f"{root}: expected one sub-folder of photos per person")
-            detector, embedder = enrolment_detector(), _embedder(args.embedder)
+            # Templates are always the embedder's own (SFace's, not the student's).
+            engine = _engine(EngineSettings(db=args.db or "default", embedder=args.embedder,
+                                            masked_faces="sface", events=False))
+            gallery.close()
+            gallery = engine.gallery
             failures = 0
             for name, photos in jobs:
                 try:
-                    res = enrol_photos(gallery, name, photos, detector=detector, embedder=embedder,
-                                       pick_largest=args.largest, synthetic_masks=args.masks,
-                                       thumbnail=args.thumbnail, add_to_existing=args.add)
+                    res = engine.enrol(name, photos, pick_largest=args.largest,
+                                       synthetic_masks=args.masks, thumbnail=args.thumbnail,
+                                       add_to_existing=args.add)
                 except Exception as exc:
                     if action == "add" or not _is_user_error(exc):
                         raise
@@ -753,7 +747,10 @@ def cmd_people(args: argparse.Namespace) -> int:
             n = gallery.import_(args.file, replace=args.replace)
             print(f"imported {n} people from {args.file}")
     finally:
-        gallery.close()
+        if engine is not None:
+            engine.close()  # its gallery too
+        else:
+            gallery.close()
     return 0
 
 

@@ -343,6 +343,29 @@ class Engine:
                                      time_origin=time_origin)
         return Stream(self, name, self.pipeline(True), recorder)
 
+    # -- people -----------------------------------------------------------------
+
+    def enrol(self, name: str, photos: Any, **options: Any) -> Any:
+        """Enrol a person in the engine's gallery from photos (paths or BGR arrays), as
+        :func:`maskwatch.enrol.enrol_photos` with the engine's detector of enrolment
+        photos and embedder (``options``: ``pick_largest``, ``synthetic_masks``,
+        ``thumbnail``, ``add_to_existing``); every stream looks its faces up again.
+
+        Raises:
+            maskwatch.errors.GalleryError: no gallery (``db`` not set), a bad name, a photo
+                without a usable face, a store that cannot be written.
+        """
+        from maskwatch.enrol import enrol_photos
+        from maskwatch.errors import GalleryError
+
+        if self.gallery is None:
+            raise GalleryError("this engine has no gallery: give it one (db=...) to enrol people")
+        try:
+            return enrol_photos(self.gallery, name, list(photos), detector=self.enrol_detector,
+                                embedder=self.embedder, **options)
+        finally:
+            self.people_changed()
+
     # -- gallery changes --------------------------------------------------------
 
     @property
