@@ -123,9 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--anchor-weight", type=float, default=0.0,
                    help="pull towards SFace's weights: weight of their squared relative change "
                    "(default 0)")
-    p.add_argument("--contrast-weight", type=float, default=0.0,
-                   help="weight of the term that sets a masked face apart from the other "
-                   "people of its batch (default 0)")
     p.add_argument("--train-head", action="store_true",
                    help="train the Gemm head too (default: the Conv units from --cut-unit only; "
                    "the head overfits: validation masked cosine 0.806 against 0.814 at 4 epochs)")
@@ -614,8 +611,7 @@ def cmd_train_embedder(args: argparse.Namespace) -> int:
         mask_templates=templates if templates.is_dir() else None,
         masks_per_face=args.masks_per_face, below_nose=args.below_nose, cut_unit=args.cut_unit,
         epochs=args.epochs, batch=args.batch_size, lr=args.lr, plain_weight=args.plain_weight,
-        anchor_weight=args.anchor_weight, contrast_weight=args.contrast_weight,
-        train_head=args.train_head,
+        anchor_weight=args.anchor_weight, train_head=args.train_head,
         limit=args.limit, seed=args.seed, threads=args.threads, progress=not args.quiet,
     )
     try:

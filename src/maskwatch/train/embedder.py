@@ -6,11 +6,6 @@ it, and an unmasked face stays where SFace puts it:
 
     loss = mean(1 - cos(student(masked), SFace(plain)))
            + plain_weight * mean(1 - cos(student(plain), SFace(plain)))
-           + contrast_weight * cross-entropy(student(masked) against the batch's SFace(plain))
-
-The last term (off by default) asks a masked face to be nearer its own face than any
-other person's face in the batch (softmax over cosines / :data:`CONTRAST_TEMPERATURE`;
-other photos of the same person are left out).
 
 So the student's embeddings live in SFace's space: a masked probe embedded by the
 student is matched against the plain templates SFace already made, and no gallery needs
@@ -87,8 +82,6 @@ class EmbedderTrainConfig:
         plain_weight: weight of the unmasked term of the loss.
         anchor_weight: weight of a pull towards SFace's weights: the squared change of
             the trained weights relative to their size (0: none).
-        contrast_weight: weight of the term that sets a masked face apart from the other
-            people of its batch (0: none).
         train_head: train the Gemm head too (False: only the Conv units from ``cut_unit``).
         val_people: share of ``lfw-train`` people held out for validation.
         limit: use at most this many photos (0: all), for quick runs and tests.
@@ -109,7 +102,6 @@ class EmbedderTrainConfig:
     weight_decay: float = 0.0
     plain_weight: float = 0.5
     anchor_weight: float = 0.0
-    contrast_weight: float = 0.0
     train_head: bool = False
     val_people: float = 0.05
     limit: int = 0
@@ -338,24 +330,6 @@ def make_features(config: EmbedderTrainConfig, cache: Path, crops_info: dict[str
 # --------------------------------------------------------------------------- stage 3: training
 
 
-#: Temperature of the contrastive term: cosines are divided by it before the softmax.
-CONTRAST_TEMPERATURE = 0.1
-
-
-def _contrast_loss(student: Any, teacher: Any, person: np.ndarray) -> Any:
-    """Cross-entropy of each masked face (``student`` rows) picking its own SFace plain
-    embedding (``teacher`` row) among the batch's; other photos of the same person
-    (equal ``person``) are not counted as wrong answers."""
-    import torch
-    import torch.nn.functional as F
-
-    logits = F.normalize(student, dim=1) @ F.normalize(teacher, dim=1).T / CONTRAST_TEMPERATURE
-    same = torch.from_numpy(person[:, None] == person[None, :])
-    same.fill_diagonal_(False)
-    logits = logits.masked_fill(same, float("-inf"))
-    return F.cross_entropy(logits, torch.arange(len(student)))
-
-
 def _cos_loss(a: Any, b: Any) -> Any:
     from torch.nn import functional as F
 
@@ -440,7 +414,6 @@ def train_embedder(config: EmbedderTrainConfig) -> dict[str, Any]:
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
 
-    person = np.unique(np.array(groups, object), return_inverse=True)[1]  # a number per person
     g_rows, g_pid, p_rows, p_pid = validation_protocol([groups[i] for i in val_idx])
     g_rows, p_rows = val_idx[g_rows], val_idx[p_rows]
 
@@ -515,12 +488,9 @@ def train_embedder(config: EmbedderTrainConfig) -> dict[str, Any]:
             idx, j = idx[srt], pick[s * config.batch:(s + 1) * config.batch][srt]
             target = torch.from_numpy(teacher[idx])
             hm = f_masked[idx, j] if len(idx) else f_masked[:0, 0]
-            out_m = tail(hm)
-            lm = _cos_loss(out_m, target)
+            lm = _cos_loss(tail(hm), target)
             lp = _cos_loss(tail(f_plain[idx]), target)
             loss = lm + config.plain_weight * lp
-            if config.contrast_weight > 0 and len(idx) > 1:
-                loss = loss + config.contrast_weight * _contrast_loss(out_m, target, person[idx])
             if config.anchor_weight > 0:
                 change = sum(((p - p0) ** 2).sum() for p, p0 in zip(params, start, strict=True))
                 loss = loss + config.anchor_weight * change / start_norm
@@ -650,7 +620,6 @@ def report_markdown(summary: dict[str, Any], history: dict[str, list[float]]) ->
         f" --plain-weight {c['plain_weight']}"
         + (" --train-head" if c["train_head"] else "")
         + (f" --anchor-weight {c['anchor_weight']}" if c["anchor_weight"] else "")
-        + (f" --contrast-weight {c['contrast_weight']}" if c.get("contrast_weight") else "")
         + f" --seed {c['seed']}`",
         "",
         f"Photos {summary['photos']}, faces found {summary['faces']} "
@@ -667,8 +636,6 @@ def report_markdown(summary: dict[str, Any], history: dict[str, list[float]]) ->
         f"loss = masked + {c['plain_weight']} x plain (1 - cos to SFace's plain embedding)"
         + (f" + {c['anchor_weight']} x the squared relative change of the weights"
            if c["anchor_weight"] else "")
-        + (f" + {c['contrast_weight']} x the cross-entropy of each masked face against the "
-           "batch's other people" if c.get("contrast_weight") else "")
         + ".",
         "",
         f"Time on {summary['machine']['cpu_count']} cores: crops {summary['crops_seconds']:.0f} s, "
