@@ -32,6 +32,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
 
 
+def _add_masked_faces(p: argparse.ArgumentParser) -> None:
+    """``--masked-faces``, the same for ``analyze`` and ``serve``."""
+    p.add_argument("--masked-faces", choices=("student", "sface"), default="student",
+                   help="with sface: what embeds faces wearing a mask (default student: the "
+                   "shipped student of SFace, matched against SFace's templates, no re-enrolment; "
+                   "sface: SFace itself)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="maskwatch",
@@ -85,10 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="face embedder for --db (default sface; dlib: dlib's ResNet from "
                    "face_recognition, needs the [dlib] extra); only templates enrolled with the "
                    "same embedder are matched")
-    p.add_argument("--masked-faces", choices=("student", "sface"), default="student",
-                   help="with sface: what embeds faces wearing a mask (default student: the "
-                   "shipped student of SFace, matched against SFace's templates, no re-enrolment; "
-                   "sface: SFace itself)")
+    _add_masked_faces(p)
     _add_common(p)
 
     p = sub.add_parser(
@@ -301,10 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="face embedder for recognition and enrolment (default sface; dlib: dlib's "
                    "ResNet, needs the [dlib] extra); people enrolled with another embedder are not "
                    "recognised")
-    p.add_argument("--masked-faces", choices=("student", "sface"), default="student",
-                   help="with sface: what embeds faces wearing a mask (default student: the "
-                   "shipped student of SFace, matched against SFace's templates, no re-enrolment; "
-                   "sface: SFace itself)")
+    _add_masked_faces(p)
     p.add_argument("--private", action=argparse.BooleanOptionalAction, default=None,
                    help="watching (live page, streams, /api/analyze) needs the admin login too; "
                    "default: private when --host is not a loopback address, open on this machine "
@@ -537,6 +539,7 @@ def _analyze_on_cluster(args: argparse.Namespace, settings: Any, source: Any) ->
 
     from maskwatch.cluster import analyze_photos, check_address, cluster_client
     from maskwatch.errors import ClusterError
+    from maskwatch.sources import SourceProblem
 
     try:
         try:
@@ -561,9 +564,8 @@ def _analyze_on_cluster(args: argparse.Namespace, settings: Any, source: Any) ->
             for record in analyze_photos(client, settings, source.source, root, names):
                 bar.update(1)
                 if "problem" in record:
-                    output.problems += 1
-                    print(f"maskwatch: skipped {record['name']}: {record['problem']}",
-                          file=sys.stderr)
+                    output.problem(SourceProblem(source=record["source"], name=record["name"],
+                                                 message=record["problem"]))
                 else:
                     output.add_record(record)
     except ClusterError as exc:

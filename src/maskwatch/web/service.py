@@ -61,7 +61,6 @@ class EngineService:
         self._streams: dict[str, Stream] = {}
         # Build the models on the inference thread: some OpenCV backends bind to it.
         self.engine: Engine = self._executor.submit(self._load_models).result()
-        self.gallery: Gallery = self.engine.gallery
         self.engine.matcher.wait_ready(FIRST_LOOK_S)
         self.started = time.time()
 
@@ -94,6 +93,11 @@ class EngineService:
     def _guarded(self, fn: Callable[..., T], *args: Any) -> T:
         # Nothing here touches the store: see the module docstring.
         return fn(*args)
+
+    @property
+    def gallery(self) -> Gallery:
+        """The engine's gallery (people, templates, events)."""
+        return self.engine.gallery
 
     # -- gallery changes ----------------------------------------------------------
 
