@@ -36,7 +36,8 @@ class MJPEGServer:
     answers 503 to new requests until :meth:`come_back`, as a camera that drops off
     the network for a while. Frame ``i`` of the ``n``-th stream is
     ``numbered_frame(n * 10 + i)``, so a reader can tell which connection a frame
-    came from; frames are ``interval_s`` seconds apart.
+    came from; frames are ``interval_s`` seconds apart. With ``frames`` it serves those
+    instead, in a loop.
     """
 
     def __init__(
@@ -45,11 +46,13 @@ class MJPEGServer:
         connections: int | None = 2,
         size: tuple[int, int] = (W, H),
         interval_s: float = 0.01,
+        frames: list[np.ndarray] | None = None,
     ):
         self.frames_per_connection = frames_per_connection
         self.connections = connections
         self.size = size
         self.interval_s = interval_s
+        self.frames = frames
         self.served = 0
         self.requests = 0
         self.refused = 0  # requests answered 503 (over the limit or down)
@@ -86,7 +89,8 @@ class MJPEGServer:
                     while server.up.is_set() and (
                         server.frames_per_connection is None or i < server.frames_per_connection
                     ):
-                        img = numbered_frame(number * 10 + i, *server.size)
+                        img = (server.frames[i % len(server.frames)] if server.frames
+                               else numbered_frame(number * 10 + i, *server.size))
                         data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])[
                             1
                         ].tobytes()

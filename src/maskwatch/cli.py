@@ -307,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "ResNet, needs the [dlib] extra); people enrolled with another embedder are not "
                    "recognised")
     _add_masked_faces(p)
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="run the server sources on a Dask cluster, one task per source on its "
+                   "workers: tcp://HOST:8786 (a running `dask scheduler`), or local[:N] for N "
+                   "worker processes on this machine (needs the [cluster] extra). Give the "
+                   "workers a shared gallery with --db mongodb://...")
     p.add_argument("--private", action=argparse.BooleanOptionalAction, default=None,
                    help="watching (live page, streams, /api/analyze) needs the admin login too; "
                    "default: private when --host is not a loopback address, open on this machine "
@@ -939,12 +944,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
             load_face_recognition()
         except DlibUnavailable as exc:
             raise UserError(str(exc)) from exc
+    if args.cluster:
+        from maskwatch.cluster import _dask, check_address
+        from maskwatch.errors import ClusterError
+
+        try:
+            args.cluster = check_address(args.cluster)
+            _dask()
+        except ClusterError as exc:
+            raise UserError(str(exc)) from exc
+        if not args.cluster.startswith("local") and not (args.db or "").startswith("mongodb"):
+            logging.getLogger("maskwatch.serve").warning(
+                "--cluster %s without --db mongodb://...: each worker machine uses its own "
+                "gallery and events (people added here reach only workers on this machine)",
+                args.cluster)
     settings = WebSettings(host=args.host, port=args.port, db=args.db, sources=list(args.source),
                            retention_days=args.retention_days,
                            max_upload_bytes=int(args.max_upload_mb * 2**20),
                            max_pixels=args.max_pixels, private=args.private, embedder=args.embedder,
                            masked_faces=args.masked_faces,
-                           allowed_hosts=list(args.allowed_host))
+                           allowed_hosts=list(args.allowed_host), cluster=args.cluster)
     if args.host in ("0.0.0.0", "::") and not args.allowed_host:
         logging.getLogger("maskwatch.serve").warning(
             "listening on every interface, but only localhost names are accepted in the Host "

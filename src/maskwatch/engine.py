@@ -82,6 +82,10 @@ class EngineSettings:
             :meth:`Engine.analyze` of a file, in pixels.
         max_retries: reconnection attempts in a row for a camera or URL that drops
             (None: forever).
+        threads: threads of each model (OpenCV's detector, onnxruntime's classifier,
+            OpenVINO's or onnxruntime's embedder; OpenCV's count is for the whole
+            process); None: the libraries' choice, one per core. A cluster worker held to
+            one core uses 1.
     """
 
     mode: str = "auto"
@@ -100,18 +104,22 @@ class EngineSettings:
     retention_days: float | None = DEFAULT_RETENTION_DAYS
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_retries: int | None = None
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         if self.detector not in ("yunet", "ssd"):
             raise ValueError(f"unknown detector {self.detector!r}; choose yunet or ssd")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError("threads must be at least 1 (or None)")
 
     def pipeline_config(self, live: bool) -> Any:
         """The :class:`~maskwatch.pipeline.PipelineConfig` of live or photo analysis."""
         from maskwatch.pipeline import PipelineConfig
 
-        overrides: dict[str, Any] = {"detector": self.detector, "model": self.classifier}
+        overrides: dict[str, Any] = {"detector": self.detector, "model": self.classifier,
+                                     "threads": self.threads}
         if self.min_score is not None:
             overrides["min_score"] = self.min_score
         if not live:
@@ -141,12 +149,16 @@ class Engine:
 
         s = settings or EngineSettings()
         self.settings = replace(s, **overrides) if overrides else s
+        if self.settings.threads:
+            import cv2
+
+            cv2.setNumThreads(self.settings.threads)
         self._on_change = on_change
         self._detectors: dict[str, Any] = {}
         self._pipelines: dict[bool, Any] = {}
         self._generation = 0
         self._gen_lock = threading.Lock()
-        self.classifier = MaskClassifier(self.settings.classifier)
+        self.classifier = MaskClassifier(self.settings.classifier, threads=self.settings.threads)
         self.gallery: Any = None
         self.embedder: Any = None
         self.matcher: Any = None
@@ -164,7 +176,8 @@ class Engine:
         s = self.settings
         self.gallery = open_gallery(None if s.db == "default" else s.db)
         try:
-            self.embedder = engine_embedder(s.embedder, s.masked_faces)
+            threads = {"threads": s.threads} if s.threads and s.embedder == "sface" else {}
+            self.embedder = engine_embedder(s.embedder, s.masked_faces, **threads)
             thr, mthr = engine_thresholds(s.embedder, self.embedder)
             thr = thr if s.threshold is None else s.threshold
             mthr = mthr if s.masked_threshold is None else s.masked_threshold
@@ -259,7 +272,7 @@ class Engine:
 
     def run(self, source: Any, *, on_problem: Callable[[Any], None] | None = None,
             stream: Stream | None = None, realtime: bool = False,
-            call: Callable[..., Any] | None = None) -> Iterator[Any]:
+            call: Callable[..., Any] | None = None, start: int = 0) -> Iterator[Any]:
         """Analyse a source frame by frame.
 
         Photos and folders (in ``auto`` and ``photo`` mode) are analysed one by one;
@@ -278,6 +291,8 @@ class Engine:
             realtime: read a file at its own frame rate, as a camera would deliver it.
             call: runs each model step, ``call(fn, *args) -> fn(*args)`` (the web app runs
                 them on its inference thread); default: on this thread.
+            start: frames with a smaller index are read and skipped, not analysed (a
+                video file resumed where an earlier run stopped).
 
         Yields:
             A :class:`~maskwatch.pipeline.FrameResult` per readable frame, with
@@ -303,22 +318,28 @@ class Engine:
                 own = stream = self.stream(event_source_name(src.kind, src.source),
                                            time_origin=time.time() if src.kind == "video" else None)
             pace = (src.fps or 25.0) if realtime and not src.is_live else None
-            started = time.monotonic()
-            for n, item in enumerate(src):
+            started, paced = time.monotonic(), 0
+            for item in src:
                 if isinstance(item, SourceProblem):
                     if on_problem is not None:
                         on_problem(item)
                     else:
                         log.warning("%s: %s", item.name or item.source, item.message)
                     continue
+                if item.index < start:
+                    started = time.monotonic()
+                    continue
                 if pace:
-                    time.sleep(max(0.0, started + n / pace - time.monotonic()))
+                    time.sleep(max(0.0, started + paced / pace - time.monotonic()))
+                    paced += 1
+                read_at = time.time()
                 if stream is not None:
                     result = run_step(stream.process, item.image, item.index, item.timestamp)
                 else:
                     result = run_step(self.analyze, item.image)
                     result.frame_index, result.timestamp = item.index, item.timestamp
                 result.image, result.source, result.name = item.image, item.source, item.name
+                result.read_at = read_at
                 yield result
         finally:
             try:

@@ -141,6 +141,8 @@ class FrameResult:
             read by :meth:`maskwatch.Engine.run`.
         name: the photo's name within a folder (None otherwise).
         image: the analysed frame (BGR), when read by :meth:`maskwatch.Engine.run`.
+        read_at: Unix seconds at which :meth:`maskwatch.Engine.run` took the frame from
+            its source (for end-to-end latency; not in :meth:`to_dict`).
     """
 
     faces: Faces
@@ -153,6 +155,7 @@ class FrameResult:
     source: str | None = None
     name: str | None = None
     image: np.ndarray | None = field(default=None, repr=False)
+    read_at: float | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict, the schema of ``maskwatch analyze --json`` (see README)."""

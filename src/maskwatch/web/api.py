@@ -168,6 +168,18 @@ async def list_sources(request: Request) -> list[dict[str, Any]]:
     return [dict(vars(i), stream=f"/stream/{i.id}.mjpg") for i in request.app.state.sources.list()]
 
 
+@router.get("/sources/{source_id}/result", dependencies=viewer,
+            responses=merge(AUTH, errors(404)),
+            summary="Engine JSON of a server source's latest frame")
+async def source_result(request: Request, source_id: SourceId) -> dict[str, Any]:
+    src = request.app.state.sources.get(source_id)
+    if src is None:
+        raise HTTPException(404, f"no source {source_id!r}")
+    if src.latest is None:
+        raise HTTPException(404, f"source {source_id} has no frame yet ({src.state})")
+    return dict(src.latest, source_id=source_id)
+
+
 # -- people ------------------------------------------------------------------------
 
 

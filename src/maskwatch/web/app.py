@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -207,6 +208,17 @@ DOCS_PAGE = """<!doctype html>
 """
 
 
+def cluster_link(settings: WebSettings) -> Any:
+    """The :class:`~maskwatch.web.cluster_sources.ClusterLink` of ``settings.cluster``,
+    whose workers build their engine from the server's settings (a ``local:N`` cluster's
+    workers share this machine's cores: each model gets cores / N threads)."""
+    from maskwatch.web.cluster_sources import ClusterLink
+
+    local = re.fullmatch(r"local(?::(\d+))?", settings.cluster.strip())
+    threads = max(1, (os.cpu_count() or 1) // int(local.group(1) or 2)) if local else None
+    return ClusterLink(settings.cluster, settings.engine_settings(threads=threads))
+
+
 def create_app(settings: WebSettings | None = None) -> FastAPI:
     """Build the web app.
 
@@ -230,13 +242,25 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
                                    attempts=settings.login_attempts,
                                    window_s=settings.login_window_s)
         app.state.service = EngineService(settings)
-        app.state.sources = SourceManager(app.state.service)
-        for spec in settings.sources:
-            app.state.sources.add(spec, trusted=True)
+        link = None
+        try:
+            if settings.cluster:
+                link = cluster_link(settings)
+            app.state.sources = SourceManager(app.state.service, link=link,
+                                              max_sources=64 if link else 8)
+            for spec in settings.sources:
+                app.state.sources.add(spec, trusted=True)
+        except BaseException:
+            if link is not None:
+                link.close()
+            app.state.service.close()
+            raise
         try:
             yield
         finally:
             app.state.sources.close()
+            if link is not None:
+                link.close()
             app.state.service.close()
 
     app = FastAPI(

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from maskwatch.engine import Engine, EngineSettings, Stream
+from maskwatch.engine import Engine, Stream
 from maskwatch.events import SPOOL_NAME
 from maskwatch.gallery import Gallery
 from maskwatch.web.settings import WebSettings
@@ -66,11 +66,8 @@ class EngineService:
 
     def _load_models(self) -> Engine:
         s = self.settings
-        engine = Engine(EngineSettings(
-            mode="live", db=s.db or "default", embedder=s.embedder, masked_faces=s.masked_faces,
-            threshold=s.threshold, masked_threshold=s.masked_threshold, watch_s=STAMP_POLL_S,
-            spool=s.resolved_home() / SPOOL_NAME, retention_days=s.retention_days,
-            max_pixels=s.max_pixels))
+        engine = Engine(s.engine_settings(watch_s=STAMP_POLL_S,
+                                          spool=s.resolved_home() / SPOOL_NAME))
         try:
             engine.detector(live=True)
             engine.detector(live=False)

@@ -70,6 +70,8 @@ class WebSettings:
             and ``host`` (see :meth:`allowed_host_names`); ``"*"`` accepts any. A page of
             another site that makes its own name resolve to this machine (DNS
             rebinding) sends its own name, so it is refused.
+        cluster: run the server sources on a Dask cluster: ``tcp://HOST:PORT`` or
+            ``local[:N]`` (see :mod:`maskwatch.cluster`); None: on this machine.
     """
 
     host: str = "127.0.0.1"
@@ -93,6 +95,20 @@ class WebSettings:
     https: bool | None = None
     private: bool | None = None
     allowed_hosts: list[str] = field(default_factory=list)
+    cluster: str | None = None
+
+    def engine_settings(self, **overrides: Any) -> Any:
+        """The :class:`~maskwatch.engine.EngineSettings` of this server's live analysis
+        (``overrides`` replace fields)."""
+        from maskwatch.engine import EngineSettings
+
+        base: dict[str, Any] = dict(
+            mode="live", db=self.db or "default", embedder=self.embedder,
+            masked_faces=self.masked_faces, threshold=self.threshold,
+            masked_threshold=self.masked_threshold, retention_days=self.retention_days,
+            max_pixels=self.max_pixels)
+        base.update(overrides)
+        return EngineSettings(**base)
 
     def resolved_home(self) -> Path:
         return Path(self.home).expanduser() if self.home else default_home()

@@ -6,6 +6,9 @@ back-off), runs them through the engine on the inference thread, draws the resul
 (:class:`maskwatch.draw.FaceAnnotator`) and keeps the latest annotated JPEG, which
 any number of MJPEG viewers read. Frames that arrive while the engine is busy are
 dropped rather than queued, so a slow machine shows fewer frames, not older ones.
+
+With ``serve --cluster`` the sources run on Dask workers instead
+(:mod:`maskwatch.web.cluster_sources`); the manager, the page and the streams are the same.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ class SourceInfo:
     frames: int
     fps: float
     faces: int
+    worker: str = ""   # the cluster worker running it ("" on this machine)
+    restarts: int = 0  # times it was restarted on another worker
 
 
 class ServerSource:
@@ -60,6 +65,8 @@ class ServerSource:
         self.faces = 0
         self.jpeg: bytes | None = None
         self.jpeg_index = 0
+        #: The engine JSON of the latest frame (``maskwatch analyze --json``'s schema).
+        self.latest: dict[str, Any] | None = None
         self._times: list[float] = []
         self._last_frame = 0.0
         self._cond = threading.Condition()
@@ -126,7 +133,7 @@ class ServerSource:
                 for result in results:
                     if self._stop.is_set():
                         break
-                    self._show(annotator.annotate(result.image, result), len(result.faces))
+                    self._show(annotator.annotate(result.image, result), result.to_dict())
             finally:
                 results.close()
             if not self._stop.is_set():
@@ -152,7 +159,7 @@ class ServerSource:
     def _problem(self, item: Any) -> None:
         self.state, self.message = "reconnecting", item.message
 
-    def _show(self, drawn: Any, faces: int) -> None:
+    def _show(self, drawn: Any, latest: dict[str, Any]) -> None:
         """Encode an annotated frame as the latest JPEG and wake the viewers."""
         ok, buf = cv2.imencode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:
@@ -163,7 +170,8 @@ class ServerSource:
         self._times = (self._times + [now])[-30:]
         self._last_frame = now
         self.frames += 1
-        self.faces = faces
+        self.latest = latest
+        self.faces = len(latest["faces"])
         self.state = "live"
         self.message = self._source.description
         with self._cond:
@@ -180,11 +188,19 @@ class ServerSource:
 
 
 class SourceManager:
-    """The server's sources, by id (``"1"``, ``"2"``, ...)."""
+    """The server's sources, by id (``"1"``, ``"2"``, ...).
 
-    def __init__(self, service: EngineService, max_sources: int = 8) -> None:
+    Args:
+        service: the web app's engine service.
+        max_sources: sources running at once (more are refused).
+        link: a :class:`~maskwatch.web.cluster_sources.ClusterLink`: sources run on its
+            cluster's workers; None: on this machine.
+    """
+
+    def __init__(self, service: EngineService, max_sources: int = 8, link: Any = None) -> None:
         self.service = service
         self.max_sources = max_sources
+        self.link = link
         self._lock = threading.Lock()
         self._sources: dict[str, ServerSource] = {}
         self._next = 1
@@ -226,11 +242,17 @@ class SourceManager:
                 raise SourceRefused(f"at most {self.max_sources} sources at once; remove one first")
             sid = str(self._next)
             self._next += 1
-            src = ServerSource(sid, spec, self.service)
+            src: Any
+            if self.link is None:
+                src = ServerSource(sid, spec, self.service)
+            else:
+                taken = {getattr(s, "event_name", "") for s in self._sources.values()
+                         if s.state not in ("finished", "failed", "stopped")}
+                src = self.link.open_source(sid, spec, kind, taken)
             self._sources[sid] = src
         return src
 
-    def get(self, source_id: str) -> ServerSource | None:
+    def get(self, source_id: str) -> Any:
         return self._sources.get(source_id)
 
     def list(self) -> list[SourceInfo]:

@@ -188,7 +188,8 @@
       for (const s of await r.json()) {
         const st = document.querySelector('.state[data-id="' + s.id + '"]');
         const m = document.querySelector('.message[data-id="' + s.id + '"]');
-        if (st) st.textContent = s.state + (s.state === "live" ? " (" + s.fps + " fps, " + s.faces + " faces)" : "");
+        if (st) st.textContent = s.state + (s.state === "live" ? " (" + s.fps + " fps, " + s.faces + " faces)" : "")
+          + (s.worker ? " on " + s.worker + (s.restarts ? ", restarted " + s.restarts + "x" : "") : "");
         if (m) m.textContent = s.message;
       }
     } catch (e) { /* server restarting */ }
