@@ -186,9 +186,11 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=10)
 
 
-def test_the_scheduler_lost_and_back(tmp_path):
-    """The scheduler is SIGKILLed: the page keeps serving and says so; once a scheduler
-    answers at the address again, the source is submitted again and runs."""
+def test_sources_added_on_the_page_and_the_scheduler_lost_and_back(tmp_path):
+    """Sources added through the API run on a real ``dask scheduler`` and ``dask worker``;
+    one that cannot be opened fails once, and stays failed. The scheduler is SIGKILLed:
+    the page keeps serving and says so; once a scheduler answers at the address again,
+    the source is submitted again and runs."""
     from tests.mongo_server import free_port
 
     port = free_port()
@@ -203,10 +205,18 @@ def test_the_scheduler_lost_and_back(tmp_path):
     try:
         with MJPEGServer(frames_per_connection=None, connections=None,
                          interval_s=1 / FPS) as camera:
-            app = create_app(make_settings(tmp_path, cluster=address, sources=[camera.url]))
+            app = create_app(make_settings(tmp_path, cluster=address))
             with TestClient(app) as client:
+                for spec in (camera.url, f"http://127.0.0.1:{free_port()}/gone.mjpg"):
+                    r = client.post("/api/sources", headers=BEARER, json={"spec": spec})
+                    assert r.status_code == 201, r.text
+
                 def state() -> dict:
                     return client.get("/api/sources").json()[0]
+
+                gone = wait_for(lambda: (s := client.get("/api/sources").json()[1])["state"]
+                                == "failed" and s, 60, "the unreachable source failed")
+                assert "cannot open stream" in gone["message"], gone
 
                 wait_for(lambda: state()["state"] == "live" and state()["frames"] > 3, 90,
                          "the source live on the cluster")
@@ -228,6 +238,9 @@ def test_the_scheduler_lost_and_back(tmp_path):
                 procs.append(worker)
                 wait_for(lambda: (s := state())["state"] == "live" and s["frames"] > frames + 3,
                          90, "the source live again")
+                # the failed one was not submitted again after the reconnection
+                gone_src = app.state.sources.get("2")
+                assert gone_src.state == "failed" and len(gone_src.events) == 1
     finally:
         for p in procs:
             _stop(p)

@@ -55,7 +55,7 @@ GUARDED_ROUTES: tuple[tuple[frozenset[str] | None, re.Pattern[str], str], ...] =
         (None, r"/api/events(\.csv)?", ADMIN),
         (None, r"/api/stats", ADMIN),
         (WRITES, r"/api/sources(/.*)?", ADMIN),
-        (READS, r"/api/sources", VIEWER),
+        (READS, r"/api/sources(/[^/]+/result)?", VIEWER),
         (None, r"/api/analyze", VIEWER),
         (None, r"/stream/.*", VIEWER),
         (None, r"/people(/.*)?", ADMIN),
