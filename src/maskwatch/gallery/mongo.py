@@ -76,7 +76,15 @@ class MongoGallery(Gallery):
                 url, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms,
                 socketTimeoutMS=int(socket_timeout_s * 1000), appname="maskwatch",
             )
-            self._db = self._client.get_default_database(default=DEFAULT_DATABASE)
+            # Every write waits for the server's journal (j: true): a write the server
+            # acknowledged then survives the server being killed (without it MongoDB, and
+            # SecantusDB, acknowledge before the journal is on disk, so events handed over
+            # just before a crash could be lost). Writes are few (enrolments, an event batch
+            # every 2 s); the URL's other settings (w=...) are kept.
+            self._durable = pymongo.WriteConcern(**{**self._client.write_concern.document,
+                                                    "j": True})
+            self._db = self._client.get_default_database(default=DEFAULT_DATABASE,
+                                                         write_concern=self._durable)
         except (errors.ConfigurationError, errors.InvalidName, ValueError, TypeError) as exc:
             raise GalleryError(f"invalid MongoDB URL {self.location}: {exc}") from exc
         except errors.PyMongoError as exc:  # e.g. SRV records that do not resolve
@@ -150,7 +158,8 @@ class MongoGallery(Gallery):
             else:
                 for attempt in range(12):
                     try:
-                        with self._client.start_session() as s, s.start_transaction():
+                        with self._client.start_session() as s, \
+                                s.start_transaction(write_concern=self._durable):
                             result = fn(s)
                         break
                     except (e.ConnectionFailure, e.ServerSelectionTimeoutError):
