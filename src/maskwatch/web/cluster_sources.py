@@ -318,17 +318,24 @@ class ClusterSource:
                     self._stop.wait(0.5)
                     continue
             try:
-                message = queue.get()
+                if self._future.done():
+                    # the task is over: take what it left, then its summary (checked
+                    # before waiting: its done-callback puts no wake into a full queue)
+                    while queue.qsize():
+                        self._take(queue.get())
+                    if self._ended():
+                        return
+                    queue = None  # lost with the scheduler: submitted again
+                    self._stop.wait(0.5)
+                    continue
+                self._take(queue.get())
             except Exception as exc:  # noqa: BLE001 - the scheduler went away
                 log.debug("source %s: %s", self.id, exc)
                 self._stop.wait(0.5)
-                continue
-            if message.get("kind") != "wake":
-                self._take(message)
-            elif self._future is not None and self._future.done() and self._ended():
-                return
 
     def _take(self, message: dict[str, Any]) -> None:
+        if message.get("kind") == "wake":
+            return
         worker = message.get("worker", "")
         if worker and self.worker and worker != self.worker:
             self.restarts += 1
@@ -366,7 +373,7 @@ class ClusterSource:
         """The task ended: take its summary; True when the source is over."""
         future = self._future
         if future.status == "cancelled":
-            return False  # lost with the scheduler: submitted again at the next epoch
+            return False  # lost with the scheduler: submitted again
         try:
             self.summary = future.result(timeout=5)
         except Exception as exc:  # noqa: BLE001 - a worker death too many, or a bug
