@@ -376,6 +376,10 @@ class ClusterSource:
             return False  # lost with the scheduler: submitted again
         try:
             self.summary = future.result(timeout=5)
+            # Let the scheduler forget it: a result still wanted is computed again when
+            # the worker that holds it dies, which would run an ended source again.
+            future.release()
+            self._future = None
         except Exception as exc:  # noqa: BLE001 - a worker death too many, or a bug
             name = type(exc).__name__
             if name == "KilledWorker":
@@ -413,6 +417,7 @@ class ClusterSource:
 
                 Event(channel_names(self.channel)["stop"], client=self.link.client).set()
                 self.summary = future.result(timeout=wait)
+                future.release()
                 if self.events:
                     self.events[-1] = int(self.summary.get("events", self.events[-1]))
             except Exception:  # noqa: BLE001 - gone or slow: cancelled below
