@@ -945,7 +945,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except DlibUnavailable as exc:
             raise UserError(str(exc)) from exc
     if args.cluster:
-        from maskwatch.cluster import _dask, check_address
+        from maskwatch.cluster import _dask, check_address, local_workers
         from maskwatch.errors import ClusterError
 
         try:
@@ -953,7 +953,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             _dask()
         except ClusterError as exc:
             raise UserError(str(exc)) from exc
-        if not args.cluster.startswith("local") and not (args.db or "").startswith("mongodb"):
+        if local_workers(args.cluster) is None and not (args.db or "").startswith("mongodb"):
             logging.getLogger("maskwatch.serve").warning(
                 "--cluster %s without --db mongodb://...: each worker machine uses its own "
                 "gallery and events (people added here reach only workers on this machine)",

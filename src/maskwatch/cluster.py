@@ -66,8 +66,6 @@ SOURCES_PER_WORKER = 16
 #: ``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False``.
 LOCAL_CONFIG = {"distributed.scheduler.worker-ttl": "10s",
                 "distributed.worker.profile.enabled": False}
-#: JPEG quality of the frames a source task sends.
-JPEG_QUALITY = 80
 #: Seconds between a source task's looks at its stop event and saves of its progress.
 CHECK_EVERY_S = 0.5
 #: Seconds a source task goes on while the scheduler cannot be reached, then it stops.
@@ -85,6 +83,13 @@ def _dask() -> Any:
     return distributed
 
 
+def local_workers(address: str) -> int | None:
+    """The worker count of a ``local[:N]`` address (2 when N is not given); None for a
+    scheduler address."""
+    local = _LOCAL.fullmatch(address.strip())
+    return int(local.group(1) or 2) if local else None
+
+
 def check_address(address: str) -> str:
     """``address`` stripped, if it is ``local[:N]`` (N >= 1) or ``tcp://HOST:PORT``.
 
@@ -92,10 +97,10 @@ def check_address(address: str) -> str:
         ClusterError: anything else.
     """
     address = address.strip()
-    local = _LOCAL.fullmatch(address)
-    if local and int(local.group(1) or 2) < 1:
+    local = local_workers(address)
+    if local is not None and local < 1:
         raise ClusterError("local:N needs at least one worker")
-    if not local and not re.fullmatch(r"(tcp|tls)://[^\s/]+:\d+", address):
+    if local is None and not re.fullmatch(r"(tcp|tls)://[^\s/]+:\d+", address):
         raise ClusterError(f"{address!r}: give the scheduler as tcp://HOST:PORT, or local[:N]")
     return address
 
@@ -114,13 +119,12 @@ def cluster_client(address: str, *, threads_per_worker: int = 1) -> Iterator[Any
     if not log.isEnabledFor(logging.DEBUG):
         logging.getLogger("distributed").setLevel(logging.WARNING)
     address = check_address(address)
-    local = _LOCAL.fullmatch(address)
+    workers = local_workers(address)
     cluster = None
     try:
-        if local:
+        if workers is not None:
             import dask
 
-            workers = int(local.group(1) or 2)
             # Loopback only, no dashboard; Dask's own log lines only when they matter.
             with dask.config.set(LOCAL_CONFIG):
                 # (the scheduler's HTTP server, dashboard or not, on loopback too)
@@ -409,8 +413,6 @@ def run_source(settings: Any, channel: str, spec: str, event_name: str) -> dict[
         ended, ``events`` those handed to the engine's event writer (tracks of at least
         the recorder's ``min_frames``).
     """
-    import cv2
-
     from maskwatch.draw import FaceAnnotator
     from maskwatch.sources import SourceError, open_source
 
@@ -464,10 +466,9 @@ def run_source(settings: Any, channel: str, spec: str, event_name: str) -> dict[
             for result in results:
                 ended(result.ended)
                 summary["frames"] += 1
-                ok, jpeg = cv2.imencode(".jpg", annotator.annotate(result.image, result),
-                                        [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-                if ok:
-                    outbox.send({"kind": "frame", "jpeg": jpeg.tobytes(),
+                jpeg = annotator.jpeg(result.image, result)
+                if jpeg is not None:
+                    outbox.send({"kind": "frame", "jpeg": jpeg,
                                  "result": result.to_dict(), "read_at": result.read_at,
                                  "sent_at": time.time(), "worker": worker,
                                  "description": src.description, "origin": origin,

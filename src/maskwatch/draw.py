@@ -17,6 +17,8 @@ MASK_COLORS: dict[str, tuple[int, int, int]] = {
     "mask_incorrect": (0, 160, 255),
 }
 UNCLASSIFIED_COLOR = (200, 200, 200)
+#: JPEG quality of annotated frames sent to viewers (server sources' MJPEG, cluster workers).
+JPEG_QUALITY = 80
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,12 @@ class FaceAnnotator:
 
     thickness: int = 2
     font_scale: float = 0.5
+
+    def jpeg(self, image: np.ndarray, result: Any) -> bytes | None:
+        """:meth:`annotate`, encoded as JPEG (:data:`JPEG_QUALITY`); None if it cannot be."""
+        ok, buf = cv2.imencode(".jpg", self.annotate(image, result),
+                               [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        return buf.tobytes() if ok else None
 
     def annotate(self, image: np.ndarray, result: Any) -> np.ndarray:
         """Return a copy of a BGR image with the faces of ``result`` drawn on it.

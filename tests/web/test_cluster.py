@@ -87,6 +87,15 @@ def names_of(client: TestClient, sid: str) -> list[str]:
     return [f.get("identity") for f in r.json()["faces"]] if r.status_code == 200 else []
 
 
+def seconds_until_named(client: TestClient, name: str, timeout: float = 10) -> float:
+    """Seconds until both sources (``"1"``, ``"2"``) name ``name`` (at most ``timeout``)."""
+    began = time.monotonic()
+    for sid in ("1", "2"):
+        wait_for(lambda sid=sid: name in names_of(client, sid), timeout,
+                 f"{name} named on source {sid}")
+    return time.monotonic() - began
+
+
 def test_two_workers_one_store_a_person_enrolled_mid_run_and_a_worker_killed(
         datasets, mongo, tmp_path):
     lin = datasets / "identity-examples" / "examples" / "lin-manuel-miranda.png"
@@ -121,19 +130,11 @@ def test_two_workers_one_store_a_person_enrolled_mid_run_and_a_worker_killed(
             r = client.post("/api/people", headers=BEARER, data={"name": "Lin"},
                             files=[("photos", (lin.name, lin.read_bytes(), "image/png"))])
             assert r.status_code == 201, r.text
-            enrolled = time.monotonic()
-            for sid in ("1", "2"):
-                wait_for(lambda sid=sid: "Lin" in names_of(client, sid), 10,
-                         f"Lin named on source {sid}")
-            named_s = time.monotonic() - enrolled
+            named_s = seconds_until_named(client, "Lin")
             # renamed on the page: both workers use the new name
             r = client.patch("/api/people/Lin", headers=BEARER, json={"name": "Lin-Manuel"})
             assert r.status_code == 200, r.text
-            renamed = time.monotonic()
-            for sid in ("1", "2"):
-                wait_for(lambda sid=sid: "Lin-Manuel" in names_of(client, sid), 10,
-                         f"the new name on source {sid}")
-            renamed_s = time.monotonic() - renamed
+            renamed_s = seconds_until_named(client, "Lin-Manuel")
             print(f"named on both workers {named_s:.1f} s after the enrolment, renamed "
                   f"{renamed_s:.1f} s after the rename")
 

@@ -212,10 +212,11 @@ def cluster_link(settings: WebSettings) -> Any:
     """The :class:`~maskwatch.web.cluster_sources.ClusterLink` of ``settings.cluster``,
     whose workers build their engine from the server's settings (a ``local:N`` cluster's
     workers share this machine's cores: each model gets cores / N threads)."""
+    from maskwatch.cluster import local_workers
     from maskwatch.web.cluster_sources import ClusterLink
 
-    local = re.fullmatch(r"local(?::(\d+))?", settings.cluster.strip())
-    threads = max(1, (os.cpu_count() or 1) // int(local.group(1) or 2)) if local else None
+    workers = local_workers(settings.cluster)
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers else None
     return ClusterLink(settings.cluster, settings.engine_settings(threads=threads))
 
 

@@ -25,8 +25,9 @@ import time
 import uuid
 from typing import Any
 
+from maskwatch.cluster import local_workers
 from maskwatch.errors import ClusterError
-from maskwatch.web.sources import STALE_S, SourceInfo
+from maskwatch.web.sources import STALE_S, FrameBoard, SourceInfo
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class ClusterLink:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._connected = threading.Event()
-        if self.address.startswith("local"):
+        if local_workers(self.address) is not None:
             self._connect()  # nothing to wait for: it starts or fails now
         self._thread = threading.Thread(target=self._keep, name="maskwatch-cluster-link",
                                         daemon=True)
@@ -193,38 +194,24 @@ class ClusterLink:
         self._drop()
 
 
-class ClusterSource:
+class ClusterSource(FrameBoard):
     """A server source whose frames are read and analysed by a cluster worker.
 
-    Has the interface of :class:`~maskwatch.web.sources.ServerSource` (``info``,
-    ``wait_frame``, ``jpeg``, ``jpeg_index``, ``latest``, ``state``, ``stop``).
+    Shows what it receives as a :class:`~maskwatch.web.sources.FrameBoard`, as a source
+    read on this machine does (``info``, ``wait_frame``, ``jpeg``, ``latest``, ``stop``).
     """
 
     def __init__(self, source_id: str, spec: str, link: ClusterLink, event_name: str) -> None:
-        from maskwatch.sources import mask_url
-
-        self.id = source_id
-        self.spec = spec
-        self.shown = mask_url(spec) if "://" in spec else spec
+        super().__init__(source_id, spec, "waiting", "waiting for the Dask scheduler")
         self.link = link
         self.event_name = event_name
         self.channel = f"maskwatch-{link.run_id}-{source_id}"
-        self.state = "waiting"
-        self.message = "waiting for the Dask scheduler"
         self.worker = ""
         self.restarts = 0
-        self.frames = 0
-        self.faces = 0
-        self.jpeg: bytes | None = None
-        self.jpeg_index = 0
-        #: The engine JSON of the latest frame (``maskwatch analyze --json``'s schema).
-        self.latest: dict[str, Any] | None = None
         #: The task's summary once it ended (see :func:`maskwatch.cluster.run_source`).
         self.summary: dict[str, Any] | None = None
         #: End-to-end seconds (read on the worker to received here) of recent frames.
         self.latencies: list[float] = []
-        self._times: list[float] = []
-        self._last_frame = 0.0
         #: Events handed to the store's writer by each run of the task (one entry per run).
         self.events: list[int] = []
         #: Process id of the worker running it (from its first message).
@@ -232,8 +219,6 @@ class ClusterSource:
         self._progress: dict[str, Any] = {}
         self._future: Any = None
         self._epoch = -1
-        self._cond = threading.Condition()
-        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"maskwatch-cluster-{source_id}",
                                         daemon=True)
         self._thread.start()
@@ -246,23 +231,12 @@ class ClusterSource:
             state, message = "waiting", self.link.problem
         elif state == "starting" and not self.link.workers():
             message = (f"no worker: start one with `dask worker {self.link.address}`"
-                       if not self.link.address.startswith("local") else "no worker yet")
-        silent_s = time.monotonic() - self._last_frame if self._last_frame else 0.0
+                       if local_workers(self.link.address) is None else "no worker yet")
+        silent_s = self._silent_s()
         if state == "live" and silent_s > STALE_S:
             state = "reconnecting"
             message = f"no frame for {silent_s:.0f} s from {self.worker or 'its worker'}"
-        fps = 0.0
-        times = self._times
-        if state == "live" and len(times) >= 2 and times[-1] > times[0]:
-            fps = (len(times) - 1) / (times[-1] - times[0])
-        return SourceInfo(self.id, self.shown, state, message, self.frames, round(fps, 1),
-                          self.faces, worker=self.worker, restarts=self.restarts)
-
-    def wait_frame(self, after: int, timeout: float) -> tuple[int, bytes | None]:
-        with self._cond:
-            self._cond.wait_for(lambda: self.jpeg_index > after or self._stop.is_set(),
-                                timeout=timeout)
-            return self.jpeg_index, self.jpeg
+        return self._info(state, message, worker=self.worker, restarts=self.restarts)
 
     # -- the task ---------------------------------------------------------------------
 
@@ -349,25 +323,14 @@ class ClusterSource:
             if self.restarts and self.state == "connecting":
                 self.message = f"restarted on {worker} ({self.restarts}x): {self.message}"
             return
-        now = time.monotonic()
-        if self._times and now - self._times[-1] > STALE_S:
-            self._times = []
-        self._times = (self._times + [now])[-30:]
-        self._last_frame = now
         result = message["result"]
         if message.get("read_at"):
             self.latencies = (self.latencies + [time.time() - message["read_at"]])[
                 -LATENCY_WINDOW:]
-        self.latest = result
         self._progress = {"frame": result.get("frame", -1), "origin": message.get("origin")}
         if self.events:
             self.events[-1] = int(message.get("events", 0))
-        self.frames += 1
-        self.faces = len(result.get("faces", []))
-        self.state, self.message = "live", message.get("description", "")
-        with self._cond:
-            self.jpeg, self.jpeg_index = message["jpeg"], self.jpeg_index + 1
-            self._cond.notify_all()
+        self._publish(message["jpeg"], result, message.get("description", ""))
 
     def _ended(self) -> bool:
         """The task ended: take its summary; True when the source is over."""
@@ -389,16 +352,14 @@ class ClusterSource:
             else:
                 self.state, self.message = "failed", f"stopped: {exc}"
             log.warning("source %s: %s", self.shown, self.message)
-            with self._cond:
-                self._cond.notify_all()
+            self._wake_viewers()
             return True
         if self.summary and self.events:
             self.events[-1] = int(self.summary.get("events", self.events[-1]))
         if self.summary and not self._stop.is_set():
             self.state = self.summary.get("state", "finished")
             self.message = self.summary.get("message", "")
-        with self._cond:
-            self._cond.notify_all()
+        self._wake_viewers()
         return True
 
     def stop(self, wait: float = 5.0) -> None:
@@ -425,6 +386,5 @@ class ClusterSource:
                 future.cancel()
                 self._wake_reader()
         self.state, self.message = "stopped", "stopped"
-        with self._cond:
-            self._cond.notify_all()
+        self._wake_viewers()
         self._thread.join(timeout=POLL_S + 1)

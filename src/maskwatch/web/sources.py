@@ -20,14 +20,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
-
 from maskwatch.web.service import EngineService
 
 log = logging.getLogger(__name__)
 
-#: JPEG quality of the MJPEG frames.
-JPEG_QUALITY = 80
 #: A live source with no frame for this long (seconds) is shown as reconnecting.
 STALE_S = 3.0
 
@@ -49,18 +45,20 @@ class SourceInfo:
     restarts: int = 0  # times it was restarted on another worker
 
 
-class ServerSource:
-    """One source read on the server, with its own thread and tracker."""
+class FrameBoard:
+    """What a server source shows: its state, its latest annotated JPEG and engine JSON,
+    and its frame rate; any number of viewers wait on it. Shared by sources read here
+    (:class:`ServerSource`) and on a cluster
+    (:class:`~maskwatch.web.cluster_sources.ClusterSource`)."""
 
-    def __init__(self, source_id: str, spec: str, service: EngineService) -> None:
+    def __init__(self, source_id: str, spec: str, state: str, message: str) -> None:
         from maskwatch.sources import mask_url
 
         self.id = source_id
         self.spec = spec
         self.shown = mask_url(spec) if "://" in spec else spec
-        self.service = service
-        self.state = "connecting"
-        self.message = ""
+        self.state = state
+        self.message = message
         self.frames = 0
         self.faces = 0
         self.jpeg: bytes | None = None
@@ -71,6 +69,54 @@ class ServerSource:
         self._last_frame = 0.0
         self._cond = threading.Condition()
         self._stop = threading.Event()
+
+    def _publish(self, jpeg: bytes, latest: dict[str, Any], message: str) -> None:
+        """Show a new frame (its JPEG and engine JSON) and wake the viewers."""
+        now = time.monotonic()
+        if self._times and now - self._times[-1] > STALE_S:
+            self._times = []  # back after a gap: the rate is the new connection's
+        self._times = (self._times + [now])[-30:]
+        self._last_frame = now
+        self.frames += 1
+        self.latest = latest
+        self.faces = len(latest.get("faces", []))
+        self.state, self.message = "live", message
+        with self._cond:
+            self.jpeg, self.jpeg_index = jpeg, self.jpeg_index + 1
+            self._cond.notify_all()
+
+    def _silent_s(self) -> float:
+        """Seconds since the last frame (0 before the first)."""
+        return time.monotonic() - self._last_frame if self._last_frame else 0.0
+
+    def _info(self, state: str, message: str, **extra: Any) -> SourceInfo:
+        """The :class:`SourceInfo` shown for ``state``; ``fps`` is frames per second over
+        the last 30 frames, 0 unless live."""
+        fps = 0.0
+        times = self._times
+        if state == "live" and len(times) >= 2 and times[-1] > times[0]:
+            fps = (len(times) - 1) / (times[-1] - times[0])
+        return SourceInfo(self.id, self.shown, state, message, self.frames, round(fps, 1),
+                          self.faces, **extra)
+
+    def wait_frame(self, after: int, timeout: float) -> tuple[int, bytes | None]:
+        """Block until a JPEG newer than ``after`` exists (or ``timeout`` seconds)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.jpeg_index > after or self._stop.is_set(),
+                                timeout=timeout)
+            return self.jpeg_index, self.jpeg
+
+    def _wake_viewers(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+
+class ServerSource(FrameBoard):
+    """One source read on the server, with its own thread and tracker."""
+
+    def __init__(self, source_id: str, spec: str, service: EngineService) -> None:
+        super().__init__(source_id, spec, "connecting", "")
+        self.service = service
         self._source: Any = None
         self._thread = threading.Thread(target=self._run, name=f"maskwatch-source-{source_id}",
                                         daemon=True)
@@ -83,25 +129,13 @@ class ServerSource:
         # nothing until it is back or gives up; the source says what it is doing. A read
         # that hangs without failing shows only as silence.
         lost = getattr(self._source, "reconnecting", "")
-        silent_s = time.monotonic() - self._last_frame if self._last_frame else 0.0
+        silent_s = self._silent_s()
         if state == "live" and lost:
             state, message = "reconnecting", lost
         elif state == "live" and silent_s > STALE_S:
             state = "reconnecting"
             message = f"no frame for {silent_s:.0f} s; reconnecting to {self.shown}"
-        fps = 0.0
-        times = self._times
-        if state == "live" and len(times) >= 2 and times[-1] > times[0]:
-            fps = (len(times) - 1) / (times[-1] - times[0])
-        return SourceInfo(self.id, self.shown, state, message, self.frames, round(fps, 1),
-                          self.faces)
-
-    def wait_frame(self, after: int, timeout: float) -> tuple[int, bytes | None]:
-        """Block until a JPEG newer than ``after`` exists (or ``timeout`` seconds)."""
-        with self._cond:
-            self._cond.wait_for(lambda: self.jpeg_index > after or self._stop.is_set(),
-                                timeout=timeout)
-            return self.jpeg_index, self.jpeg
+        return self._info(state, message)
 
     def _run(self) -> None:
         from maskwatch.draw import FaceAnnotator
@@ -133,7 +167,9 @@ class ServerSource:
                 for result in results:
                     if self._stop.is_set():
                         break
-                    self._show(annotator.annotate(result.image, result), result.to_dict())
+                    jpeg = annotator.jpeg(result.image, result)
+                    if jpeg is not None:
+                        self._publish(jpeg, result.to_dict(), self._source.description)
             finally:
                 results.close()
             if not self._stop.is_set():
@@ -153,37 +189,16 @@ class ServerSource:
                     service.close_stream_sync(stream)
                 except Exception:  # noqa: BLE001 - the service may be shutting down
                     log.debug("could not close the stream of %s", self.shown, exc_info=True)
-            with self._cond:
-                self._cond.notify_all()
+            self._wake_viewers()
 
     def _problem(self, item: Any) -> None:
         self.state, self.message = "reconnecting", item.message
-
-    def _show(self, drawn: Any, latest: dict[str, Any]) -> None:
-        """Encode an annotated frame as the latest JPEG and wake the viewers."""
-        ok, buf = cv2.imencode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        if not ok:
-            return
-        now = time.monotonic()
-        if self._times and now - self._times[-1] > STALE_S:
-            self._times = []  # back after a gap: the rate is the new connection's
-        self._times = (self._times + [now])[-30:]
-        self._last_frame = now
-        self.frames += 1
-        self.latest = latest
-        self.faces = len(latest["faces"])
-        self.state = "live"
-        self.message = self._source.description
-        with self._cond:
-            self.jpeg, self.jpeg_index = buf.tobytes(), self.jpeg_index + 1
-            self._cond.notify_all()
 
     def stop(self, wait: float = 5.0) -> None:
         self._stop.set()
         if self._source is not None:
             self._source.close()
-        with self._cond:
-            self._cond.notify_all()
+        self._wake_viewers()
         self._thread.join(timeout=wait)
 
 
