@@ -69,3 +69,32 @@ def test_lower_face_colours_tell_a_mask_on_a_real_face(datasets):
     assert colour_change(plain_look, shifted) < 5  # the box moved a little
     # a mask went on
     assert colour_change(plain_look, lower_face_colours(masked, box[None])[0]) > 15
+
+
+def test_brighten_dark_lifts_only_the_dark_crops():
+    from maskwatch.ops.crop import brighten_dark
+
+    rng = np.random.default_rng(0)
+    bright = rng.integers(60, 200, (112, 112, 3)).astype(np.uint8)
+    dark = (bright * 0.08).astype(np.uint8)  # mean luma about 10, as the clip's dark faces
+    out = brighten_dark(np.stack([bright, dark]), 50, 100)
+    assert np.array_equal(out[0], bright)
+    assert 70 < out[1].mean() < 130
+    # the order of grey levels is kept: brightening does not invent or swap detail
+    flat_in, flat_out = dark.reshape(-1).astype(int), out[1].reshape(-1).astype(int)
+    order = np.argsort(flat_in, kind="stable")
+    assert np.all(np.diff(flat_out[order]) >= 0)
+    none_dark = np.stack([bright])
+    assert brighten_dark(none_dark, 50, 100) is none_dark
+
+
+def test_crops_to_tensor_brightens_only_when_asked():
+    from maskwatch.ops.crop import crops_to_tensor
+
+    dark = np.full((1, 16, 16, 3), 10, np.uint8)
+    plain = crops_to_tensor(dark)
+    lifted = crops_to_tensor(dark, low_light=(50, 100))
+    assert lifted.mean() > plain.mean() + 1.0
+    assert np.array_equal(crops_to_tensor(np.full((1, 16, 16, 3), 120, np.uint8)),
+                          crops_to_tensor(np.full((1, 16, 16, 3), 120, np.uint8),
+                                          low_light=(50, 100)))

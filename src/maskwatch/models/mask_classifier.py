@@ -38,6 +38,10 @@ class ModelInfo:
         input_size: side of the square input crop, pixels.
         margin: crop context on each side, fraction of the box's longer side.
         mean, std: per RGB channel normalisation on the 0-255 scale.
+        low_light: ``[below, to]``: crops darker than mean luma ``below`` are
+            gamma-brightened to ``to`` before the model (see
+            :func:`maskwatch.ops.crop.brighten_dark`); empty: not done (models made
+            before it).
         backbone, head: architecture names.
         data, metrics, training: free-form summaries of the run that made it.
     """
@@ -47,6 +51,7 @@ class ModelInfo:
     margin: float = 0.15
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    low_light: list[float] = field(default_factory=list)
     backbone: str = ""
     head: str = ""
     data: dict[str, Any] = field(default_factory=dict)
@@ -67,6 +72,8 @@ class ModelInfo:
                              "understands")
         if len(info.mean) != 3 or len(info.std) != 3 or info.input_size < 8 or not info.class_names:
             raise ValueError("model metadata is incomplete (class_names, input_size, mean, std)")
+        if info.low_light and len(info.low_light) != 2:
+            raise ValueError("model metadata: low_light must be [below, to]")
         return info
 
 
@@ -107,6 +114,12 @@ class MaskClassifier:
                        for c in MASK_CLASSES]
 
     @property
+    def low_light(self) -> tuple[float, float] | None:
+        """``(below, to)`` of the model's dark-crop brightening, or None."""
+        return (float(self.info.low_light[0]), float(self.info.low_light[1])) \
+            if self.info.low_light else None
+
+    @property
     def class_names(self) -> list[str]:
         return list(self.info.class_names)
 
@@ -121,7 +134,7 @@ class MaskClassifier:
         out = []
         for i in range(0, len(crops), self.batch_size):
             x = crops_to_tensor(crops[i : i + self.batch_size], tuple(self.info.mean),
-                                tuple(self.info.std))
+                                tuple(self.info.std), self.low_light)
             logits = self._session.run(None, {self._input: x})[0]
             out.append(_softmax(logits))
         return np.concatenate(out).astype(np.float32)

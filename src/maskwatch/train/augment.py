@@ -72,7 +72,8 @@ class AugmentConfig:
         noise_p / noise_sigma: additive gaussian noise, standard deviation in 0-255
             pixel units, per pixel and channel.
         lowlight_p / lowlight_gain: darken by a gain in the range (dim rooms,
-            back-lit faces: the live false "mask" calls were on such faces).
+            back-lit faces: the live false "mask" calls were on such faces, mean luma
+            9-13 of 255), with a colour cast, grey or sensor noise now and then.
     """
 
     rotation_deg: float = 20.0
@@ -97,8 +98,8 @@ class AugmentConfig:
     lowres_size: tuple[int, int] = (12, 40)
     noise_p: float = 0.15
     noise_sigma: tuple[float, float] = (2.0, 10.0)
-    lowlight_p: float = 0.15
-    lowlight_gain: tuple[float, float] = (0.15, 0.5)
+    lowlight_p: float = 0.2
+    lowlight_gain: tuple[float, float] = (0.07, 0.5)
 
     def __post_init__(self) -> None:
         for name in (
@@ -314,8 +315,16 @@ def augment_crop(
     if coloured is not work:
         work, changed = coloured, True
     if config.lowlight_p > 0 and rng.random() < config.lowlight_p:
-        # Dim rooms and back-lit faces: a strong gain cut (cameras then add noise).
+        # Dim rooms, back-lit faces and night cameras: a strong gain cut, often with the
+        # colour cast of a cheap sensor's white balance, grey (infrared) pictures, and
+        # the sensor noise a camera adds when it amplifies a dark picture.
         work = work * float(rng.uniform(*config.lowlight_gain))
+        if rng.random() < 0.4:
+            work = work * rng.uniform(0.75, 1.25, 3).astype(np.float32)
+        if rng.random() < 0.15:
+            work = np.repeat(work.mean(2, keepdims=True), 3, axis=2)
+        if rng.random() < 0.5:
+            work = work + rng.normal(0.0, rng.uniform(0.8, 3.0), work.shape).astype(np.float32)
         changed = True
     if config.lowres_p > 0 and rng.random() < config.lowres_p:
         work, changed = _lowres(work, rng, config), True

@@ -12,8 +12,14 @@ Three kinds of source, all turned into the same crops the classifier sees live
   labelled face takes the detector's box when the detector finds it (IoU >= 0.4),
   else the labelled box.
 - ``synthetic``: unmasked faces in ``<person>/<images>`` folders (LFW style). Each
-  photo gives an unmasked crop, one with a mask rendered from its landmarks and one
-  with the mask worn below the nose.
+  photo gives an unmasked crop, one with a mask rendered from its landmarks, two with
+  masks worn below the nose (two styles: the scarcest class, and the one that matters
+  most) and one with the mouth covered by something that is not a mask (a hand,
+  another head, a cup: :mod:`maskwatch.ops.occlude`), labelled ``without_mask``.
+- ``covered``: the same folders, each photo with its mouth covered by the occluder
+  shapes kept back from training (a fist, a phone, a book) or another person's head,
+  all ``without_mask``: the held-out check of hard negatives, meant for people no
+  training step saw (``covered:../shared/datasets/lfw-train/images``).
 
 Nothing here imports torch: ``maskwatch evaluate`` uses it with the runtime only.
 """
@@ -54,7 +60,7 @@ CLASS_ALIASES: dict[str, str] = {
     "incorrect_mask": "mask_incorrect",
 }
 
-SOURCE_KINDS = ("folder", "voc", "synthetic")
+SOURCE_KINDS = ("folder", "voc", "synthetic", "covered")
 
 
 class DataError(ValueError):
@@ -221,7 +227,7 @@ def check_source(spec: SourceSpec) -> None:
             raise DataError(f"{p}: no VOC labels; expected labels/*.xml or Annotations/*.xml")
         if img_dir is None or not list_images(img_dir):
             raise DataError(f"{p}: no images; expected images/ or JPEGImages/")
-    elif spec.kind == "synthetic":
+    elif spec.kind in ("synthetic", "covered"):
         people = [d for d in p.iterdir() if d.is_dir()]
         if not people or not any(list_images(d) for d in people):
             raise DataError(f"{p}: expected one folder of photos per person (LFW layout)")
@@ -420,6 +426,10 @@ def load_voc(
     return fs
 
 
+#: Donor heads kept for :func:`maskwatch.ops.occlude.render_cover` (other people's).
+_DONORS = 24
+
+
 def load_synthetic(
     spec: SourceSpec,
     maker: CropMaker,
@@ -430,17 +440,24 @@ def load_synthetic(
     include_unmasked: bool = True,
     limit: int = 0,
 ) -> FaceSet:
-    """Unmasked, masked and below-the-nose crops rendered on LFW-style faces.
+    """Rendered variants of LFW-style faces: see the module docstring.
 
-    One group per person, so a person's photos never straddle splits.
+    ``synthetic`` gives unmasked, masked, below-the-nose (twice) and covered-not-masked
+    crops; ``covered`` gives only covered crops, with the held-out occluder family.
+    One group per person, so a person's photos never straddle splits. The heads used
+    as covers come from other people of the same source.
     """
+    from maskwatch.ops.occlude import COVER_KINDS, render_cover
     from maskwatch.ops.synthmask import MaskTemplates, render_mask
 
     check_source(spec)
-    templates = MaskTemplates.from_folder(templates_dir) if templates_dir else None
+    covered_only = spec.kind == "covered"
+    templates = MaskTemplates.from_folder(templates_dir) if templates_dir and not covered_only \
+        else None
     rng = np.random.default_rng(seed)
     rows = _empty_lists()
     skipped: list[dict[str, str]] = []
+    donors: list[tuple[str, np.ndarray, np.ndarray]] = []
     people = sorted(d for d in spec.path.iterdir() if d.is_dir())
     items = _evenly([(person.name, p) for person in people for p in list_images(person)], limit)
     for person, path in tqdm(items, desc=f"crops {spec.name}", unit="img", disable=not progress):
@@ -453,19 +470,34 @@ def load_synthetic(
             continue
         i = int(np.argmax(faces.widths * faces.heights))
         box, lm = faces.boxes[i], faces.landmarks[i]
-        variants: list[tuple[str, np.ndarray]] = []
-        if include_unmasked:
-            variants.append(("without_mask", image))
-        variants.append(("with_mask", render_mask(image, lm, box, position="proper", rng=rng,
-                                                  templates=templates)))
-        variants.append(("mask_incorrect", render_mask(image, lm, box, position="below_nose",
-                                                       rng=rng, templates=templates)))
-        for cls, img in variants:
+        others = [(img, b) for who, img, b in donors if who != person]
+        # The cover's kind is drawn here, just before the cover, as render_cover would
+        # draw it (the same random sequence), so the held-out check reports each kind.
+        kinds = [k for k in COVER_KINDS if k != "head" or others]
+        variants: list[tuple[str, str, np.ndarray]] = []
+        if covered_only:
+            kind = str(rng.choice(kinds))
+            variants.append(("without_mask", "covered", render_cover(
+                image, lm, box, kind=kind, family="held_out", rng=rng, donors=others)))
+        else:
+            if include_unmasked:
+                variants.append(("without_mask", "without_mask", image))
+            variants.append(("with_mask", "with_mask", render_mask(
+                image, lm, box, position="proper", rng=rng, templates=templates)))
+            for tag in ("mask_incorrect", "mask_incorrect2"):
+                variants.append(("mask_incorrect", tag, render_mask(
+                    image, lm, box, position="below_nose", rng=rng, templates=templates)))
+            kind = str(rng.choice(kinds))
+            variants.append(("without_mask", "covered", render_cover(
+                image, lm, box, kind=kind, family="train", rng=rng, donors=others)))
+        donors.append((person, image, box))
+        del donors[:-_DONORS]
+        for cls, tag, img in variants:
             # Re-detect on the rendered image: the live detector sees the masked face.
-            redet = maker.detector.detect(img) if cls != "without_mask" else faces
+            redet = maker.detector.detect(img) if img is not image else faces
             use = box
             detected = True
-            if cls != "without_mask":
+            if img is not image:
                 iou = iou_matrix(box[None], redet.boxes)
                 if iou.size and iou.max() >= 0.4:
                     use = redet.boxes[int(np.argmax(iou[0]))]
@@ -474,8 +506,9 @@ def load_synthetic(
             rows["crops"].append(maker.crop(img, use))
             rows["labels"].append(MASK_CLASSES.index(cls))
             rows["sizes"].append(float(min(use[2] - use[0], use[3] - use[1])))
-            rows["sources"].append(spec.name)
-            rows["paths"].append(f"{path}#{cls}")
+            # The held-out check reports each kind of cover as a source of its own.
+            rows["sources"].append(f"{spec.name}/{kind}" if covered_only else spec.name)
+            rows["paths"].append(f"{path}#{tag}")
             rows["detected"].append(detected)
             rows["groups"].append(f"{spec.name}#{person}")
     return _to_faceset(rows, maker.size, skipped)

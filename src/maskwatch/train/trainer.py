@@ -56,6 +56,8 @@ class TrainConfig:
         seed: seeds the split, sampling, augmentation and initialisation.
         templates_dir: optional RGBA mask templates for synthetic masks.
         max_per_source: cap on crops per source (tiny test runs), 0 = all.
+        low_light: ``(below, to)``: dark crops are gamma-brightened before the model,
+            in training and at run time alike (recorded in the model file); None: not.
     """
 
     sources: list[SourceSpec]
@@ -77,6 +79,7 @@ class TrainConfig:
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
     templates_dir: Path | None = None
     max_per_source: int = 0
+    low_light: tuple[float, float] | None = (50.0, 100.0)
     threads: int = 2
     progress: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -99,8 +102,9 @@ class CropDataset(torch.utils.data.Dataset):
     """Crops -> normalised tensors, augmented when ``augment`` is given."""
 
     def __init__(self, crops: np.ndarray, labels: np.ndarray, augment: AugmentConfig | None,
-                 seed: int) -> None:
+                 seed: int, low_light: tuple[float, float] | None = None) -> None:
         self.crops, self.labels, self.augment, self.seed = crops, labels, augment, seed
+        self.low_light = low_light
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -111,7 +115,8 @@ class CropDataset(torch.utils.data.Dataset):
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, self.epoch, int(i)])
             crop = augment_crop(crop, rng, self.augment)
-        return torch.from_numpy(crops_to_tensor(crop[None])[0]), int(self.labels[i])
+        x = crops_to_tensor(crop[None], low_light=self.low_light)[0]
+        return torch.from_numpy(x), int(self.labels[i])
 
 
 def sampling_weights(labels: np.ndarray, sources: np.ndarray, n_classes: int, *,
@@ -209,7 +214,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     model = MaskNet(config.backbone, n_cls, config.input_size, head=config.head)
     _freeze(model, config.freeze_blocks)
 
-    train_ds = CropDataset(tr.crops, tr.labels, config.augment, config.seed)
+    train_ds = CropDataset(tr.crops, tr.labels, config.augment, config.seed, config.low_light)
     if config.balance not in ("class", "source", "none"):
         raise ValueError(f"unknown balance {config.balance!r}; use class, source or none")
     if config.balance != "none":
@@ -225,7 +230,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
             train_ds, batch_size=config.batch_size, shuffle=True,
             generator=torch.Generator().manual_seed(config.seed),
         )
-    val_loader = torch.utils.data.DataLoader(CropDataset(va.crops, va.labels, None, config.seed),
+    val_loader = torch.utils.data.DataLoader(CropDataset(va.crops, va.labels, None, config.seed,
+                                                         config.low_light),
                                              batch_size=128)
 
     head_params = list(model.head.parameters())
@@ -271,6 +277,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         margin=config.margin,
         mean=list(IMAGENET_MEAN),
         std=list(IMAGENET_STD),
+        low_light=list(config.low_light) if config.low_light else [],
         backbone=config.backbone,
         head=config.head,
         data=data_summary,
@@ -303,7 +310,8 @@ def onnx_torch_agreement(model: nn.Module, clf: Any, crops: np.ndarray) -> float
     if not len(crops):
         return 0.0
     with torch.no_grad():
-        x = torch.from_numpy(crops_to_tensor(crops, tuple(clf.info.mean), tuple(clf.info.std)))
+        x = torch.from_numpy(crops_to_tensor(crops, tuple(clf.info.mean), tuple(clf.info.std),
+                                             clf.low_light))
         p_torch = torch.softmax(model(x), 1).numpy()
     p_onnx = clf.predict_crops(crops)
     return float(np.abs(p_torch - p_onnx).max())
