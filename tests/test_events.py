@@ -91,6 +91,42 @@ def test_events_from_real_tracks():
     assert {e.track_id for e in events_from_tracks(tracks, "x", min_frames=1)} == {1, 2, 3}
 
 
+def test_events_of_faces_that_cannot_be_judged(gallery):
+    """A track shown as cannot judge on most of its frames is an ``unknown`` event, kept
+    apart from compliance; a track judged on most of them keeps its label."""
+    tracker = FaceTracker()
+    dark_then_lit, lit_then_dark = [10, 10, 60, 60], [300, 10, 350, 60]
+    for f in range(12):
+        faces = tracker.update(Faces(boxes=[dark_then_lit, lit_then_dark]), frame_index=f,
+                               timestamp=100 + f / 10, judgeable=[f >= 9, f < 4])
+        for tid, due in zip(faces.track_ids.tolist(), tracker.due(faces, f, 10), strict=True):
+            if due:
+                tracker.update_mask(tid, np.array(WITH), f)
+    tracks = tracker.end_all()
+    events = {e.track_id: e for e in events_from_tracks(tracks, "camera:0", clock=lambda: NOW)}
+    dark, lit = events[1], events[2]
+    # track 1: dark for 9 frames, then lit: shown with its label from frame 10 (held 2 frames)
+    assert tracks[0].mask_counts == {"with_mask": 2, "without_mask": 0, "mask_incorrect": 0,
+                                     "unknown": 10}
+    assert dark.mask_state == "unknown" and dark.frames == 12
+    assert dark.mask_frames == {"with_mask": 2, "without_mask": 0, "mask_incorrect": 0}
+    # track 2: judged for 5 frames (4 lit plus the first dark one), then 7 cannot judge
+    assert lit.mask_state == "unknown" and lit.mask_frames["with_mask"] == 5
+    assert gallery.add_events([dark, lit]) == 2
+    stats = gallery.event_stats()
+    assert stats["by_mask"]["unknown"] == 2 and stats["compliance"] is None
+    [back], total = gallery.query_events(mask_state="unknown", limit=1)
+    assert total == 2 and back.mask_state == "unknown"
+    tracker = FaceTracker()  # judged on most frames: its label, not unknown
+    for f in range(12):
+        faces = tracker.update(Faces(boxes=[dark_then_lit]), frame_index=f, timestamp=f / 10,
+                               judgeable=[f < 8])
+        if tracker.due(faces, f, 10)[0]:
+            tracker.update_mask(1, np.array(WITHOUT), f)
+    [ev] = events_from_tracks(tracker.end_all(), "camera:0", clock=lambda: NOW)
+    assert ev.mask_state == "without_mask" and ev.mask_frames["without_mask"] == 9
+
+
 def test_anchoring_keeps_offsets_within_a_batch():
     tracks = run_tracks()
     t3 = next(t for t in tracks if t.track_id == 3)  # ended at video time 100.6 + misses

@@ -129,3 +129,72 @@ def test_a_mask_put_on_is_shown_within_frames(datasets, reclassify_change):
         assert first <= 15, labels  # 3 frames after the look at 12
     else:
         assert first == 22, labels  # the next scheduled look
+
+
+# -- faces too dark to judge -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lfw_photo_and_dark_copy(datasets):
+    """An LFW photo and a copy darkened until its face has a mean luma of about 8."""
+    from maskwatch.ops.image import read_image
+    from maskwatch.ops.quality import face_quality
+
+    image = read_image(datasets / "lfw-identities" / "images" / "Abdullah_Gul"
+                       / "Abdullah_Gul_0001.jpg")
+    engine = Pipeline(PipelineConfig.accurate())
+    faces = engine.process(image).faces
+    clf = engine.classifier
+    luma = face_quality(clf.crops(image, faces), faces.sizes, clf.info.margin).luma[0]
+    dark = (image.astype(np.float32) * (8.0 / luma)).round().astype(np.uint8)
+    return image, dark
+
+
+def test_a_dark_photo_is_shown_as_cannot_judge(lfw_photo_and_dark_copy):
+    from maskwatch.ops.quality import QualityRule
+    from maskwatch.types import UNKNOWN_MASK
+
+    image, dark = lfw_photo_and_dark_copy
+    engine = Pipeline(PipelineConfig.accurate())  # the default rule: luma >= 15
+    lit = engine.process(image)
+    assert lit.faces.mask_labels.tolist() == ["without_mask"]
+    r = engine.process(dark)
+    assert len(r.faces) == 1 and r.faces.mask_labels.tolist() == [UNKNOWN_MASK]
+    assert r.faces.has_mask_probs and "quality" in r.timings_ms  # the probabilities are kept
+    face = r.to_dict()["faces"][0]
+    assert face["mask"] == "unknown" and set(face["mask_probs"]) == set(MASK_CLASSES)
+    # drawn in grey, without a probability
+    from maskwatch.draw import MASK_COLORS, FaceAnnotator
+
+    drawn = FaceAnnotator().annotate(dark, r)
+    x1, y1, x2, y2 = (int(round(v)) for v in r.faces.boxes[0])
+    left_edge = drawn[(y1 + y2) // 2, x1].astype(int)
+    assert np.abs(left_edge - MASK_COLORS[UNKNOWN_MASK]).max() <= 40
+    lit_drawn = FaceAnnotator().annotate(image, lit)
+    x1, y1, x2, y2 = (int(round(v)) for v in lit.faces.boxes[0])
+    assert np.abs(lit_drawn[(y1 + y2) // 2, x1].astype(int)
+                  - MASK_COLORS["without_mask"]).max() <= 40
+    # without the rule the classifier's answer is shown, whatever the light
+    off = Pipeline(PipelineConfig.accurate(quality=QualityRule()))
+    r_off = off.process(dark)
+    assert r_off.faces.mask_labels[0] in MASK_CLASSES and "quality" not in r_off.timings_ms
+
+
+def test_a_dark_face_in_video_is_not_classified_until_the_light_comes_up(
+        lfw_photo_and_dark_copy):
+    from maskwatch.types import UNKNOWN_MASK
+
+    image, dark = lfw_photo_and_dark_copy
+    engine = Pipeline(PipelineConfig(detect_every=1))
+    shown = []
+    for i in range(16):
+        r = engine.process(dark if i < 8 else image, i, i / 25)
+        assert len(r.faces) == 1
+        shown.append(r.faces.mask_labels[0])
+        if i == 7:
+            track = engine.tracker.live[int(r.faces.track_ids[0])]
+            assert track.classifications == 0 and track.mask_label is None
+    # dark: cannot judge, never classified; lit: judged after 2 frames (the hold)
+    assert shown == [UNKNOWN_MASK] * 9 + ["without_mask"] * 7
+    [track] = engine.finish()
+    assert track.mask_counts["unknown"] == 9 and track.mask_counts["without_mask"] == 7

@@ -12,10 +12,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from maskwatch.ops.quality import QualityRule
 from maskwatch.pipeline import Pipeline, PipelineConfig
 from maskwatch.types import MASK_CLASSES, Faces
 
 FRAME = np.zeros((240, 320, 3), np.uint8)
+#: The quality rule is off here: the frame is black and the stand-in classifier cuts no
+#: crops (tests/test_pipeline.py tests the rule on real faces).
+NO_RULE = QualityRule()
 
 
 class ScriptedDetector:
@@ -81,7 +85,7 @@ def run(frames: int, answers: list[str | None],
         **config: object) -> tuple[ScriptedMatcher, list[Faces], list]:
     detector = ScriptedDetector(set(range(frames)))
     matcher = ScriptedMatcher(answers, detector)
-    pipe = Pipeline(PipelineConfig(detect_every=1, **config), detector=detector,  # type: ignore[arg-type]
+    pipe = Pipeline(PipelineConfig(quality=NO_RULE, detect_every=1, **config), detector=detector,  # type: ignore[arg-type]
                     classifier=FixedClassifier(), embedder=CountingEmbedder(), matcher=matcher)
     results = [pipe.process(FRAME, timestamp=k / 30) for k in range(frames)]
     return matcher, [r.faces for r in results], results
@@ -117,8 +121,8 @@ def test_identity_look_ups(answers, asked):
 def test_a_face_back_within_max_missed_keeps_its_look_up_schedule(present, asked):
     detector = ScriptedDetector(present)
     matcher = ScriptedMatcher(["Ann"], detector)
-    pipe = Pipeline(PipelineConfig(detect_every=1), detector=detector, classifier=FixedClassifier(),
-                    embedder=CountingEmbedder(), matcher=matcher)
+    pipe = Pipeline(PipelineConfig(quality=NO_RULE, detect_every=1), detector=detector,
+                    classifier=FixedClassifier(), embedder=CountingEmbedder(), matcher=matcher)
     for k in range(40):
         pipe.process(FRAME, timestamp=k / 30)
     assert matcher.asked == asked
@@ -128,8 +132,8 @@ def test_each_track_is_looked_up_on_its_own_schedule():
     # a second face joins at frame 5: looked up at once, then every 30 frames from there
     detector = ScriptedDetector(set(range(70)), second=frozenset(range(5, 70)))
     matcher = ScriptedMatcher(["Ann"], detector)
-    pipe = Pipeline(PipelineConfig(detect_every=1), detector=detector, classifier=FixedClassifier(),
-                    embedder=CountingEmbedder(), matcher=matcher)
+    pipe = Pipeline(PipelineConfig(quality=NO_RULE, detect_every=1), detector=detector,
+                    classifier=FixedClassifier(), embedder=CountingEmbedder(), matcher=matcher)
     results = [pipe.process(FRAME, timestamp=k / 30) for k in range(70)]
     assert matcher.asked == [0, 5, 30, 35, 60, 65]
     assert (results[-1].faces.names.tolist() == ["Ann", "Ann"]
@@ -145,8 +149,8 @@ def test_an_unknown_answer_never_erases_a_name():
 def test_forgetting_identities_looks_every_track_up_on_the_next_frame():
     detector = ScriptedDetector(set(range(20)))
     matcher = ScriptedMatcher(["Ann"], detector)
-    pipe = Pipeline(PipelineConfig(detect_every=1), detector=detector, classifier=FixedClassifier(),
-                    embedder=CountingEmbedder(), matcher=matcher)
+    pipe = Pipeline(PipelineConfig(quality=NO_RULE, detect_every=1), detector=detector,
+                    classifier=FixedClassifier(), embedder=CountingEmbedder(), matcher=matcher)
     for k in range(20):
         if k == 7:
             pipe.forget_identities()
@@ -163,8 +167,8 @@ def test_forgetting_identities_looks_every_track_up_on_the_next_frame():
 def test_mask_classification_every(every, classified):
     detector = ScriptedDetector(set(range(30)))
     clf = FixedClassifier()
-    pipe = Pipeline(PipelineConfig(detect_every=1, classify_every=every, reclassify_change=0),
-                    detector=detector, classifier=clf)
+    pipe = Pipeline(PipelineConfig(quality=NO_RULE, detect_every=1, classify_every=every,
+                                   reclassify_change=0), detector=detector, classifier=clf)
     frames = []
     for k in range(30):
         before = clf.calls
@@ -178,7 +182,7 @@ def test_photo_mode_runs_every_stage_on_every_frame():
     detector = ScriptedDetector(set(range(5)))
     matcher = ScriptedMatcher(["Ann"], detector)
     clf = FixedClassifier("with_mask")
-    pipe = Pipeline(PipelineConfig.accurate(), detector=detector, classifier=clf,
+    pipe = Pipeline(PipelineConfig.accurate(quality=NO_RULE), detector=detector, classifier=clf,
                     embedder=CountingEmbedder(), matcher=matcher)
     results = [pipe.process(FRAME) for _ in range(5)]
     assert matcher.asked == [0, 1, 2, 3, 4] and clf.calls == 5

@@ -6,7 +6,7 @@ import pytest
 from maskwatch.pipeline import PipelineConfig
 from maskwatch.tracking import FaceTracker, TrackerConfig, iou_matrix
 from maskwatch.tracking.identity import IDENTIFY_EVERY, IDENTIFY_UNKNOWN_EVERY
-from maskwatch.types import MASK_CLASSES, Faces
+from maskwatch.types import MASK_CLASSES, UNKNOWN_MASK, Faces
 
 WITH, WITHOUT, INCORRECT = range(3)
 
@@ -433,7 +433,8 @@ def test_mask_counts_follow_matched_frames():
         tracker.update(faces_at(square(100, 100, 50)), i, i / 25)
     tracker.update(Faces(), 7, 7 / 25)  # a missed frame is not counted
     counts = tracker.live[1].mask_counts
-    assert counts == {MASK_CLASSES[WITH]: 0, MASK_CLASSES[WITHOUT]: 5, MASK_CLASSES[INCORRECT]: 0}
+    assert counts == {MASK_CLASSES[WITH]: 0, MASK_CLASSES[WITHOUT]: 5, MASK_CLASSES[INCORRECT]: 0,
+                      UNKNOWN_MASK: 0}
 
 
 def test_ema_of_probabilities():
@@ -573,3 +574,69 @@ def test_settings_given_to_the_tracker_are_its_own_copy():
     tracker.update(faces_at(square(100, 100, 50)), 0, 0.0)
     tracker.update(Faces(), 1, 1 / 25)
     assert [t.track_id for t in tracker.pop_ended()] == [1]  # max_missed 0: one miss ends it
+
+
+# -- faces the quality rule cannot judge -------------------------------------------------
+
+
+def test_a_frame_that_fails_the_quality_rule_is_not_learnt_from_and_shown_unknown_after_hold():
+    tracker = FaceTracker()  # hold_frames 2
+    box = square(100, 100, 50)
+    for i in range(3):
+        faces = tracker.update(faces_at(box), i, i / 25, judgeable=[True])
+        assert tracker.due(faces, i, 10).tolist() == [True]
+        tracker.update_mask(1, probs_for(WITHOUT), i)
+    track = tracker.live[1]
+    smoothed = track.mask_probs.copy()
+    shown = []
+    for i in range(3, 9):
+        passed = i not in (3, 5, 6)  # one dark frame, then two in a row
+        faces = tracker.update(faces_at(box), i, i / 25, judgeable=[passed])
+        # nothing is learnt from a frame that fails: it is never due
+        assert tracker.due(faces, i, 1).tolist() == [passed]
+        shown.append(tracker.stable_labels(faces)[0])
+    np.testing.assert_array_equal(track.mask_probs, smoothed)
+    # a single dark frame keeps the label; two in a row show "cannot judge", and two passing
+    # frames in a row bring the label back: no state is shown for a single frame
+    assert shown == [MASK_CLASSES[WITHOUT]] * 3 + [UNKNOWN_MASK] * 2 + [MASK_CLASSES[WITHOUT]]
+    assert track.mask_counts[UNKNOWN_MASK] == 2
+    assert track.mask_counts[MASK_CLASSES[WITHOUT]] == 7
+
+
+def test_a_track_never_judged_is_unknown_and_counted_so():
+    tracker = FaceTracker()
+    box = square(100, 100, 50)
+    for i in range(4):
+        faces = tracker.update(faces_at(box), i, i / 25, judgeable=[False])
+        assert tracker.due(faces, i, 10).tolist() == [False]
+        assert tracker.stable_labels(faces) == [UNKNOWN_MASK]
+    track = tracker.live[1]
+    assert track.mask_label is None and track.classifications == 0
+    assert track.mask_counts == {**dict.fromkeys(MASK_CLASSES, 0), UNKNOWN_MASK: 4}
+    # the light comes up: classified at once, shown once the rule has agreed twice
+    faces = tracker.update(faces_at(box), 4, 4 / 25, judgeable=[True])
+    assert tracker.due(faces, 4, 10).tolist() == [True]
+    tracker.update_mask(1, probs_for(WITH), 4)
+    assert tracker.stable_labels(faces) == [UNKNOWN_MASK]
+    faces = tracker.update(faces_at(box), 5, 5 / 25, judgeable=[True])
+    assert tracker.stable_labels(faces) == [MASK_CLASSES[WITH]]
+    # a new face that is judged at once shows its label from its first frame
+    faces = tracker.update(faces_at(box, square(300, 100, 50)), 6, 6 / 25,
+                           judgeable=[True, True])
+    assert faces.track_ids.tolist() == [1, 2]
+    with pytest.raises(ValueError, match="judgeable"):
+        tracker.update(faces_at(box), 7, 7 / 25, judgeable=[True, False])
+
+
+def test_without_a_rule_nothing_changes():
+    """judgeable=None (no rule): every face is judged, as before the rule existed."""
+    a, b = FaceTracker(), FaceTracker()
+    box = square(100, 100, 50)
+    for i in range(5):
+        fa = a.update(faces_at(box), i, i / 25)
+        fb = b.update(faces_at(box), i, i / 25, judgeable=[True])
+        a.update_mask(1, probs_for(WITHOUT), i)
+        b.update_mask(1, probs_for(WITHOUT), i)
+        assert a.stable_labels(fa) == b.stable_labels(fb) == [MASK_CLASSES[WITHOUT]]
+    assert a.live[1].mask_counts == b.live[1].mask_counts
+    assert a.live[1].mask_counts[UNKNOWN_MASK] == 0

@@ -67,3 +67,16 @@ def test_one_result_per_face():
         f.with_fields(names=["Ann"])
     with pytest.raises(ValueError, match="mask_labels"):
         f.with_fields(mask_labels=["masked", None])
+
+
+def test_a_face_that_cannot_be_judged_keeps_its_probabilities():
+    from maskwatch.types import MASK_LABELS, SHOWN_MASK_STATES, UNKNOWN_MASK
+
+    assert UNKNOWN_MASK == "unknown" and UNKNOWN_MASK not in MASK_CLASSES
+    assert SHOWN_MASK_STATES == (*MASK_CLASSES, UNKNOWN_MASK)
+    assert MASK_LABELS[UNKNOWN_MASK] == "cannot judge"
+    f = Faces(boxes=[[0, 0, 10, 20], [5, 5, 45, 35]], mask_probs=[[0.8, 0.1, 0.1], [0.1, 0.2, 0.7]],
+              mask_labels=[UNKNOWN_MASK, "mask_incorrect"])
+    item = f.to_list()[0]
+    assert item["mask"] == "unknown" and item["mask_probs"]["with_mask"] == 0.8
+    assert f[np.array([True, False])].mask_labels.tolist() == [UNKNOWN_MASK]

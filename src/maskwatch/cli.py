@@ -40,6 +40,37 @@ def _add_masked_faces(p: argparse.ArgumentParser) -> None:
                    "sface: SFace itself)")
 
 
+def _add_quality(p: argparse.ArgumentParser) -> None:
+    """The quality rule's thresholds (``--min-luma`` ...), the same for ``analyze`` and
+    ``serve``; None: :class:`~maskwatch.engine.EngineSettings`' defaults."""
+    p.add_argument("--min-luma", type=float, default=None,
+                   help="faces darker than this mean luma (0-255) are shown as 'cannot judge' "
+                   "instead of a mask state (default 15; 0: off)")
+    p.add_argument("--min-sharpness", type=float, default=None,
+                   help="... and faces less sharp than this Laplacian variance (default 0: off)")
+    p.add_argument("--min-face-size", type=float, default=None,
+                   help="... and faces whose box's shorter side is under this many pixels "
+                   "(default 0: off)")
+
+
+def _quality_rule(args: argparse.Namespace) -> Any:
+    """The :class:`~maskwatch.ops.quality.QualityRule` of the command line's thresholds,
+    the engine's defaults for those not given."""
+    from maskwatch.engine import EngineSettings
+
+    return EngineSettings(**quality_settings(args)).quality_rule()
+
+
+def quality_settings(args: argparse.Namespace) -> dict[str, float]:
+    """The quality thresholds given on the command line, as EngineSettings fields."""
+    out = {k: float(v) for k in ("min_luma", "min_sharpness", "min_face_size")
+           if (v := getattr(args, k, None)) is not None}
+    bad = [k for k, v in out.items() if not v >= 0]
+    if bad:
+        raise UserError(f"--{bad[0].replace('_', '-')} must be 0 (off) or more")
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="maskwatch",
@@ -75,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-track", action="store_true",
                    help="run every stage on every face of every frame")
     p.add_argument("--min-score", type=float, help="face detector confidence threshold (yunet)")
+    _add_quality(p)
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help="refuse images larger than this many pixels (default "
                    f"{DEFAULT_MAX_PIXELS // 10**6} M)")
@@ -201,7 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "enrol the first --k photos of each person of an LFW-style folder and probe "
                    "with the rest, unmasked and masked; tracking: on a video, how often the "
                    "smoothed labels of tracked faces agree with the classifier run on every face "
-                   "of every frame, and how often labels flicker")
+                   "of every frame, how often labels flicker, and the labels shown by face "
+                   "quality (see --truth, --min-luma)")
+    p.add_argument("--truth", choices=("with_mask", "without_mask", "mask_incorrect"),
+                   help="--task tracking: the mask state of every face in the video (e.g. "
+                   "without_mask where nobody wears a mask): report how many shown labels are "
+                   "wrong")
     p.add_argument("--k", type=int, default=2,
                    help="enrolment photos per person for --task recognition")
     p.add_argument("--probe-face-px", type=int, default=48,
@@ -213,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="embedder for --task recognition (dlib: dlib's ResNet from "
                    "face_recognition, [dlib] extra); an .onnx file: a student embedder with "
                    "SFace's interface, evaluated beside SFace on the same faces")
+    _add_quality(p)
     _add_common(p)
 
     people = sub.add_parser(
@@ -307,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "ResNet, needs the [dlib] extra); people enrolled with another embedder are not "
                    "recognised")
     _add_masked_faces(p)
+    _add_quality(p)
     p.add_argument("--cluster", metavar="ADDRESS",
                    help="run the server sources on a Dask cluster, one task per source on its "
                    "workers: tcp://HOST:8786 (a running `dask scheduler`), or local[:N] for N "
@@ -366,7 +405,8 @@ def _engine_settings(args: argparse.Namespace) -> Any:
                           min_score=args.min_score, classifier=args.model, db=args.db,
                           embedder=args.embedder, masked_faces=args.masked_faces,
                           threshold=args.threshold, masked_threshold=args.threshold,
-                          max_pixels=args.max_pixels, max_retries=args.max_retries)
+                          max_pixels=args.max_pixels, max_retries=args.max_retries,
+                          **quality_settings(args))
 
 
 class _AnalysisOutput:
@@ -396,7 +436,7 @@ class _AnalysisOutput:
         self.annotator = FaceAnnotator()
         self.writer: Any = None
         self.frames = self.faces = self.problems = 0
-        self.counts = {"with_mask": 0, "without_mask": 0, "mask_incorrect": 0}
+        self.counts = {"with_mask": 0, "without_mask": 0, "mask_incorrect": 0, "unknown": 0}
         self.tracks: set[int] = set()
 
     def problem(self, item: Any) -> None:
@@ -466,13 +506,15 @@ class _AnalysisOutput:
 
     def summary(self, elapsed: float) -> str:
         counts, frames = self.counts, self.frames
-        classified = sum(counts.values())
+        # faces the quality rule cannot judge are counted apart, out of the compliance
+        classified = counts["with_mask"] + counts["without_mask"] + counts["mask_incorrect"]
         compliance = (f", {100 * counts['with_mask'] / classified:.0f}% of faces wear a mask "
                       "properly" if classified else "")
+        unjudged = f", {counts['unknown']} cannot be judged" if counts["unknown"] else ""
         tracks = f" in {len(self.tracks)} track(s)" if self.tracks else ""
         return (f"{frames} frame(s), {self.faces} face(s){tracks}: {counts['with_mask']} with "
                 f"mask, {counts['without_mask']} without, {counts['mask_incorrect']} below the "
-                f"nose{compliance}; {frames / max(elapsed, 1e-9):.1f} frames/s"
+                f"nose{unjudged}{compliance}; {frames / max(elapsed, 1e-9):.1f} frames/s"
                 + (f"; {self.problems} unreadable" if self.problems else "")
                 + (f"; annotated output in {self.out}" if self.out else ""))
 
@@ -683,7 +725,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     templates = Path(args.mask_templates) if args.mask_templates else None
     metrics = evaluate_dataset(
         args.model, specs, args.out, split=args.split, seed=args.seed, templates_dir=templates,
-        progress=not args.quiet, max_per_source=args.max_per_source,
+        progress=not args.quiet, max_per_source=args.max_per_source, rule=_quality_rule(args),
     )
     print(_summary_line(metrics, Path(args.out)))
     return 0
@@ -803,8 +845,10 @@ def _add_events_parser(sub: Any) -> None:
             q.add_argument("--identity", help="only this person ('' for unknown faces)")
             q.add_argument("--unknown", action="store_true", help="only unknown faces")
             q.add_argument("--mask",
-                           choices=("with_mask", "without_mask", "mask_incorrect", "unclassified"),
-                           help="only this mask state")
+                           choices=("with_mask", "without_mask", "mask_incorrect", "unknown",
+                                    "unclassified"),
+                           help="only this mask state (unknown: the face could not be judged; "
+                           "unclassified: never classified)")
         if name == "list":
             q.add_argument("--limit", type=int, default=50,
                            help="events to show (1-1000, default 50)")
@@ -856,8 +900,11 @@ def cmd_events(args: argparse.Namespace) -> int:
                     continue
                 who = e.identity or "unknown"
                 sim = f" ({e.best_similarity:.2f})" if e.best_similarity is not None else ""
+                # "cannot judge", not "unknown": that word is the identity's here
+                state = {None: "unclassified", "unknown": "cannot judge"}.get(e.mask_state,
+                                                                             e.mask_state)
                 print(f"{when(e.ended)}\t{e.duration:.1f} s\t{e.source}\t{who}{sim}\t"
-                      f"{e.mask_state or 'unclassified'}\t{e.frames} frames")
+                      f"{state}\t{e.frames} frames")
             shown = f"{args.offset + 1}-{args.offset + len(page)}" if page else "none"
             print(f"{shown} of {total} event(s)", file=sys.stderr)
         elif action == "export":
@@ -879,12 +926,17 @@ def cmd_events(args: argparse.Namespace) -> int:
                   f"{'person' if len(s['people_seen']) == 1 else 'people'} seen")
             if s["people_seen"]:
                 print("people seen: " + ", ".join(f"{n} {c}" for n, c in s["people_seen"].items()))
-            print("by mask: " + ", ".join(f"{k} {v}" for k, v in s["by_mask"].items())
+            unjudged = s["by_mask"].get("unknown", 0)  # faces the quality rule cannot judge
+            print("by mask: " + ", ".join(f"{k} {v}" for k, v in s["by_mask"].items()
+                                          if k != "unknown")
+                  + (f", cannot judge {unjudged}" if unjudged else "")
                   + f", unclassified {s['unclassified']}")
             for b in s["buckets"]:
                 c = f"{100 * b['compliance']:.0f}%" if b["compliance"] is not None else "-"
                 print(f"{when(b['start'])}\t{b['total']} events\twith {b['with_mask']}\twithout "
-                      f"{b['without_mask']}\tbelow nose {b['mask_incorrect']}\tcompliance {c}")
+                      f"{b['without_mask']}\tbelow nose {b['mask_incorrect']}"
+                      + (f"\tcannot judge {b['unknown']}" if b.get("unknown") else "")
+                      + f"\tcompliance {c}")
     finally:
         gallery.close()
     return 0
@@ -963,7 +1015,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                            max_upload_bytes=int(args.max_upload_mb * 2**20),
                            max_pixels=args.max_pixels, private=args.private, embedder=args.embedder,
                            masked_faces=args.masked_faces,
-                           allowed_hosts=list(args.allowed_host), cluster=args.cluster)
+                           allowed_hosts=list(args.allowed_host), cluster=args.cluster,
+                           quality=quality_settings(args))
     if args.host in ("0.0.0.0", "::") and not args.allowed_host:
         logging.getLogger("maskwatch.serve").warning(
             "listening on every interface, but only localhost names are accepted in the Host "
@@ -1030,8 +1083,11 @@ def _evaluate_tracking(args: argparse.Namespace) -> int:
 
     if len(args.sources) != 1:
         raise UserError("--task tracking takes one video file")
+    if args.model and not Path(args.model).is_file():
+        raise UserError(f"{args.model}: no such model file")
     try:
-        res = evaluate_tracking(args.sources[0], args.out, progress=not args.quiet)
+        res = evaluate_tracking(args.sources[0], args.out, progress=not args.quiet,
+                                truth=args.truth, model=args.model, quality=_quality_rule(args))
     except SourceError as exc:
         raise UserError(str(exc)) from exc
     print(f"{res['face_frames']} face-frames in {res['tracks']} tracks: smoothed labels agree with "
@@ -1039,6 +1095,12 @@ def _evaluate_tracking(args: argparse.Namespace) -> int:
           f"({100 * (res['agreement_confident'] or 0):.1f}% where it is confident); single-frame "
           f"flickers {res['flickers_shown']} (per-frame: {res['flickers_per_frame']}); "
           f"{res['classifier_calls']} classifier calls")
+    judged = res["judged_face_frames"]
+    print(f"shown: {res['unknown_face_frames']} cannot be judged "
+          f"({100 * (res['unknown_share'] or 0):.1f}% of face-frames); of {judged} judged, "
+          f"{res['shown_says_mask']} say a mask ({100 * (res['shown_says_mask_share'] or 0):.1f}%)"
+          + (f", {res['shown_wrong']} are not {res['truth']} "
+             f"({100 * (res['shown_wrong_share'] or 0):.1f}%)" if res["truth"] else ""))
     print(f"report: {Path(args.out) / 'tracking.md'}")
     return 0
 
@@ -1072,6 +1134,12 @@ def _summary_line(metrics: dict[str, Any], out: Path) -> str:
     for src, h in metrics.get("by_source", {}).items():
         lines.append(f"  {src}: {h['n']} faces, 3-class {100 * h['accuracy']:.2f}%, 2-class "
                      f"{100 * h['two_class_accuracy']:.2f}%, macro-F1 {h['macro_f1']:.3f}")
+    if "judged" in metrics:
+        j = metrics["judged"]
+        lines.append(f"quality rule: {metrics['unknown_n']} faces cannot be judged "
+                     f"({100 * (metrics['unknown_share'] or 0):.2f}%); on the {j['n']} judged: "
+                     f"3-class {100 * (j['accuracy'] or 0):.2f}%, 2-class "
+                     f"{100 * (j['two_class_accuracy'] or 0):.2f}%")
     lines.append(f"report: {out / 'report.md'}")
     return "\n".join(lines)
 

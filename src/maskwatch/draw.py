@@ -8,14 +8,16 @@ from typing import Any
 import cv2
 import numpy as np
 
-from maskwatch.types import MASK_CLASSES, MASK_LABELS, Faces
+from maskwatch.types import MASK_CLASSES, MASK_LABELS, UNKNOWN_MASK, Faces
 
-#: Box colours by mask state, BGR.
+#: Box colours by mask state, BGR; a face the quality rule cannot judge is mid grey.
 MASK_COLORS: dict[str, tuple[int, int, int]] = {
     "with_mask": (60, 180, 60),
     "without_mask": (40, 40, 220),
     "mask_incorrect": (0, 160, 255),
+    UNKNOWN_MASK: (128, 128, 128),
 }
+#: A face not classified (yet): light grey, with its detector score.
 UNCLASSIFIED_COLOR = (200, 200, 200)
 #: JPEG quality of annotated frames sent to viewers (server sources' MJPEG, cluster workers).
 JPEG_QUALITY = 80
@@ -23,7 +25,8 @@ JPEG_QUALITY = 80
 
 @dataclass(frozen=True)
 class FaceAnnotator:
-    """Draws boxes coloured by mask state and a label with the class probability.
+    """Draws boxes coloured by mask state and a label with the class probability
+    ("cannot judge", without one, for a face the quality rule cannot judge).
 
     Args:
         thickness: box line width in pixels (scaled up for large frames).
@@ -56,7 +59,9 @@ class FaceAnnotator:
         for i in range(len(faces)):
             x1, y1, x2, y2 = (int(round(v)) for v in faces.boxes[i])
             cls = faces.mask_labels[i]
-            if cls is not None and faces.has_mask_probs:
+            if cls == UNKNOWN_MASK:
+                color, label = MASK_COLORS[cls], MASK_LABELS[cls]
+            elif cls is not None and faces.has_mask_probs:
                 color = MASK_COLORS[cls]
                 prob = faces.mask_probs[i, MASK_CLASSES.index(cls)]
                 label = f"{MASK_LABELS[cls]} {100 * prob:.0f}%"

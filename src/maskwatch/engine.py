@@ -62,6 +62,12 @@ class EngineSettings:
         detector: ``"yunet"`` or ``"ssd"`` (res10 SSD).
         min_score: face detector confidence threshold (None: the mode's default).
         classifier: mask classifier ONNX file (None: the shipped one).
+        min_luma, min_sharpness, min_face_size: the quality rule
+            (:class:`~maskwatch.ops.quality.QualityRule`: mean luma 0-255 of the face,
+            Laplacian variance, shorter box side in pixels): a face below any threshold
+            that is on is shown as ``unknown`` ("cannot judge") instead of a mask state,
+            in both modes. 0 turns a threshold off. Provisional defaults: luma 15, the
+            others off (:data:`~maskwatch.ops.quality.DEFAULT_RULE`).
         db: the gallery whose people are recognised: a SQLite path, ``sqlite:///path``,
             ``mongodb://host/db`` or ``"default"`` (the one in the data folder); None:
             no recognition and no events.
@@ -93,6 +99,9 @@ class EngineSettings:
     detector: str = "yunet"
     min_score: float | None = None
     classifier: str | None = None
+    min_luma: float = 15.0
+    min_sharpness: float = 0.0
+    min_face_size: float = 0.0
     db: str | None = None
     embedder: str = "sface"
     masked_faces: str = "student"
@@ -113,13 +122,22 @@ class EngineSettings:
             raise ValueError(f"unknown detector {self.detector!r}; choose yunet or ssd")
         if self.threads is not None and self.threads < 1:
             raise ValueError("threads must be at least 1 (or None)")
+        self.quality_rule()  # ValueError for a negative threshold
+
+    def quality_rule(self) -> Any:
+        """The :class:`~maskwatch.ops.quality.QualityRule` of ``min_luma``,
+        ``min_sharpness`` and ``min_face_size``."""
+        from maskwatch.ops.quality import QualityRule
+
+        return QualityRule(min_luma=self.min_luma, min_sharpness=self.min_sharpness,
+                           min_size=self.min_face_size)
 
     def pipeline_config(self, live: bool) -> Any:
         """The :class:`~maskwatch.pipeline.PipelineConfig` of live or photo analysis."""
         from maskwatch.pipeline import PipelineConfig
 
         overrides: dict[str, Any] = {"detector": self.detector, "model": self.classifier,
-                                     "threads": self.threads}
+                                     "threads": self.threads, "quality": self.quality_rule()}
         if self.min_score is not None:
             overrides["min_score"] = self.min_score
         if not live:

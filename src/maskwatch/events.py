@@ -53,7 +53,7 @@ from maskwatch.errors import GalleryError
 from maskwatch.records import DEFAULT_RETENTION_DAYS, Event, event_from_dict, new_event_id
 from maskwatch.records import UNCLASSIFIED as UNCLASSIFIED
 from maskwatch.records import UNKNOWN as UNKNOWN
-from maskwatch.types import MASK_CLASSES
+from maskwatch.types import MASK_CLASSES, SHOWN_MASK_STATES
 from maskwatch.validation import check_events
 
 if TYPE_CHECKING:
@@ -83,12 +83,14 @@ def event_source_name(kind: str, source: str) -> str:
 
 
 def dominant_mask_state(counts: dict[str, int], last_label: str | None = None) -> str | None:
-    """The label with the most frames; on a tie the track's last label if tied, else
-    the first in ``MASK_CLASSES`` order; ``last_label`` when no frame was counted."""
-    if sum(int(counts.get(k, 0)) for k in MASK_CLASSES) <= 0:
-        return last_label if last_label in MASK_CLASSES else None
-    best = max(int(counts.get(k, 0)) for k in MASK_CLASSES)
-    tied = [k for k in MASK_CLASSES if int(counts.get(k, 0)) == best]
+    """The state shown on the most frames, ``unknown`` (the face could not be judged)
+    included; on a tie the track's last label if tied, else the first in
+    ``SHOWN_MASK_STATES`` order (a judged state before ``unknown``); ``last_label`` when
+    no frame was counted."""
+    if sum(int(counts.get(k, 0)) for k in SHOWN_MASK_STATES) <= 0:
+        return last_label if last_label in SHOWN_MASK_STATES else None
+    best = max(int(counts.get(k, 0)) for k in SHOWN_MASK_STATES)
+    tied = [k for k in SHOWN_MASK_STATES if int(counts.get(k, 0)) == best]
     return last_label if last_label in tied else tied[0]
 
 
@@ -131,12 +133,13 @@ def events_from_tracks(tracks: Sequence[Track], source: str, *,
         ended = (float(time_origin) + last if time_origin is not None
                  else now - max(anchor - last, 0.0))
         duration = max(last - finite(t.first_time, last), 0.0)
-        counts = {k: int(t.mask_counts.get(k, 0)) for k in MASK_CLASSES}
+        shown = {k: int(t.mask_counts.get(k, 0)) for k in SHOWN_MASK_STATES}
         sim = t.best_similarity
         out.append(Event(
             id=new_event_id(), source=str(source), track_id=int(t.track_id),
             started=ended - duration, ended=ended, frames=int(t.hits),
-            mask_state=dominant_mask_state(counts, t.mask_label), mask_frames=counts,
+            mask_state=dominant_mask_state(shown, t.mask_label),
+            mask_frames={k: shown[k] for k in MASK_CLASSES},
             identity=t.identity or None,
             best_similarity=None if sim is None or not math.isfinite(float(sim)) else float(sim),
         ))

@@ -9,6 +9,12 @@ looked up when the track appears, then every
 :data:`~maskwatch.tracking.identity.IDENTIFY_EVERY` frames once named (every
 :data:`~maskwatch.tracking.identity.IDENTIFY_UNKNOWN_EVERY` while unknown). Without
 tracking (single photos), every stage runs on every face.
+
+A face too dark, too blurred or too small for the classifier to be trusted (the
+:class:`~maskwatch.ops.quality.QualityRule` of ``PipelineConfig.quality``) is shown as
+:data:`~maskwatch.types.UNKNOWN_MASK`. Without tracking it is still classified (its
+``mask_probs`` are kept); with tracking, a frame on which it fails the rule is not
+classified and leaves its track's smoothed state as it is.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ import numpy as np
 from maskwatch.models.detector import create_detector
 from maskwatch.models.mask_classifier import MaskClassifier
 from maskwatch.ops.crop import lower_face_colours
+from maskwatch.ops.quality import DEFAULT_RULE, QualityRule, face_quality
 from maskwatch.tracking import FaceTracker, Track, TrackerConfig
-from maskwatch.types import MASK_CLASSES, Faces
+from maskwatch.types import SHOWN_MASK_STATES, UNKNOWN_MASK, Faces
 
 # Between full-frame detections the detector looks only around the faces tracked (see
 # PipelineConfig.detect_every). A full YuNet pass over a 640x480 frame costs 12-20 ms;
@@ -87,6 +94,10 @@ class PipelineConfig:
         threads: onnxruntime threads for the classifier (None: its default).
         tracker: box matching and mask smoothing settings
             (:class:`~maskwatch.tracking.TrackerConfig`).
+        quality: which faces are judged at all
+            (:class:`~maskwatch.ops.quality.QualityRule`; provisional default
+            :data:`~maskwatch.ops.quality.DEFAULT_RULE`, mean luma 15); the others are
+            shown as :data:`~maskwatch.types.UNKNOWN_MASK`. ``QualityRule()`` turns it off.
 
     Identity look-ups of tracked faces follow fixed intervals
     (:data:`~maskwatch.tracking.identity.IDENTIFY_EVERY`,
@@ -104,6 +115,7 @@ class PipelineConfig:
     model: str | None = None
     threads: int | None = None
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    quality: QualityRule = DEFAULT_RULE
 
     def make_detector(self) -> Any:
         """The detector these settings describe (to share one between pipelines)."""
@@ -132,7 +144,8 @@ class FrameResult:
     Attributes:
         faces: one entry per face: box, landmarks, score, (smoothed) mask probabilities,
             the mask label shown, track id, name and similarity (see :class:`Faces`).
-        timings_ms: milliseconds per stage (detect, track, classify, embed, total).
+        timings_ms: milliseconds per stage (detect, quality, track, classify, embed,
+            total); ``quality`` only when a quality rule is on.
         frame_index: position in the source.
         timestamp: seconds (a file: from its first frame; live: the monotonic clock).
         width, height: of the analysed frame, pixels.
@@ -237,13 +250,29 @@ class Pipeline:
         faces = self._detect(image)
         timings["detect"] = (time.perf_counter() - t0) * 1e3
 
+        judgeable = None
+        if self.config.quality.active and len(faces):
+            t0 = time.perf_counter()
+            judgeable = self.judgeable(image, faces)
+            timings["quality"] = (time.perf_counter() - t0) * 1e3
+
         if self.config.track:
-            faces, ended = self._tracked(image, faces, ts, timings)
+            faces, ended = self._tracked(image, faces, ts, timings, judgeable)
         else:
-            faces, ended = self._untracked(image, faces, timings), []
+            faces, ended = self._untracked(image, faces, timings, judgeable), []
         timings["total"] = (time.perf_counter() - t_start) * 1e3
         return FrameResult(faces=faces, timings_ms=timings, frame_index=self._frame, timestamp=ts,
                            width=int(image.shape[1]), height=int(image.shape[0]), ended=ended)
+
+    def judgeable(self, image: np.ndarray, faces: Faces) -> np.ndarray:
+        """(N,) bool: which faces pass ``config.quality``, measured on the classifier's
+        own crops (:func:`~maskwatch.ops.quality.face_quality`); all when it is off."""
+        rule = self.config.quality
+        if not rule.active or len(faces) == 0:
+            return np.ones(len(faces), bool)
+        clf = self.classifier
+        crops = clf.crops(image, faces)
+        return rule.judge(face_quality(crops, faces.sizes, clf.info.margin))
 
     def forget_identities(self) -> None:
         """Look every tracked face up in the gallery again on the next frame (call it
@@ -283,24 +312,29 @@ class Pipeline:
             return None
         return np.stack([t.predicted_box(self._frame) for t in tracks])
 
-    def _untracked(self, image: np.ndarray, faces: Faces, timings: dict[str, float]) -> Faces:
+    def _untracked(self, image: np.ndarray, faces: Faces, timings: dict[str, float],
+                   judgeable: np.ndarray | None) -> Faces:
         t0 = time.perf_counter()
         faces = self.classifier.classify(image, faces)
+        # the classifier's own argmax, also for faces shown as cannot judge
+        masked = np.array([lab != "without_mask" for lab in faces.mask_labels], bool)
+        if judgeable is not None and not judgeable.all():
+            faces = faces.with_fields(mask_labels=np.where(
+                judgeable, faces.mask_labels, np.array(UNKNOWN_MASK, object)))
         timings["classify"] = (time.perf_counter() - t0) * 1e3
         if self._can_identify() and len(faces):
             t0 = time.perf_counter()
-            masked = np.array([lab != "without_mask" for lab in faces.mask_labels], bool)
             found = self._identify(image, faces, masked)
             faces = faces.with_fields(names=[name for name, _ in found],
                                       similarities=[sim for _, sim in found])
             timings["embed"] = (time.perf_counter() - t0) * 1e3
         return faces
 
-    def _tracked(self, image: np.ndarray, faces: Faces, ts: float,
-                 timings: dict[str, float]) -> tuple[Faces, list[Track]]:
+    def _tracked(self, image: np.ndarray, faces: Faces, ts: float, timings: dict[str, float],
+                 judgeable: np.ndarray | None) -> tuple[Faces, list[Track]]:
         c = self.config
         t0 = time.perf_counter()
-        faces = self.tracker.update(faces, self._frame, ts)
+        faces = self.tracker.update(faces, self._frame, ts, judgeable)
         timings["track"] = (time.perf_counter() - t0) * 1e3
 
         t0 = time.perf_counter()
@@ -316,18 +350,20 @@ class Pipeline:
         labels = self.tracker.stable_labels(faces)
         timings["classify"] = (time.perf_counter() - t0) * 1e3
 
+        live = self.tracker.live
         if self._can_identify() and len(faces):
             t0 = time.perf_counter()
             need = self.tracker.identity_due(faces, self._frame)
             if need.any():
                 sub = faces[need]
-                masked = np.array([labels[i] not in (None, "without_mask")
-                                   for i in np.flatnonzero(need)], bool)
+                # The track's stable label: the one shown, or for a face shown as cannot
+                # judge, the label it had when it was last judged.
+                masked = np.array([live[int(t)].mask_label not in (None, "without_mask")
+                                   for t in sub.track_ids], bool)
                 for tid, (name, sim) in zip(sub.track_ids, self._identify(image, sub, masked),
                                             strict=True):
                     self.tracker.set_identity(int(tid), name, sim, self._frame)
             timings["embed"] = (time.perf_counter() - t0) * 1e3
-        live = self.tracker.live
         faces = faces.with_fields(
             mask_labels=labels,
             names=[live[int(t)].identity if int(t) in live else None for t in faces.track_ids],
@@ -351,8 +387,9 @@ class Pipeline:
 
 
 def mask_summary(labels: list[str | None]) -> dict[str, int]:
-    """Counts of each mask state in a list of labels (None ignored)."""
-    out = dict.fromkeys(MASK_CLASSES, 0)
+    """Counts of each mask state shown (``SHOWN_MASK_STATES``) in a list of labels (None
+    ignored)."""
+    out = dict.fromkeys(SHOWN_MASK_STATES, 0)
     for lab in labels:
         if lab in out:
             out[lab] += 1

@@ -34,10 +34,13 @@ class Event:
         track_id: the tracker's id (unique within one run of the engine only).
         started, ended: Unix seconds (UTC wall clock) of the first and last matched frame.
         frames: matched frames (``Track.hits``).
-        mask_state: the dominant stable label over the track's life (the most frames in
-            ``mask_frames``), None when it was never classified.
+        mask_state: the state shown on most of the track's frames: a stable label, or
+            ``unknown`` (:data:`~maskwatch.types.UNKNOWN_MASK`) when the quality rule
+            could not judge the face on most of them (left out of compliance, counted
+            apart); None when it was never classified.
         mask_frames: frames spent in each stable label, keyed by every name in
-            ``MASK_CLASSES`` (``Track.mask_counts``).
+            ``MASK_CLASSES`` (``Track.mask_counts``); frames shown as ``unknown`` are
+            not kept.
         identity: the person's name, None when unknown.
         best_similarity: cosine similarity of the match behind ``identity`` (while
             unknown: the highest one seen), None when recognition never ran.

@@ -16,11 +16,20 @@ import numpy as np
 #: Mask states, in the order of the classifier's outputs.
 MASK_CLASSES: tuple[str, ...] = ("with_mask", "without_mask", "mask_incorrect")
 
+#: The mask state shown for a face too dark, too blurred or too small for the
+#: classifier to be trusted (:class:`~maskwatch.ops.quality.QualityRule`): "cannot judge".
+#: Not a class of the model: such a face keeps its ``mask_probs``, and is left out of
+#: compliance figures and counted apart.
+UNKNOWN_MASK = "unknown"
+#: Every mask state a face or an event can be shown with: the classes, then ``UNKNOWN_MASK``.
+SHOWN_MASK_STATES: tuple[str, ...] = (*MASK_CLASSES, UNKNOWN_MASK)
+
 #: Human-readable labels for the mask states.
 MASK_LABELS: dict[str, str] = {
     "with_mask": "mask",
     "without_mask": "no mask",
     "mask_incorrect": "mask below nose",
+    UNKNOWN_MASK: "cannot judge",
 }
 
 
@@ -39,8 +48,9 @@ class Faces:
             when not classified yet.
         track_ids: (N,) int64, -1 when not tracked.
         mask_labels: (N,) object, the mask state shown for each face (a name from
-            ``MASK_CLASSES``) or None when not classified. Unless given, the most probable
-            class of ``mask_probs``; the tracker gives the stable label of the face's track.
+            ``MASK_CLASSES``, or ``UNKNOWN_MASK`` for a face the quality rule cannot
+            judge) or None when not classified. Unless given, the most probable class of
+            ``mask_probs``; the tracker gives the stable label of the face's track.
             Replacing ``mask_probs`` (:meth:`with_fields`) derives them again unless
             ``mask_labels`` is replaced too.
         names: (N,) object, the recognised person's name, or None (unknown, or not looked up).
@@ -106,7 +116,7 @@ class Faces:
             labels = _objects(self.mask_labels)
             if not _KNOWN_LABELS.issuperset(labels.tolist()):
                 raise ValueError("Faces: mask_labels must be None or one of "
-                                 f"{', '.join(MASK_CLASSES)}")
+                                 f"{', '.join(SHOWN_MASK_STATES)}")
         names = np.full(n, None, object) if self.names is None else _objects(self.names)
         sims = self.similarities
         if sims is None:
@@ -218,7 +228,7 @@ _PER_FACE = ("mask_labels", "names", "similarities")
 
 
 _CLASS_NAMES = np.array(MASK_CLASSES, object)
-_KNOWN_LABELS = frozenset((*MASK_CLASSES, None))
+_KNOWN_LABELS = frozenset((*SHOWN_MASK_STATES, None))
 
 
 def _objects(values: Any) -> np.ndarray:

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 from maskwatch.errors import GalleryError, InvalidName
 from maskwatch.records import Event
-from maskwatch.types import MASK_CLASSES
+from maskwatch.types import MASK_CLASSES, SHOWN_MASK_STATES
 
 #: Longest allowed person name, in characters (after stripping).
 MAX_NAME_CHARS = 100
@@ -138,7 +138,7 @@ def check_events(events: Iterable[Event]) -> list[Event]:
         bad = sorted(set(counts) - set(MASK_CLASSES))
         if bad:
             raise GalleryError(f"{where}: unknown mask states in mask_frames: {', '.join(bad)}")
-        if e.mask_state is not None and e.mask_state not in MASK_CLASSES:
+        if e.mask_state is not None and e.mask_state not in SHOWN_MASK_STATES:
             raise GalleryError(f"{where}: unknown mask state {e.mask_state!r}")
         if sim is not None and not math.isfinite(sim):
             raise GalleryError(f"{where}: best_similarity must be a finite number or None")

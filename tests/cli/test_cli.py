@@ -85,6 +85,25 @@ def test_analyze_image_writes_annotation_and_json(datasets, tmp_path):
     assert {"detect", "classify"} <= set(rec["timings_ms"])
 
 
+def test_analyze_counts_faces_that_cannot_be_judged_apart(datasets, tmp_path, capsys):
+    image = cv2.imread(str(datasets / "group-photos" / "t1.jpg"))
+    dark = tmp_path / "dark.png"
+    cv2.imwrite(str(dark), (image.astype("float32") * 0.05).round().astype("uint8"))
+    js = tmp_path / "dark.jsonl"
+    assert main(["analyze", str(dark), "--json", str(js), "-q"]) == 0
+    out = capsys.readouterr().err  # the summary
+    rec = json.loads(js.read_text())
+    n = len(rec["faces"])
+    assert n >= 1 and all(f["mask"] == "unknown" for f in rec["faces"]), rec["faces"]
+    assert f"0 with mask, 0 without, 0 below the nose, {n} cannot be judged;" in out
+    # the rule off: the classifier's answer, counted as before
+    assert main(["analyze", str(dark), "--json", str(js), "-q", "--min-luma", "0"]) == 0
+    assert "cannot be judged" not in capsys.readouterr().err
+    assert all(f["mask"] != "unknown" for f in json.loads(js.read_text())["faces"])
+    res = run_cli("analyze", str(dark), "--min-luma", "-1")
+    assert res.returncode == 2 and "--min-luma must be 0 (off) or more" in res.stderr
+
+
 def test_analyze_folder_goes_on_past_a_bad_file(datasets, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()

@@ -56,6 +56,25 @@ def test_list(db):
     assert len(res.stdout.splitlines()) == 1 and "unclassified" in res.stdout
 
 
+def test_events_that_cannot_be_judged(db):
+    g = open_gallery(db)
+    now = time.time()
+    g.add_events([Event(new_event_id(), "camera:1", 50 + i, now - 65, now - 60, 10, "unknown")
+                  for i in range(3)])
+    g.close()
+    res = run_cli("events", "list", "--db", db, "--mask", "unknown")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert len(lines) == 3 and all(line.split("\t")[4] == "cannot judge" for line in lines)
+    res = run_cli("events", "stats", "--db", db, "--since", "1d", "--bucket", "1d")
+    assert res.returncode == 0, res.stderr
+    # left out of the compliance, counted apart
+    assert res.stdout.startswith("15 event(s): 50% of classified wear a mask properly; ")
+    assert ("by mask: with_mask 4, without_mask 4, mask_incorrect 0, cannot judge 3, "
+            "unclassified 4") in res.stdout
+    assert "\tcannot judge 3\tcompliance " in res.stdout  # in the bucket of now
+
+
 def test_export_stats_purge(db, tmp_path):
     out = tmp_path / "events.csv"
     res = run_cli("events", "export", str(out), "--db", db, "--identity", "Ann")
@@ -126,11 +145,14 @@ def test_analyze_records_events(datasets, tmp_path):
     assert f"maskwatch: {total} event(s) recorded in {db}" in res.stderr
     # every track of at least 3 frames in the JSON lines is one event, with the same frame count
     frames_per_track: dict[int, int] = {}
+    unjudged_per_track: dict[int, int] = {}  # frames shown as cannot judge
     first_seen: dict[int, float] = {}
     for line in js.read_text().splitlines():
         rec = json.loads(line)
         for f in rec["faces"]:
             frames_per_track[f["track_id"]] = frames_per_track.get(f["track_id"], 0) + 1
+            unjudged_per_track[f["track_id"]] = (unjudged_per_track.get(f["track_id"], 0)
+                                                 + (f["mask"] == "unknown"))
             first_seen.setdefault(f["track_id"], rec["timestamp"])
     assert sorted(e.frames for e in events) == sorted(n for n in frames_per_track.values()
                                                       if n >= 3)
@@ -143,4 +165,8 @@ def test_analyze_records_events(datasets, tmp_path):
     named = [e for e in events if e.identity == "Lin-Manuel Miranda"]
     assert (named and max(e.frames for e in named) >= 50
             and all(e.best_similarity >= 0.42 for e in named))
-    assert all(e.mask_state is not None and sum(e.mask_frames.values()) == e.frames for e in events)
+    # mask_frames keeps the frames of each class; those shown as cannot judge are the rest
+    assert all(e.mask_state is not None
+               and sum(e.mask_frames.values()) + unjudged_per_track[e.track_id] == e.frames
+               for e in events)
+    assert any(e.mask_state == "unknown" for e in events)  # the near-black faces

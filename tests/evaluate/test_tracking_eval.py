@@ -28,17 +28,45 @@ def test_tracking_on_the_shared_clip(datasets, tmp_path):
     from maskwatch.cli import main
 
     video = datasets / "videos" / "short_hamilton_clip.mp4"
-    assert main(["evaluate", "--task", "tracking", str(video), "--out", str(tmp_path), "-q"]) == 0
+    assert main(["evaluate", "--task", "tracking", str(video), "--out", str(tmp_path), "-q",
+                 "--truth", "without_mask"]) == 0
     res = json.loads((tmp_path / "tracking.json").read_text())
     assert res["frames"] == 275 and res["face_frames"] > 700
     assert res["flickers_shown"] == 0  # never a single-frame label inside a track
-    assert res["agreement"] >= 0.98  # measured 99.1%
-    # the point of tracking (measured 137 of 747)
+    assert res["agreement"] >= 0.98  # measured 99.1% (judged face-frames)
+    # the point of tracking (measured 137 of 747 without the quality rule, 95 with it)
     assert res["classifier_calls"] < res["face_frames"] / 3
     report = (tmp_path / "tracking.md").read_text()
-    assert "agreement, all face-frames" in report
+    assert "agreement, all judged face-frames" in report
     shown = sum(sum(row.values()) for row in res["confusion_per_frame_vs_shown"].values())
     assert shown == res["face_frames"] and "Shown labels in all: with_mask" in report
+    # the provisional rule (luma >= 15) on the clip, where nobody wears a mask: measured
+    # 216 face-frames cannot be judged (29%); 12 of the 531 judged say a mask (2.3%)
+    assert res["config"]["quality"]["min_luma"] == 15
+    assert sum(res["shown"].values()) == res["face_frames"]
+    assert res["unknown_face_frames"] == res["shown"]["unknown"] > 0
+    assert res["judged_face_frames"] == res["face_frames"] - res["unknown_face_frames"]
+    assert res["truth"] == "without_mask"
+    assert res["shown_wrong"] == res["shown_says_mask"] < 0.05 * res["judged_face_frames"]
+    # the per-frame classifier says a mask on most of the darkest faces, on few lit ones
+    by_luma = {r["bin"]: r for r in res["per_frame_by_luma"]}
+    assert sum(r["n"] for r in by_luma.values()) == res["face_frames"]
+    assert by_luma["<10"]["says_mask_share"] > 0.8 and by_luma["30-50"]["says_mask_share"] < 0.05
+    assert by_luma["<10"]["shown_unknown_share"] == 1.0
+    assert sum(r["n"] for r in res["per_frame_by_sharpness"]) == res["face_frames"]
+    assert "Per-frame classifier by mean luma" in report
+
+
+def test_without_the_rule_every_face_is_judged(datasets):
+    from maskwatch.evaluate.tracking import evaluate_tracking
+    from maskwatch.ops.quality import QualityRule
+
+    video = datasets / "videos" / "short_hamilton_clip.mp4"
+    res = evaluate_tracking(video, None, progress=False, quality=QualityRule(),
+                            truth="without_mask")
+    # the figure before the rule: 102 of 747 shown labels say a mask
+    assert res["unknown_face_frames"] == 0 and res["judged_face_frames"] == res["face_frames"]
+    assert res["shown_says_mask_share"] > 0.1 and res["flickers_shown"] == 0
 
 
 def test_unsure_tracks_looked_at_until_confident_raise_agreement(datasets):

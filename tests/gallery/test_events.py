@@ -47,7 +47,7 @@ def event(ended: float, *, identity: str | None = None, mask: str | None = "with
           source: str = "camera:0", duration: float = 4.0, sim: float | None = 0.5,
           track_id: int = 1) -> Event:
     frames = {"with_mask": 0, "without_mask": 0, "mask_incorrect": 0}
-    if mask is not None:
+    if mask in frames:  # frames shown as cannot judge ("unknown") are not kept
         frames[mask] = 10
     return Event(new_event_id(), source, track_id, ended - duration, ended, 12, mask, frames,
                  identity, sim)
@@ -172,7 +172,8 @@ def test_stats(people):
     s = people.event_stats()
     assert s["total"] == 40 and s["unknown"] == 16 and s["unclassified"] == 4
     assert s["people_seen"] == {"Ann": 16, "Bob": 8}
-    assert s["by_mask"] == {"with_mask": 24, "without_mask": 8, "mask_incorrect": 4}
+    assert s["by_mask"] == {"with_mask": 24, "without_mask": 8, "mask_incorrect": 4,
+                            "unknown": 0}
     assert s["compliance"] == pytest.approx(24 / 36)
     assert [b["start"] for b in s["buckets"]] == [T0 + h * 3600 for h in range(4)]
     for b in s["buckets"]:
@@ -194,7 +195,33 @@ def test_stats(people):
     empty = people.event_stats(since=T0 + 10 * 86400)
     assert empty["total"] == 0 and empty["compliance"] is None and empty["buckets"] == []
     assert empty["people_seen"] == {} and empty["by_mask"] == {"with_mask": 0, "without_mask": 0,
-                                                               "mask_incorrect": 0}
+                                                               "mask_incorrect": 0, "unknown": 0}
+
+
+def test_events_that_cannot_be_judged_are_counted_apart(people):
+    """``unknown`` (the face was too dark, blurred or small to judge) is stored, filtered
+    and counted by both stores, and left out of the compliance like unclassified events."""
+    evs = scene()
+    dark = [event(T0 + h * 3600 + 30, mask="unknown", track_id=50 + h) for h in range(4)]
+    dark.append(event(T0 + 40, identity="Ann", mask="unknown", track_id=60))
+    assert people.add_events(evs + dark) == 45
+    page, total = people.query_events(mask_state="unknown", limit=MAX_EVENTS_PAGE)
+    assert total == 5 and {e.mask_state for e in page} == {"unknown"}
+    by_id = {e.id: e for e in dark}
+    assert all(e.to_dict() == by_id[e.id].to_dict() for e in page)
+    assert people.query_events(mask_state="unknown", identity="Ann")[1] == 1
+    assert people.query_events(mask_state=UNCLASSIFIED)[1] == 4  # not the same as unclassified
+    s = people.event_stats()
+    assert s["total"] == 45 and s["unknown"] == 20 and s["unclassified"] == 4  # unknown people
+    assert s["by_mask"] == {"with_mask": 24, "without_mask": 8, "mask_incorrect": 4,
+                            "unknown": 5}
+    assert s["compliance"] == pytest.approx(24 / 36)  # as without them
+    buckets = s["buckets"]
+    assert [b["unknown"] for b in buckets] == [2, 1, 1, 1]
+    assert [b["total"] for b in buckets] == [12, 11, 11, 11]
+    assert all(b["compliance"] == pytest.approx(6 / 9) for b in buckets)
+    only = people.event_stats(since=T0 + 30, until=T0 + 31)
+    assert only["total"] == 1 and only["compliance"] is None and only["by_mask"]["unknown"] == 1
 
 
 def test_stats_bucket_compliance_none_when_nothing_classified(people):

@@ -559,6 +559,27 @@ def test_retention_purges_old_events(anon):
     assert [e["id"] for e in left["events"]] == ["b" * 32]
 
 
+def test_events_that_cannot_be_judged_are_filtered_and_counted_apart(anon):
+    from maskwatch.events import Event
+
+    svc = anon.app.state.service
+    now = time.time()
+    frames = {"with_mask": 0, "without_mask": 0, "mask_incorrect": 0}
+    evs = [Event(f"{k:032x}", "camera:7", k, now - 60, now - 50 + k, 20, state,
+                 {**frames, **({state: 20} if state in frames else {})})
+           for k, state in enumerate(["unknown", "unknown", "with_mask", "without_mask"], 1)]
+    assert svc.gallery.add_events(evs) == 4
+    body = anon.get("/api/events", params={"mask_state": "unknown", "source": "camera:7"},
+                    headers=BEARER).json()
+    assert body["total"] == 2 and {e["mask_state"] for e in body["events"]} == {"unknown"}
+    stats = anon.get("/api/stats", params={"source": "camera:7"}, headers=BEARER).json()
+    assert stats["by_mask"]["unknown"] == 2 and stats["total"] == 4
+    assert stats["compliance"] == 0.5  # of the two judged events, one wears a mask
+    assert stats["buckets"][0]["unknown"] == 2
+    schema = anon.get("/openapi.json").json()
+    assert "unknown" in json.dumps(schema["paths"]["/api/events"])
+
+
 def test_web_app_does_not_import_torch():
     import subprocess
     import sys

@@ -3,6 +3,11 @@
 The crops are cut exactly as in training and at run time; the split is recomputed
 with the same grouping and seed as ``maskwatch train``, so ``--split test`` gives the
 held-out faces of a training run on the same sources.
+
+To choose the quality rule's thresholds (faces shown as ``unknown``, "cannot judge"),
+the report also gives accuracy by the face's mean luma and sharpness
+(:func:`~maskwatch.ops.quality.face_quality` on the same crops), and with a rule the
+figures on the faces it judges and the share it does not.
 """
 
 from __future__ import annotations
@@ -14,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from maskwatch.evaluate.metrics import classification_report, mask_vs_no_mask
-from maskwatch.evaluate.report import json_safe, pct, safe_name, write_report
+from maskwatch.evaluate.metrics import classification_report, mask_vs_no_mask, results_by_size
+from maskwatch.evaluate.report import QUALITY_BINS, json_safe, pct, safe_name, write_report
 from maskwatch.types import MASK_CLASSES
 
 log = logging.getLogger(__name__)
@@ -44,6 +49,7 @@ def evaluate_faceset(
     history: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     min_size: float = 32.0,
+    rule: Any = None,
 ) -> dict[str, Any]:
     """Classify every crop of a :class:`~maskwatch.train.data.FaceSet` and write reports.
 
@@ -51,9 +57,18 @@ def evaluate_faceset(
     ``out_dir/by_source/<source>/``. Each source also gets the figures for faces
     whose shorter side is at least ``min_size`` px (key ``min_size_32``).
 
+    Args:
+        rule: a :class:`~maskwatch.ops.quality.QualityRule`: adds the figures on the
+            faces it judges (key ``judged``, per source too) and the share it does not
+            (``unknown_share``). None: no rule figures.
+
     Returns:
-        The overall metrics dict, with ``by_source`` headlines added.
+        The overall metrics dict, with ``by_source`` headlines added, and the accuracy
+        by face quality: ``by_luma`` and ``by_sharpness`` (rows as ``by_size``, bins
+        :data:`~maskwatch.evaluate.report.QUALITY_BINS`).
     """
+    from maskwatch.ops.quality import face_quality
+
     out = Path(out_dir)
     probs = clf.predict_crops(fs.crops) if len(fs) else np.zeros((0, len(MASK_CLASSES)), np.float32)
     # The model's class order may differ from MASK_CLASSES; map onto it.
@@ -81,9 +96,56 @@ def evaluate_faceset(
         by_source[src] = head
     metrics["by_source"] = by_source
     metrics.update({k: v for k, v in _headline(y_true, y_pred).items() if k not in metrics})
+    info_of = getattr(clf, "info", None)
+    quality = face_quality(fs.crops, fs.sizes, info_of.margin if info_of else 0.15)
+    for measure in ("luma", "sharpness"):
+        metrics[f"by_{measure}"] = results_by_size(
+            y_true, y_pred, getattr(quality, measure), list(MASK_CLASSES),
+            bins=QUALITY_BINS[measure])
+    if rule is not None:
+        judged = rule.judge(quality)
+        metrics["quality_rule"] = {"min_luma": rule.min_luma, "min_sharpness": rule.min_sharpness,
+                                   "min_size": rule.min_size}
+        metrics["unknown_n"] = int((~judged).sum())
+        metrics["unknown_share"] = float((~judged).mean()) if len(judged) else None
+        metrics["judged"] = _headline(y_true[judged], y_pred[judged])
+        for src, head in by_source.items():
+            sel = fs.sources == src
+            head["unknown_share"] = float((~judged[sel]).mean()) if sel.any() else None
+            head["judged"] = _headline(y_true[sel & judged], y_pred[sel & judged])
     (out / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2))
     _append_source_table(out / "report.md", by_source)
+    _append_quality_tables(out / "report.md", metrics)
     return metrics
+
+
+def _append_quality_tables(report_md: Path, metrics: dict[str, Any]) -> None:
+    """The accuracy by face quality and, with a rule, on the judged faces."""
+    lines = []
+    for measure, title in (("luma", "mean luma of the face (0-255)"),
+                           ("sharpness", "sharpness (Laplacian variance, 64 px grey face)")):
+        lines += ["", f"## By {title}", "", "| bin | faces | 3-class acc | 2-class acc |",
+                  "|---|---|---|---|"]
+        lines += [f"| {r['bin']} | {r['n']} | {pct(r['accuracy'], 2)} | "
+                  f"{pct(r['two_class_accuracy'], 2)} |" for r in metrics[f"by_{measure}"]]
+    if "judged" in metrics:
+        rule, j = metrics["quality_rule"], metrics["judged"]
+        lines += ["", "## Quality rule", "",
+                  f"Rule: luma >= {rule['min_luma']:g}, sharpness >= {rule['min_sharpness']:g}, "
+                  f"size >= {rule['min_size']:g} (0: off). {metrics['unknown_n']} faces "
+                  f"({pct(metrics['unknown_share'], 2)}) cannot be judged; on the {j['n']} "
+                  f"judged: 3-class accuracy {pct(j['accuracy'], 2)}, 2-class "
+                  f"{pct(j['two_class_accuracy'], 2)}, macro-F1 {j['macro_f1']:.3f}.", "",
+                  "| source | unknown | judged faces | 3-class acc | 2-class acc | macro-F1 |",
+                  "|---|---|---|---|---|---|"]
+        for src, h in metrics["by_source"].items():
+            hj = h["judged"]
+            f1 = f"{hj['macro_f1']:.3f}" if hj["macro_f1"] is not None else "n/a"
+            lines.append(f"| {src} | {pct(h['unknown_share'], 2)} | {hj['n']} | "
+                         f"{pct(hj['accuracy'], 2)} | {pct(hj['two_class_accuracy'], 2)} | "
+                         f"{f1} |")
+    with report_md.open("a") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def _append_source_table(report_md: Path, by_source: dict[str, Any]) -> None:
@@ -121,6 +183,7 @@ def evaluate_dataset(
     templates_dir: Path | None = None,
     progress: bool = True,
     max_per_source: int = 0,
+    rule: Any = None,
 ) -> dict[str, Any]:
     """Evaluate a model file on data sources; see the module docstring.
 
@@ -129,6 +192,8 @@ def evaluate_dataset(
         sources: :class:`~maskwatch.train.data.SourceSpec` list.
         split: ``test`` (held-out, as in training with the same seed), ``val``,
             ``train`` or ``all``.
+        rule: a :class:`~maskwatch.ops.quality.QualityRule` whose judged-face figures
+            are added (see :func:`evaluate_faceset`); None: none.
     """
     from maskwatch.models.detector import YuNetDetector
     from maskwatch.models.mask_classifier import MaskClassifier
@@ -146,4 +211,4 @@ def evaluate_dataset(
     fs = assign_splits(fs, fractions=fractions, seed=seed)
     if split != "all":
         fs = fs.subset(fs.splits == split)
-    return evaluate_faceset(clf, fs, out_dir, extra={"split": split, "seed": seed})
+    return evaluate_faceset(clf, fs, out_dir, extra={"split": split, "seed": seed}, rule=rule)

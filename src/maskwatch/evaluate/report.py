@@ -25,12 +25,24 @@ from maskwatch.evaluate.metrics import (
     format_classification_report,
     mask_vs_no_mask,
     results_by_size,
+    size_bin_label,
     two_class_labels,
 )
 
 log = logging.getLogger(__name__)
 
 ECE_BINS = 10
+
+#: Bins of the face quality measures (:func:`~maskwatch.ops.quality.face_quality`) in
+#: the reports that choose the quality rule's thresholds: ``(low, high)`` pairs as in
+#: :data:`~maskwatch.evaluate.metrics.SIZE_BINS`. On the shared clip the classifier's
+#: false mask labels were at luma 9-13 and sharpness 2-4, its right ones at a median of
+#: 35 and 60: the low bins are narrow.
+QUALITY_BINS: dict[str, tuple[tuple[float, float | None], ...]] = {
+    "luma": ((0, 10), (10, 15), (15, 20), (20, 30), (30, 50), (50, None)),
+    "sharpness": ((0, 3), (3, 5), (5, 10), (10, 20), (20, 50), (50, 100), (100, None)),
+    "size": ((0, 16), (16, 24), (24, 32), (32, 48), (48, 64), (64, None)),
+}
 
 FILES = {
     "metrics": "metrics.json",
@@ -97,6 +109,37 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return json_safe(obj.item())
     return str(obj)
+
+
+def quality_bin_rows(values: Any, bins: Sequence[tuple[float, float | None]],
+                     **flags: Any) -> list[dict[str, Any]]:
+    """Counts of flagged items per bin of a quality measure.
+
+    Args:
+        values: (N,) the measure (luma, sharpness or size) of each item.
+        bins: ``(low, high)`` pairs, ``high=None`` for an open upper end (see
+            :data:`QUALITY_BINS`).
+        flags: named (N,) bool arrays (None: left out), e.g. ``says_mask=...``.
+
+    Returns:
+        One dict per bin: ``{"bin": "10-15", "low", "high", "n", NAME: count,
+        NAME + "_share": count / n or None}`` for every flag given.
+    """
+    v = np.asarray(values, np.float64).reshape(-1)
+    given = {k: np.asarray(f, bool).reshape(-1) for k, f in flags.items() if f is not None}
+    for k, f in given.items():
+        if len(f) != len(v):
+            raise ValueError(f"{k} has {len(f)} values but there are {len(v)} items")
+    rows = []
+    for low, high in bins:
+        sel = (v >= low) & (v < high if high is not None else True)
+        n = int(sel.sum())
+        row: dict[str, Any] = {"bin": size_bin_label(low, high), "low": low, "high": high, "n": n}
+        for k, f in given.items():
+            row[k] = int(f[sel].sum())
+            row[k + "_share"] = row[k] / n if n else None
+        rows.append(row)
+    return rows
 
 
 def _row_normalised(cm: np.ndarray) -> np.ndarray:

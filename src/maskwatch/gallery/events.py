@@ -26,7 +26,7 @@ from typing import Any
 
 from maskwatch.errors import GalleryError
 from maskwatch.records import UNCLASSIFIED, UNKNOWN, Event
-from maskwatch.types import MASK_CLASSES
+from maskwatch.types import MASK_CLASSES, SHOWN_MASK_STATES
 from maskwatch.validation import check_events, validate_name
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,8 @@ class EventFilter:
         source: exact source text; None: any.
         identity: a person's name; None: anyone (see ``unknown``).
         unknown: only unknown faces (``identity`` is then None).
-        mask_state: one of ``MASK_CLASSES``; None: any (see ``unclassified``).
+        mask_state: one of ``SHOWN_MASK_STATES`` (a class, or ``unknown``: the face
+            could not be judged); None: any (see ``unclassified``).
         unclassified: only events never classified (``mask_state`` is then None).
     """
 
@@ -85,11 +86,11 @@ def event_filter(*, since: object = None, until: object = None, source: object =
     if mask_state is not None:
         if mask_state in ("", UNCLASSIFIED):
             unclassified = True
-        elif mask_state in MASK_CLASSES:
+        elif mask_state in SHOWN_MASK_STATES:
             state = str(mask_state)
         else:
             raise GalleryError(f"unknown mask state {mask_state!r}: use one of "
-                               f"{', '.join(MASK_CLASSES)} or {UNCLASSIFIED}")
+                               f"{', '.join(SHOWN_MASK_STATES)} or {UNCLASSIFIED}")
     return EventFilter(lo, hi, source, name, unknown, state, unclassified)
 
 
@@ -124,7 +125,8 @@ class EventStoreMixin(ABC):
     @abstractmethod
     def _event_counts(self, f: EventFilter, bucket_s: float, origin: float) -> dict[str, Any]:
         """``{"total", "unknown", "people": {name: n}, "by_mask": {state or None: n},
-        "buckets": [(k, total, with_mask, without_mask, mask_incorrect), ...]}`` with
+        "buckets": [(k, total, n of each of SHOWN_MASK_STATES in order), ...]}`` (a
+        bucket: ``k, total, with_mask, without_mask, mask_incorrect, unknown``) with
         buckets ``k = floor((ended - origin) / bucket_s)`` ascending, at most
         MAX_BUCKETS + 1 of them."""
 
@@ -165,7 +167,8 @@ class EventStoreMixin(ABC):
             source: exact source (see :meth:`event_sources`).
             identity: a person's name, or ``""`` / :data:`~maskwatch.records.UNKNOWN`
                 for unknown faces.
-            mask_state: ``with_mask``, ``without_mask``, ``mask_incorrect``, or ``""`` /
+            mask_state: ``with_mask``, ``without_mask``, ``mask_incorrect``, ``unknown``
+                (the face could not be judged), or ``""`` /
                 :data:`~maskwatch.records.UNCLASSIFIED` for events never classified.
             limit: page size, 1 to :data:`MAX_EVENTS_PAGE`.
             offset: events to skip (>= 0).
@@ -224,10 +227,14 @@ class EventStoreMixin(ABC):
             ``{"total": n, "unknown": n, "unclassified": n, "people_seen": {name: n},
             "by_mask": {state: n for every state}, "compliance": f | None,
             "bucket_s": s, "buckets": [{"start": t, "total": n, "with_mask": n,
-            "without_mask": n, "mask_incorrect": n, "compliance": f | None}, ...]}``,
-            where compliance is the fraction of classified events whose mask state is
-            ``with_mask`` (None when none was classified) and only non-empty buckets
-            are listed, ascending.
+            "without_mask": n, "mask_incorrect": n, "unknown": n,
+            "compliance": f | None}, ...]}``, where the top-level ``unknown`` counts
+            unknown *people* and ``by_mask["unknown"]`` (like a bucket's ``unknown``)
+            events whose face could not be judged; compliance is the fraction of
+            events with a judged mask state (one of ``MASK_CLASSES``) whose state is
+            ``with_mask`` (None when none was judged), so neither unjudged nor
+            unclassified events count in it; only non-empty buckets are listed,
+            ascending.
 
         Raises:
             GalleryError: bad arguments, or more than :data:`MAX_BUCKETS` non-empty
@@ -246,17 +253,18 @@ class EventStoreMixin(ABC):
         def compliance(w: int, classified: int) -> float | None:
             return w / classified if classified else None
 
-        by_mask = {k: int(raw["by_mask"].get(k, 0)) for k in MASK_CLASSES}
+        by_mask = {k: int(raw["by_mask"].get(k, 0)) for k in SHOWN_MASK_STATES}
         buckets = [{"start": (origin or 0.0) + k * width, "total": int(n), "with_mask": int(w),
-                    "without_mask": int(wo), "mask_incorrect": int(inc),
+                    "without_mask": int(wo), "mask_incorrect": int(inc), "unknown": int(unj),
                     "compliance": compliance(w, w + wo + inc)}
-                   for k, n, w, wo, inc in raw["buckets"]]
+                   for k, n, w, wo, inc, unj in raw["buckets"]]
+        judged = sum(by_mask[k] for k in MASK_CLASSES)
         return {
             "total": int(raw["total"]), "unknown": int(raw["unknown"]),
             "unclassified": int(raw["by_mask"].get(None, 0)),
             "people_seen": dict(sorted(raw["people"].items(), key=lambda kv: (-kv[1], kv[0]))),
             "by_mask": by_mask,
-            "compliance": compliance(by_mask["with_mask"], sum(by_mask.values())),
+            "compliance": compliance(by_mask["with_mask"], judged),
             "bucket_s": width, "buckets": buckets,
         }
 

@@ -37,7 +37,7 @@ from maskwatch.gallery.base import Gallery, mask_url_password
 from maskwatch.gallery.events import MAX_BUCKETS, EventFilter
 from maskwatch.gallery.records import Person, PersonRecord, Template
 from maskwatch.records import Event
-from maskwatch.types import MASK_CLASSES
+from maskwatch.types import MASK_CLASSES, SHOWN_MASK_STATES
 
 log = logging.getLogger(__name__)
 
@@ -439,7 +439,7 @@ class MongoGallery(Gallery):
     def _event_counts(self, f: EventFilter, bucket_s: float, origin: float) -> dict[str, Any]:
         self._ensure()
         is_state = {k: {"$sum": {"$cond": [{"$eq": ["$mask_state", k]}, 1, 0]}}
-                    for k in MASK_CLASSES}
+                    for k in SHOWN_MASK_STATES}
         with self._errors("count events"):
             q = self._event_match(f)
             if q is None:  # pragma: no cover - stats take no identity filter
@@ -467,8 +467,8 @@ class MongoGallery(Gallery):
                 people[name] = people.get(name, 0) + int(r["n"])
         return {"total": sum(int(r["n"]) for r in by_person), "unknown": unknown, "people": people,
                 "by_mask": {r["_id"]: int(r["n"]) for r in by_mask},
-                "buckets": [(int(r["_id"]), int(r["n"]), *(int(r[k]) for k in MASK_CLASSES))
-                            for r in buckets]}
+                "buckets": [(int(r["_id"]), int(r["n"]),
+                             *(int(r[k]) for k in SHOWN_MASK_STATES)) for r in buckets]}
 
     def _purge_events(self, older_than: float) -> int:
         self._ensure()

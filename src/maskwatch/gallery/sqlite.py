@@ -52,7 +52,7 @@ from maskwatch.gallery.base import Gallery
 from maskwatch.gallery.events import MAX_BUCKETS, EventFilter
 from maskwatch.gallery.records import Person, PersonRecord, Template
 from maskwatch.records import Event
-from maskwatch.types import MASK_CLASSES
+from maskwatch.types import MASK_CLASSES, SHOWN_MASK_STATES
 
 log = logging.getLogger(__name__)
 
@@ -469,7 +469,7 @@ class SQLiteGallery(Gallery):
     def _event_counts(self, f: EventFilter, bucket_s: float, origin: float) -> dict[str, object]:
         where, args = self._event_where(f)
         # fixed names, not input
-        states = ", ".join(f"SUM(e.mask_state = '{k}')" for k in MASK_CLASSES)
+        states = ", ".join(f"SUM(e.mask_state = '{k}')" for k in SHOWN_MASK_STATES)
         # floor() without SQLite's optional math functions: CAST truncates towards zero
         x = "((e.ended - ?) / ?)"
         with self._snapshot("count events") as con:
@@ -484,8 +484,8 @@ class SQLiteGallery(Gallery):
                 f"(SELECT CAST({x} AS INTEGER) - ({x} < CAST({x} AS INTEGER)) "
                 f"AS k, e.mask_state FROM events e {where}) e GROUP BY k ORDER BY k LIMIT ?",
                 [origin, bucket_s] * 3 + args + [MAX_BUCKETS + 1]).fetchall()
-        by_mask: dict[str | None, int] = {k: int(v or 0)
-                                          for k, v in zip(MASK_CLASSES, by_state, strict=True)}
+        by_mask: dict[str | None, int] = {
+            k: int(v or 0) for k, v in zip(SHOWN_MASK_STATES, by_state, strict=True)}
         by_mask[None] = int(unclassified or 0)
         return {"total": int(total), "unknown": int(unknown or 0),
                 "people": {n: int(c) for n, c in people},

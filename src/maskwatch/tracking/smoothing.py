@@ -7,6 +7,14 @@ decisive look moves it at once, and no label is ever shown for fewer than
 ``hold_frames`` frames. The classifier runs only on faces that are :meth:`~MaskSmoother.due`:
 new or unsettled tracks, tracks not looked at for ``every`` frames, and faces whose
 lower half changed colour (a mask went on, off or down).
+
+With a quality rule (:class:`~maskwatch.ops.quality.QualityRule`), a frame on which the
+face fails it (``Track.judgeable`` False) is never due and leaves the smoothed state as it
+is. Whether the track is shown with its label or as ``UNKNOWN_MASK`` ("cannot judge",
+``Track.judged``) follows the rule with the same hold as the labels: it changes when the
+rule has said otherwise on ``hold_frames`` matched frames in a row
+(:meth:`MaskSmoother.judge`), so a face whose light hovers at a threshold does not
+flicker. A track whose face never passed the rule is shown as ``UNKNOWN_MASK``.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ops.crop import colour_change
-from ..types import MASK_CLASSES, Faces
+from ..types import MASK_CLASSES, UNKNOWN_MASK, Faces
 from .config import TrackerConfig
 from .track import Track
 
@@ -56,8 +64,10 @@ class MaskSmoother:
             change: see ``look``; 0 turns the check off.
 
         Returns:
-            True for a face with no track, whose track was never classified, whose
-            last classification is ``every`` or more frames old, or whose track is
+            False for a face that failed the quality rule on this frame
+            (``track.judgeable`` False): nothing is learnt from it. Otherwise True for
+            a face with no track, whose track was never classified, whose last
+            classification is ``every`` or more frames old, or whose track is
             unsettled: its label has had fewer than ``settle_looks`` classifications
             (one view can be misleading, so a new track, and a label that just
             changed, are looked at on their first frames), its smoothed top
@@ -66,6 +76,8 @@ class MaskSmoother:
             unsettled track is classified on every frame until its label switches or
             is confirmed, so a wrong or unsure label lasts a few frames, not ``every``.
         """
+        if track is not None and not track.judgeable:
+            return False
         if track is None or track.last_classified < 0:
             return True
         c = self.config
@@ -116,8 +128,9 @@ class MaskSmoother:
             track.mask_probs = probs.copy()
             track.mask_label = MASK_CLASSES[int(probs.argmax())]
             track.label_since = track.hits
-            if track.last_frame == frame_index:
-                # Matched this frame before the label existed: count this frame too.
+            if track.last_frame == frame_index and track.judged:
+                # Matched this frame before the label existed: count this frame too
+                # (unless it was counted as cannot judge).
                 track.mask_counts[track.mask_label] += 1
             return
         stable = MASK_CLASSES.index(track.mask_label)
@@ -142,10 +155,28 @@ class MaskSmoother:
                 and p[top] - p[stable] >= c.switch_margin):
             self._switch(track, top)
 
+    def judge(self, track: Track, judgeable: bool, first: bool = False) -> None:
+        """Take whether the face passed the quality rule on this matched frame.
+
+        Sets ``track.judgeable``; ``track.judged`` (shown with its label, or as
+        ``UNKNOWN_MASK``) takes that value on the track's ``first`` frame, and later
+        once it has disagreed with it on ``hold_frames`` matched frames in a row.
+        """
+        track.judgeable = bool(judgeable)
+        if first or track.judgeable == track.judged:
+            track.judged, track.judged_streak = track.judgeable, 0
+            return
+        track.judged_streak += 1
+        if track.judged_streak >= self.config.hold_frames:
+            track.judged, track.judged_streak = track.judgeable, 0
+
     @staticmethod
     def count_shown(track: Track) -> None:
-        """Count one more matched frame in the track's current label (if it has one)."""
-        if track.mask_label is not None:
+        """Count one more matched frame in the state shown: ``UNKNOWN_MASK`` while the
+        track is shown as cannot judge, else its label (if it has one)."""
+        if not track.judged:
+            track.mask_counts[UNKNOWN_MASK] += 1
+        elif track.mask_label is not None:
             track.mask_counts[track.mask_label] += 1
 
     @staticmethod
@@ -173,5 +204,8 @@ def shown_probs(faces: Faces, tracks: list[Track | None]) -> Faces:
 
 
 def shown_labels(tracks: list[Track | None]) -> list[str | None]:
-    """Stable mask label of each track (``None`` for no track or none classified yet)."""
-    return [track.mask_label if track is not None else None for track in tracks]
+    """Mask state shown for each track's face: ``UNKNOWN_MASK`` while the track is shown
+    as cannot judge (``Track.judged``), else its stable label (``None`` for no track or
+    none classified yet)."""
+    return [None if track is None else UNKNOWN_MASK if not track.judged
+            else track.mask_label for track in tracks]

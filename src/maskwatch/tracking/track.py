@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..types import MASK_CLASSES
+from ..types import SHOWN_MASK_STATES
 
 __all__ = ["CONFIRM_HITS", "Track"]
 
@@ -46,8 +46,20 @@ class Track:
             ``None`` until the first classification.
         mask_label: stable mask state (one of ``MASK_CLASSES``), ``None`` until the
             first classification; changes only with hysteresis.
-        mask_counts: number of matched frames spent in each stable mask state, keyed
-            by every name in ``MASK_CLASSES`` ("mask state over its life").
+        mask_counts: number of matched frames shown in each mask state, keyed by every
+            name in ``SHOWN_MASK_STATES`` ("mask state over its life"): the stable label,
+            or ``UNKNOWN_MASK`` on frames where the face failed the quality rule.
+        judgeable: whether the face passed the quality rule
+            (:class:`~maskwatch.ops.quality.QualityRule`) on the track's latest matched
+            frame; True when no rule is applied. A frame that fails it is neither
+            classified nor folded into the smoothed state.
+        judged: whether the track is shown with its label (True) or as ``UNKNOWN_MASK``
+            (False, "cannot judge"). It starts as ``judgeable`` on the first frame and
+            changes only when ``judgeable`` has disagreed with it on ``hold_frames``
+            matched frames in a row, so that a face near a threshold is not shown as
+            cannot judge for a single frame.
+        judged_streak: matched frames in a row on which ``judgeable`` disagreed with
+            ``judged``.
         last_classified: frame index of the last classification, -1 when never.
         classifications: how many classifications were folded in over the track's life.
         label_since: ``hits`` when the current ``mask_label`` was set (it has been
@@ -83,7 +95,11 @@ class Track:
     # -- mask-label smoothing ----------------------------------------------------------
     mask_probs: np.ndarray | None = None
     mask_label: str | None = None
-    mask_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MASK_CLASSES, 0))
+    mask_counts: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(SHOWN_MASK_STATES, 0))
+    judgeable: bool = True
+    judged: bool = True
+    judged_streak: int = field(default=0, init=False, repr=False)
     last_classified: int = -1
     classifications: int = field(default=0, init=False)
     label_since: int = field(default=0, init=False)

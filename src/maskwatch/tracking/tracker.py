@@ -59,21 +59,42 @@ class FaceTracker:
 
     # -- box matching --------------------------------------------------------------
 
-    def update(self, faces: Faces, frame_index: int, timestamp: float) -> Faces:
+    def update(self, faces: Faces, frame_index: int, timestamp: float,
+               judgeable: np.ndarray | None = None) -> Faces:
         """Match this frame's detections to live tracks and return them with track ids.
 
         See :meth:`~maskwatch.tracking.matching.BoxMatcher.update` for the matching;
-        every matched track also counts this frame in its current mask label.
+        every face's track takes whether it passed the quality rule (see
+        :meth:`MaskSmoother.judge <maskwatch.tracking.smoothing.MaskSmoother.judge>`),
+        and every matched track counts this frame in the mask state it shows (see
+        :meth:`MaskSmoother.count_shown
+        <maskwatch.tracking.smoothing.MaskSmoother.count_shown>`), as does a new track
+        shown as cannot judge (a new judged track counts its first frame when it is
+        first classified).
 
         Args:
             faces: this frame's detections (any ``track_ids`` are overwritten).
             frame_index: index of the frame, increasing between calls.
             timestamp: time of the frame in seconds.
+            judgeable: (N,) bool, which faces passed the quality rule on this frame
+                (:class:`~maskwatch.ops.quality.QualityRule`); None: all of them.
 
         Returns:
             ``faces`` with ``track_ids`` set (every face gets a track).
         """
         ids, matched = self.matching.update(faces, frame_index, timestamp)
+        live = self.matching.live
+        ok = (np.ones(len(faces), bool) if judgeable is None
+              else np.asarray(judgeable, bool).reshape(-1))
+        if len(ok) != len(faces):
+            raise ValueError(f"judgeable: {len(ok)} values for {len(faces)} faces")
+        matched_ids = {track.track_id for track in matched}
+        for tid, passed in zip(ids.tolist(), ok.tolist(), strict=True):
+            track = live[tid]
+            new = tid not in matched_ids
+            self.smoothing.judge(track, passed, first=new)
+            if new and not track.judged:
+                self.smoothing.count_shown(track)  # a new track, shown as cannot judge
         for track in matched:
             self.smoothing.count_shown(track)
         return faces.with_fields(track_ids=ids)
@@ -136,7 +157,10 @@ class FaceTracker:
         return shown_probs(faces, self._tracks_of(faces))
 
     def stable_labels(self, faces: Faces) -> list[str | None]:
-        """Stable mask state of each face's track (``None`` when not classified yet)."""
+        """Mask state shown for each face (see
+        :func:`~maskwatch.tracking.smoothing.shown_labels`): its track's stable label,
+        ``UNKNOWN_MASK`` when the face failed the quality rule on this frame, ``None``
+        when not classified yet."""
         return shown_labels(self._tracks_of(faces))
 
     # -- identity memory -------------------------------------------------------------

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from maskwatch import __version__
 from maskwatch.events import UNCLASSIFIED, events_to_csv
 from maskwatch.gallery import Person, validate_name
-from maskwatch.types import MASK_CLASSES
+from maskwatch.types import SHOWN_MASK_STATES
 from maskwatch.validation import MAX_NAME_CHARS, MAX_SOURCE_CHARS
 from maskwatch.web.deps import require_admin, require_viewer, service
 from maskwatch.web.responses import (
@@ -40,7 +40,9 @@ router = APIRouter(prefix="/api", tags=["api"])
 admin = [Depends(require_admin)]
 viewer = [Depends(require_viewer)]  # open on localhost; the admin login when the server is private
 
-MASK_STATES = (*MASK_CLASSES, UNCLASSIFIED)
+#: Values of the ``mask_state`` filter: the classes, ``unknown`` (the face could not be
+#: judged) and ``unclassified`` (never classified).
+MASK_STATES = (*SHOWN_MASK_STATES, UNCLASSIFIED)
 
 # -- bounds of every parameter: out of range is a 422 before any work ------------------------
 
@@ -68,7 +70,8 @@ Identity = Annotated[str | None, Query(max_length=MAX_NAME_ARG,
                                        description='a name, or "" for unknown faces')]
 # an enum in the schema, so that clients (and the fuzz run) know the values
 MaskState = Annotated[Literal[(*MASK_STATES, "")] | None,  # type: ignore[valid-type]
-                      Query(description='a mask state; "" or "unclassified": never classified')]
+                      Query(description='a mask state; "unknown": the face could not be '
+                            'judged; "" or "unclassified": never classified')]
 Name = Annotated[str, Path(min_length=1, max_length=MAX_NAME_ARG, description="the person's name")]
 SourceId = Annotated[str, Path(min_length=1, max_length=MAX_SOURCE_ID,
                                description="a server source's id")]

@@ -72,6 +72,9 @@ class WebSettings:
             rebinding) sends its own name, so it is refused.
         cluster: run the server sources on a Dask cluster: ``tcp://HOST:PORT`` or
             ``local[:N]`` (see :mod:`maskwatch.cluster`); None: on this machine.
+        quality: the quality rule's thresholds, as
+            :class:`~maskwatch.engine.EngineSettings` fields (``min_luma``,
+            ``min_sharpness``, ``min_face_size``); those not given keep its defaults.
     """
 
     host: str = "127.0.0.1"
@@ -96,6 +99,7 @@ class WebSettings:
     private: bool | None = None
     allowed_hosts: list[str] = field(default_factory=list)
     cluster: str | None = None
+    quality: dict[str, float] = field(default_factory=dict)
 
     def engine_settings(self, **overrides: Any) -> Any:
         """The :class:`~maskwatch.engine.EngineSettings` of this server's live analysis
@@ -106,7 +110,7 @@ class WebSettings:
             mode="live", db=self.db or "default", embedder=self.embedder,
             masked_faces=self.masked_faces, threshold=self.threshold,
             masked_threshold=self.masked_threshold, retention_days=self.retention_days,
-            max_pixels=self.max_pixels)
+            max_pixels=self.max_pixels, **self.quality)
         base.update(overrides)
         return EngineSettings(**base)
 

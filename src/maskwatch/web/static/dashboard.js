@@ -41,7 +41,7 @@
     // stacked bars: events per bucket by mask state (left axis: counts)
     for (const b of buckets) {
       let y = H - B;
-      for (const k of ["with_mask", "mask_incorrect", "without_mask"]) {
+      for (const k of ["with_mask", "mask_incorrect", "without_mask", "unknown"]) {
         const h = (H - T - B) * (b[k] || 0) / maxN;
         ctx.fillStyle = colors[k];
         ctx.globalAlpha = 0.45;
@@ -84,6 +84,7 @@
     const seen = Object.entries(s.people_seen || {});
     $("people-seen").textContent = seen.length;
     $("unknown").textContent = s.unknown;
+    $("cannot-judge").textContent = (s.by_mask && s.by_mask.unknown) || 0;
     $("people-list").textContent = seen.length ? "Seen: " + seen.map(([n, k]) => n + " (" + k + ")").join(", ") : "";
     const sel = form.source, cur = sel.value;
     const known = new Set(Array.from(sel.options).map((o) => o.value));

@@ -64,7 +64,9 @@
       const [x1, y1, x2, y2] = f.box;
       const cls = f.mask;
       const color = cls ? colors[cls] : "#c8c8c8";
-      let text = cls ? labels[cls] + " " + Math.round(100 * f.mask_probs[cls]) + "%" : "face " + Math.round(100 * f.score) + "%";
+      const prob = cls && f.mask_probs ? f.mask_probs[cls] : undefined; // none for "unknown"
+      let text = !cls ? "face " + Math.round(100 * f.score) + "%"
+        : labels[cls] + (prob === undefined ? "" : " " + Math.round(100 * prob) + "%");
       if (f.identity) text = f.identity + ": " + text;
       if (f.track_id !== undefined && f.track_id >= 0) text += " #" + f.track_id;
       octx.strokeStyle = color;
