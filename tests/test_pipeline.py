@@ -155,7 +155,7 @@ def test_a_dark_photo_is_shown_as_cannot_judge(lfw_photo_and_dark_copy):
     from maskwatch.types import UNKNOWN_MASK
 
     image, dark = lfw_photo_and_dark_copy
-    engine = Pipeline(PipelineConfig.accurate())  # the default rule: luma >= 15
+    engine = Pipeline(PipelineConfig.accurate())  # the default rule: luma >= 10
     lit = engine.process(image)
     assert lit.faces.mask_labels.tolist() == ["without_mask"]
     r = engine.process(dark)

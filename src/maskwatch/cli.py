@@ -173,7 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="train the mask classifier by transfer learning and write a run report",
         description="Train a 3-class mask classifier (with_mask, without_mask, mask_incorrect) on "
         "any mix of sources. SOURCE is KIND:PATH with KIND folder (one folder per class), voc "
-        "(PASCAL VOC scenes) or synthetic (one folder per person; masks rendered from landmarks), "
+        "(PASCAL VOC scenes), synthetic (one folder per person; masks below and above the nose "
+        "and covers that are not masks rendered from landmarks) or covered (the same folders, "
+        "every face covered by a held-out cover that is not a mask: a check, for evaluate), "
         "or a bare path (voc if it has labels/ or Annotations/, else folder). Writes model.onnx, "
         "metrics.json, report.md, classification_report.txt, confusion_matrix.png and curves.png "
         "into --out.",
@@ -214,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "evaluate",
         help="evaluate a mask classifier on datasets and write the same report as training",
-        description="Run a mask classifier on folder, VOC or synthetic sources (as for train) and "
+        description="Run a mask classifier on folder, VOC, synthetic or covered sources (as for "
+        "train) and "
         "write metrics.json, report.md, classification_report.txt and confusion_matrix.png. "
         "--split test evaluates the held-out split that train used with the same sources and seed.",
     )

@@ -95,8 +95,8 @@ class PipelineConfig:
         tracker: box matching and mask smoothing settings
             (:class:`~maskwatch.tracking.TrackerConfig`).
         quality: which faces are judged at all
-            (:class:`~maskwatch.ops.quality.QualityRule`; provisional default
-            :data:`~maskwatch.ops.quality.DEFAULT_RULE`, mean luma 15); the others are
+            (:class:`~maskwatch.ops.quality.QualityRule`; default
+            :data:`~maskwatch.ops.quality.DEFAULT_RULE`, mean luma 10); the others are
             shown as :data:`~maskwatch.types.UNKNOWN_MASK`. ``QualityRule()`` turns it off.
 
     Identity look-ups of tracked faces follow fixed intervals

@@ -33,25 +33,28 @@ def test_tracking_on_the_shared_clip(datasets, tmp_path):
     res = json.loads((tmp_path / "tracking.json").read_text())
     assert res["frames"] == 275 and res["face_frames"] > 700
     assert res["flickers_shown"] == 0  # never a single-frame label inside a track
-    assert res["agreement"] >= 0.98  # measured 99.1% (judged face-frames)
-    # the point of tracking (measured 137 of 747 without the quality rule, 95 with it)
+    # judged face-frames: measured 97.3% (99.1% with the previous classifier, which was
+    # surer of itself on the dark half-hidden face the shipped one hesitates on)
+    assert res["agreement"] >= 0.96
+    # the point of tracking (measured 118 classifier calls of 747)
     assert res["classifier_calls"] < res["face_frames"] / 3
     report = (tmp_path / "tracking.md").read_text()
     assert "agreement, all judged face-frames" in report
     shown = sum(sum(row.values()) for row in res["confusion_per_frame_vs_shown"].values())
     assert shown == res["face_frames"] and "Shown labels in all: with_mask" in report
-    # the provisional rule (luma >= 15) on the clip, where nobody wears a mask: measured
-    # 216 face-frames cannot be judged (29%); 12 of the 531 judged say a mask (2.3%)
-    assert res["config"]["quality"]["min_luma"] == 15
+    # the default rule (luma >= 10) on the clip, where nobody wears a mask: measured
+    # 34 of 747 face-frames cannot be judged (4.6%); 32 of the 713 judged say a mask (4.5%)
+    assert res["config"]["quality"]["min_luma"] == 10
     assert sum(res["shown"].values()) == res["face_frames"]
     assert res["unknown_face_frames"] == res["shown"]["unknown"] > 0
     assert res["judged_face_frames"] == res["face_frames"] - res["unknown_face_frames"]
     assert res["truth"] == "without_mask"
-    assert res["shown_wrong"] == res["shown_says_mask"] < 0.05 * res["judged_face_frames"]
-    # the per-frame classifier says a mask on most of the darkest faces, on few lit ones
+    assert res["shown_wrong"] == res["shown_says_mask"] < 0.06 * res["judged_face_frames"]
+    # the per-frame classifier's errors lie on the dark faces (luma 10-15: measured 20%;
+    # 30-50: none)
     by_luma = {r["bin"]: r for r in res["per_frame_by_luma"]}
     assert sum(r["n"] for r in by_luma.values()) == res["face_frames"]
-    assert by_luma["<10"]["says_mask_share"] > 0.8 and by_luma["30-50"]["says_mask_share"] < 0.05
+    assert by_luma["10-15"]["says_mask_share"] > 0.1 and by_luma["30-50"]["says_mask_share"] < 0.05
     assert by_luma["<10"]["shown_unknown_share"] == 1.0
     assert sum(r["n"] for r in res["per_frame_by_sharpness"]) == res["face_frames"]
     assert "Per-frame classifier by mean luma" in report
@@ -64,9 +67,9 @@ def test_without_the_rule_every_face_is_judged(datasets):
     video = datasets / "videos" / "short_hamilton_clip.mp4"
     res = evaluate_tracking(video, None, progress=False, quality=QualityRule(),
                             truth="without_mask")
-    # the figure before the rule: 102 of 747 shown labels say a mask
+    # measured 34 of 747 shown labels say a mask (102 with the previous classifier)
     assert res["unknown_face_frames"] == 0 and res["judged_face_frames"] == res["face_frames"]
-    assert res["shown_says_mask_share"] > 0.1 and res["flickers_shown"] == 0
+    assert 0 < res["shown_says_mask_share"] < 0.06 and res["flickers_shown"] == 0
 
 
 def test_unsure_tracks_looked_at_until_confident_raise_agreement(datasets):
@@ -77,10 +80,10 @@ def test_unsure_tracks_looked_at_until_confident_raise_agreement(datasets):
         settle_confidence=0.0, switch_frames=3, switch_confidence=None))
     new = evaluate_tracking(video, None, progress=False,  # settle_confidence 0.7
                             tracker=TrackerConfig(switch_confidence=None))
-    assert new["agreement"] > old["agreement"] + 0.01  # measured 98.5% against 96.8%
-    assert new["agreement_confident"] >= 0.995  # measured 99.7%
+    assert new["agreement"] > old["agreement"] + 0.01  # measured 96.6% against 95.4%
+    assert new["agreement_confident"] >= 0.985  # measured 98.8%
     assert new["flickers_shown"] == 0
-    assert new["classifier_calls"] < new["face_frames"] / 4  # measured 137 of 747
+    assert new["classifier_calls"] < new["face_frames"] / 4  # measured 133 of 747
 
 
 def test_decisive_looks_raise_agreement(datasets):
@@ -90,6 +93,6 @@ def test_decisive_looks_raise_agreement(datasets):
     before = evaluate_tracking(video, None, progress=False,
                                tracker=TrackerConfig(switch_confidence=None))
     now = evaluate_tracking(video, None, progress=False)  # switch_confidence 0.5, hold_frames 2
-    assert now["agreement"] > before["agreement"]  # measured 99.1% against 98.5%
-    assert now["agreement_confident"] >= before["agreement_confident"]  # 100% against 99.7%
+    assert now["agreement"] > before["agreement"]  # measured 97.3% against 96.6%
+    assert now["agreement_confident"] >= before["agreement_confident"]  # 99.5% against 98.8%
     assert now["flickers_shown"] == 0
