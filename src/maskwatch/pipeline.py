@@ -250,29 +250,24 @@ class Pipeline:
         faces = self._detect(image)
         timings["detect"] = (time.perf_counter() - t0) * 1e3
 
-        judgeable = None
+        # With a quality rule, every face's classifier crop is cut here once, measured, and
+        # handed on to the classification (of every face, or of the tracks due).
+        judgeable = crops = None
         if self.config.quality.active and len(faces):
             t0 = time.perf_counter()
-            judgeable = self.judgeable(image, faces)
+            clf = self.classifier
+            crops = clf.crops(image, faces)
+            judgeable = self.config.quality.judge(
+                face_quality(crops, faces.sizes, clf.info.margin))
             timings["quality"] = (time.perf_counter() - t0) * 1e3
 
         if self.config.track:
-            faces, ended = self._tracked(image, faces, ts, timings, judgeable)
+            faces, ended = self._tracked(image, faces, ts, timings, judgeable, crops)
         else:
-            faces, ended = self._untracked(image, faces, timings, judgeable), []
+            faces, ended = self._untracked(image, faces, timings, judgeable, crops), []
         timings["total"] = (time.perf_counter() - t_start) * 1e3
         return FrameResult(faces=faces, timings_ms=timings, frame_index=self._frame, timestamp=ts,
                            width=int(image.shape[1]), height=int(image.shape[0]), ended=ended)
-
-    def judgeable(self, image: np.ndarray, faces: Faces) -> np.ndarray:
-        """(N,) bool: which faces pass ``config.quality``, measured on the classifier's
-        own crops (:func:`~maskwatch.ops.quality.face_quality`); all when it is off."""
-        rule = self.config.quality
-        if not rule.active or len(faces) == 0:
-            return np.ones(len(faces), bool)
-        clf = self.classifier
-        crops = clf.crops(image, faces)
-        return rule.judge(face_quality(crops, faces.sizes, clf.info.margin))
 
     def forget_identities(self) -> None:
         """Look every tracked face up in the gallery again on the next frame (call it
@@ -312,10 +307,16 @@ class Pipeline:
             return None
         return np.stack([t.predicted_box(self._frame) for t in tracks])
 
+    def _classify(self, image: np.ndarray, faces: Faces, crops: np.ndarray | None) -> Faces:
+        """The classifier on ``faces``, from their crops when they were cut already."""
+        if crops is None:
+            return self.classifier.classify(image, faces)
+        return self.classifier.classify(image, faces, crops=crops)
+
     def _untracked(self, image: np.ndarray, faces: Faces, timings: dict[str, float],
-                   judgeable: np.ndarray | None) -> Faces:
+                   judgeable: np.ndarray | None, crops: np.ndarray | None) -> Faces:
         t0 = time.perf_counter()
-        faces = self.classifier.classify(image, faces)
+        faces = self._classify(image, faces, crops)
         # the classifier's own argmax, also for faces shown as cannot judge
         masked = np.array([lab != "without_mask" for lab in faces.mask_labels], bool)
         if judgeable is not None and not judgeable.all():
@@ -331,7 +332,8 @@ class Pipeline:
         return faces
 
     def _tracked(self, image: np.ndarray, faces: Faces, ts: float, timings: dict[str, float],
-                 judgeable: np.ndarray | None) -> tuple[Faces, list[Track]]:
+                 judgeable: np.ndarray | None,
+                 crops: np.ndarray | None) -> tuple[Faces, list[Track]]:
         c = self.config
         t0 = time.perf_counter()
         faces = self.tracker.update(faces, self._frame, ts, judgeable)
@@ -342,7 +344,7 @@ class Pipeline:
         due = self.tracker.due(faces, self._frame, c.classify_every, looks, c.reclassify_change)
         if due.any():
             sub = faces[due]
-            probs = self.classifier.classify(image, sub).mask_probs
+            probs = self._classify(image, sub, None if crops is None else crops[due]).mask_probs
             for k, tid, p in zip(np.flatnonzero(due), sub.track_ids, probs, strict=True):
                 self.tracker.update_mask(int(tid), p, self._frame,
                                          None if looks is None else looks[k])

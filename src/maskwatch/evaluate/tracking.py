@@ -15,7 +15,7 @@ also runs the classifier on every face (no tracking, no smoothing), then reports
 No ground truth is needed; agreement measures what smoothing hides or delays, and the
 per-frame flicker count measures how much the classifier disagrees with itself.
 
-With a quality rule (``PipelineConfig.quality``; the engine's provisional default unless
+With a quality rule (``PipelineConfig.quality``; the engine's default unless
 given), some faces are shown as ``unknown`` ("cannot judge"). The report counts the
 labels shown, ``unknown`` included, and its share of face-frames; agreement is over the
 judged face-frames. With ``truth`` (the one class every face of the video has, e.g.

@@ -143,9 +143,14 @@ class MaskClassifier:
         """The model's input crops for ``faces`` in a BGR uint8 image."""
         return face_crops(image, faces.boxes, self.info.input_size, self.info.margin)
 
-    def classify(self, image: np.ndarray, faces: Faces) -> Faces:
-        """Return ``faces`` with ``mask_probs`` over :data:`~maskwatch.types.MASK_CLASSES`."""
-        probs = self.predict_crops(self.crops(image, faces))
+    def classify(self, image: np.ndarray, faces: Faces,
+                 crops: np.ndarray | None = None) -> Faces:
+        """Return ``faces`` with ``mask_probs`` over :data:`~maskwatch.types.MASK_CLASSES`.
+
+        ``crops``: the faces' crops when the caller has cut them already
+        (:meth:`crops`), so that they are not cut twice.
+        """
+        probs = self.predict_crops(self.crops(image, faces) if crops is None else crops)
         mapped = np.zeros((len(faces), len(MASK_CLASSES)), np.float32)
         for j, k in enumerate(self._order):
             if k >= 0:
