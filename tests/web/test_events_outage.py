@@ -89,6 +89,13 @@ def test_events_survive_a_mongodb_outage_spanning_session_ends(tmp_path, mongo, 
     with running_server(_home(tmp_path), PASSWORD, "--db", db) as server:
         source, n = _session(server.url, frames)  # the store up: a baseline
         expected[source] = n
+        # The baseline's events are in the store before the crash, and on its disk:
+        # SecantusDB 0.7.0b3 loses the last write it acknowledged, even journaled
+        # (j: true), when killed within about 0.5 s of it (measured: 3 of 3 events
+        # lost in 4 of 4 tries; kept when another write follows or 0.5 s pass).
+        # Real MongoDB keeps a j: true write; this test is about the outage, not that.
+        _wait_for(db, {source: n}, timeout=30.0)
+        time.sleep(1.0)
         mongo.stop(kill=True)
         down_at = time.monotonic()
         for _ in range(SESSIONS):
