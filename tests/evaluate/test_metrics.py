@@ -316,6 +316,9 @@ def test_results_by_size_metrics_and_empty_bins():
         assert empty[key] is None
     assert set(empty["per_class_recall"].values()) == {None}
 
+    assert small["confusion"] == [[0, 0, 1], [0, 0, 0], [0, 0, 1]]
+    assert empty["confusion"] is None
+
     big = rows["64+"]
     assert big["n"] == 2 and big["accuracy"] == 0.5 and big["two_class_accuracy"] == 1.0
     json.dumps(list(rows.values()), allow_nan=False)

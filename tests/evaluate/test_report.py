@@ -128,6 +128,10 @@ def test_full_report_by_size(full_report):
     out, metrics = full_report
     by_size = {row["bin"]: row for row in metrics["by_size"]}
     assert {b: r["n"] for b, r in by_size.items()} == {"<16": 3, "16-32": 3, "32-64": 1, "64+": 3}
+    # rows true, columns predicted: 16-32 holds with_mask->mask_incorrect, without_mask right
+    # and without_mask->with_mask
+    assert by_size["16-32"]["confusion"] == [[0, 0, 1], [1, 1, 0], [0, 0, 0]]
+    assert by_size["64+"]["confusion"] == [[0, 0, 0], [0, 0, 0], [1, 1, 1]]
     assert metrics["files"] == [
         "metrics.json",
         "classification_report.txt",
@@ -150,6 +154,9 @@ def test_full_report_text_and_markdown(full_report):
         "`with_mask` or `mask_incorrect`",
         "## By face size",
         "| 16-32 | 3 |",
+        "### Confusion matrix by face size",
+        "| 16-32 | **without_mask** | 1 | 1 | 0 |",
+        "| 64+ | **mask_incorrect** | 1 | 1 | 1 |",
         "## Confusion matrix",
         "| **with_mask** | 2 (66.7%) | 0 (0.0%) | 1 (33.3%) | 3 |",
         "![Confusion matrix](confusion_matrix.png)",
@@ -158,6 +165,7 @@ def test_full_report_text_and_markdown(full_report):
         "| model | mobilenet_v3_small |",
     ):
         assert piece in md, piece
+    assert "| 32-64 | **with_mask** |" not in md  # classes absent from a bin get no row
 
 
 def test_report_without_history(tmp_path):

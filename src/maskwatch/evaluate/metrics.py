@@ -288,12 +288,14 @@ def results_by_size(
             {"bin": "16-32", "low": 16, "high": 32, "n": int,
              "accuracy": float | None, "two_class_accuracy": float | None,
              "macro_f1": float | None,
-             "per_class_recall": {name: float | None}, "support": {name: int}}
+             "per_class_recall": {name: float | None}, "support": {name: int},
+             "confusion": [[int]] | None}
 
         An empty bin has ``n=0`` and ``None`` for every metric. ``macro_f1`` averages
         F1 over the classes that occur in the bin (as true or predicted label), so a
         bin without, say, ``mask_incorrect`` faces is not penalised for it;
         ``per_class_recall`` is ``None`` for a class with no faces in the bin.
+        ``confusion`` is the bin's confusion matrix (rows true, columns predicted).
         ``two_class_accuracy`` is the :func:`mask_vs_no_mask` accuracy, ``None`` when
         ``class_names`` have no mask/no-mask mapping.
     """
@@ -323,6 +325,7 @@ def results_by_size(
             "macro_f1": None,
             "per_class_recall": {str(c): None for c in class_names},
             "support": {str(c): 0 for c in class_names},
+            "confusion": None,
         }
         if n:
             tb, pb = t[sel], p[sel]
@@ -331,6 +334,7 @@ def results_by_size(
             present = (cm.sum(axis=0) + cm.sum(axis=1)) > 0
             f1 = np.array([rep["classes"][str(c)]["f1"] for c in class_names])
             row["accuracy"] = rep["accuracy"]
+            row["confusion"] = cm.astype(int).tolist()
             row["macro_f1"] = float(f1[present].mean())
             if lut is not None:
                 row["two_class_accuracy"] = float(np.mean(lut[tb] == lut[pb]))

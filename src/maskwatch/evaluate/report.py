@@ -142,6 +142,22 @@ def quality_bin_rows(values: Any, bins: Sequence[tuple[float, float | None]],
     return rows
 
 
+def _confusion_by_size(by_size: list[dict[str, Any]], class_names: Sequence[str]) -> list[str]:
+    """The confusion matrix of every face-size bin as one table (rows: bin and true class)."""
+    if not any(b.get("confusion") for b in by_size):
+        return []
+    lines = ["### Confusion matrix by face size", "",
+             "Rows are a size bin and a true class, columns the predicted class (counts).", ""]
+    rows = []
+    for b in by_size:
+        if not b.get("confusion"):
+            continue
+        for i, name in enumerate(class_names):
+            if sum(b["confusion"][i]):
+                rows.append([b["bin"], f"**{name}**", *b["confusion"][i]])
+    return lines + _md_table(["size (px)", "true \\ predicted", *class_names], rows) + [""]
+
+
 def _row_normalised(cm: np.ndarray) -> np.ndarray:
     """Rows of ``cm`` divided by their sums (0 for empty rows)."""
     sums = cm.sum(axis=1, keepdims=True).astype(np.float64)
@@ -369,6 +385,7 @@ def _markdown(
             row += [_fmt(b["per_class_recall"].get(str(c))) for c in class_names]
             rows.append(row)
         lines += _md_table(header, rows) + [""]
+        lines += _confusion_by_size(metrics["by_size"], class_names)
 
     lines += ["## Confusion matrix", ""]
     lines.append(
