@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 
 from maskwatch.evaluate.metrics import classification_report, mask_vs_no_mask, results_by_size
-from maskwatch.evaluate.report import QUALITY_BINS, json_safe, pct, safe_name, write_report
+from maskwatch.evaluate.report import (
+    QUALITY_BINS,
+    json_safe,
+    pct,
+    rule_text,
+    safe_name,
+    write_report,
+)
 from maskwatch.types import MASK_CLASSES
 
 log = logging.getLogger(__name__)
@@ -131,8 +138,7 @@ def _append_quality_tables(report_md: Path, metrics: dict[str, Any]) -> None:
     if "judged" in metrics:
         rule, j = metrics["quality_rule"], metrics["judged"]
         lines += ["", "## Quality rule", "",
-                  f"Rule: luma >= {rule['min_luma']:g}, sharpness >= {rule['min_sharpness']:g}, "
-                  f"size >= {rule['min_size']:g} (0: off). {metrics['unknown_n']} faces "
+                  f"Rule: {rule_text(rule)}. {metrics['unknown_n']} faces "
                   f"({pct(metrics['unknown_share'], 2)}) cannot be judged; on the {j['n']} "
                   f"judged: 3-class accuracy {pct(j['accuracy'], 2)}, 2-class "
                   f"{pct(j['two_class_accuracy'], 2)}, macro-F1 {j['macro_f1']:.3f}.", "",

@@ -87,6 +87,17 @@ def pct(v: float | None, digits: int = 1) -> str:
     return "n/a" if v is None else f"{100 * v:.{digits}f}%"
 
 
+def rule_text(rule: Mapping[str, Any] | None) -> str:
+    """A quality rule's thresholds in words (``QualityRule`` as a dict; 0 = that check off):
+    ``"luma >= 10"``, ``"off"`` when every check is off, ``"none"`` without a rule."""
+    if not rule:
+        return "none"
+    on = [f"{name} >= {rule[key]:g}" for key, name in (
+        ("min_luma", "luma"), ("min_sharpness", "sharpness"), ("min_size", "size"))
+        if rule.get(key)]
+    return ", ".join(on) if on else "off"
+
+
 def json_safe(obj: Any) -> Any:
     """Convert numpy values, tuples, paths and non-finite floats to JSON-ready values."""
     if isinstance(obj, Mapping):

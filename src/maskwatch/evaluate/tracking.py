@@ -37,7 +37,13 @@ from typing import Any
 
 import numpy as np
 
-from maskwatch.evaluate.report import QUALITY_BINS, json_safe, pct, quality_bin_rows
+from maskwatch.evaluate.report import (
+    QUALITY_BINS,
+    json_safe,
+    pct,
+    quality_bin_rows,
+    rule_text,
+)
 from maskwatch.types import MASK_CLASSES, SHOWN_MASK_STATES, UNKNOWN_MASK
 
 log = logging.getLogger(__name__)
@@ -210,7 +216,7 @@ def format_tracking(res: dict[str, Any]) -> str:
         f"the engine called the classifier {res['classifier_calls']} times "
         f"(per-frame classification: {res['face_frames']}).",
         "",
-        f"Quality rule: {_rule_text(res['config'].get('quality'))}; "
+        f"Quality rule: {rule_text(res['config'].get('quality'))}; "
         f"{res['unknown_face_frames']} face-frames shown as unknown (cannot judge, "
         f"{pct(res['unknown_share'])}), {res['judged_face_frames']} judged.",
         "",
@@ -250,16 +256,6 @@ def format_tracking(res: dict[str, Any]) -> str:
     lines += [f"| {r['track']} | {r['face_frames']} | {r['unknown']} | {r['disagree']} |"
               for r in res["disagreeing_tracks"] if r["disagree"]]
     return "\n".join(lines) + "\n"
-
-
-def _rule_text(rule: dict[str, Any] | None) -> str:
-    """A quality rule's thresholds in words."""
-    if not rule:
-        return "none"
-    on = [f"{name} >= {rule[key]:g}" for key, name in (
-        ("min_luma", "luma"), ("min_sharpness", "sharpness"), ("min_size", "size"))
-        if rule.get(key)]
-    return ", ".join(on) if on else "off"
 
 
 def format_quality_rows(rows: list[dict[str, Any]], with_truth: bool) -> list[str]:
