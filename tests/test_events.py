@@ -76,7 +76,8 @@ def test_events_from_real_tracks():
     assert a.source == b.source == "file:clip.mp4"
     assert a.frames == 30 and a.identity == "Ann" and a.best_similarity == pytest.approx(0.627)
     # frame 20 is counted under the label held when it was matched, before its classification
-    assert a.mask_frames == {"with_mask": 21, "without_mask": 9, "mask_incorrect": 0}
+    assert a.mask_frames == {"with_mask": 21, "without_mask": 9, "mask_incorrect": 0,
+                             "unknown": 0}
     assert a.mask_state == "with_mask"  # dominant over its life, not its last label
     assert b.identity is None and b.best_similarity == pytest.approx(0.2)
     assert b.mask_state is None and sum(b.mask_frames.values()) == 0
@@ -109,7 +110,8 @@ def test_events_of_faces_that_cannot_be_judged(gallery):
     assert tracks[0].mask_counts == {"with_mask": 2, "without_mask": 0, "mask_incorrect": 0,
                                      "unknown": 10}
     assert dark.mask_state == "unknown" and dark.frames == 12
-    assert dark.mask_frames == {"with_mask": 2, "without_mask": 0, "mask_incorrect": 0}
+    assert dark.mask_frames == {"with_mask": 2, "without_mask": 0, "mask_incorrect": 0,
+                                "unknown": 10}  # its frames shown as cannot judge
     # track 2: judged for 5 frames (4 lit plus the first dark one), then 7 cannot judge
     assert lit.mask_state == "unknown" and lit.mask_frames["with_mask"] == 5
     assert gallery.add_events([dark, lit]) == 2
@@ -268,7 +270,8 @@ def test_recorder_never_raises_into_the_engine(gallery, caplog):
 
 def test_csv_export(tmp_path):
     a = Event(new_event_id(), "=cmd|' /C calc'!A0", 4, NOW - 2.5, NOW, 25, "without_mask",
-              {"with_mask": 3, "without_mask": 20, "mask_incorrect": 2}, "Ann", 0.61234)
+              {"with_mask": 3, "without_mask": 20, "mask_incorrect": 2, "unknown": 4}, "Ann",
+              0.61234)
     b = Event(new_event_id(), "camera:0", 5, NOW, NOW, 3, None)
     path = tmp_path / "events.csv"
     assert events_to_csv(iter([a, b]), path) == 2
@@ -281,6 +284,7 @@ def test_csv_export(tmp_path):
     assert r["duration_s"] == "2.500" and r["mask_state"] == "without_mask"
     assert ((r["with_mask_frames"], r["without_mask_frames"], r["mask_incorrect_frames"])
             == ("3", "20", "2"))
+    assert r["unknown_frames"] == "4" and rows[1]["unknown_frames"] == "0"
     assert r["identity"] == "Ann" and r["best_similarity"] == "0.6123"
     assert (rows[1]["identity"] == "" and rows[1]["mask_state"] == ""
             and rows[1]["best_similarity"] == "")

@@ -53,7 +53,7 @@ from maskwatch.errors import GalleryError
 from maskwatch.records import DEFAULT_RETENTION_DAYS, Event, event_from_dict, new_event_id
 from maskwatch.records import UNCLASSIFIED as UNCLASSIFIED
 from maskwatch.records import UNKNOWN as UNKNOWN
-from maskwatch.types import MASK_CLASSES, SHOWN_MASK_STATES
+from maskwatch.types import MASK_CLASSES, SHOWN_MASK_STATES, UNKNOWN_MASK
 from maskwatch.validation import check_events
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 #: Columns of :func:`events_to_csv`, in order.
 CSV_COLUMNS = ("id", "source", "track_id", "started_iso", "ended_iso", "duration_s", "frames",
                "mask_state", "with_mask_frames", "without_mask_frames", "mask_incorrect_frames",
-               "identity", "best_similarity")
+               "identity", "best_similarity", "unknown_frames")
 
 
 def event_source_name(kind: str, source: str) -> str:
@@ -139,7 +139,7 @@ def events_from_tracks(tracks: Sequence[Track], source: str, *,
             id=new_event_id(), source=str(source), track_id=int(t.track_id),
             started=ended - duration, ended=ended, frames=int(t.hits),
             mask_state=dominant_mask_state(shown, t.mask_label),
-            mask_frames={k: shown[k] for k in MASK_CLASSES},
+            mask_frames=shown,
             identity=t.identity or None,
             best_similarity=None if sim is None or not math.isfinite(float(sim)) else float(sim),
         ))
@@ -828,6 +828,7 @@ def events_to_csv(events: Iterable[Event], file: str | os.PathLike[str] | TextIO
             f"{max(e.ended - e.started, 0.0):.3f}", int(e.frames), e.mask_state or "",
             *(int(e.mask_frames.get(k, 0)) for k in MASK_CLASSES),
             _cell(e.identity), "" if e.best_similarity is None else f"{e.best_similarity:.4f}",
+            int(e.mask_frames.get(UNKNOWN_MASK, 0)),
         ])
         n += 1
     return n

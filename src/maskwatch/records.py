@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from maskwatch.config import DEFAULT_RETENTION_DAYS as DEFAULT_RETENTION_DAYS  # re-exported
-from maskwatch.types import MASK_CLASSES
+from maskwatch.types import SHOWN_MASK_STATES
 
 #: ``identity=UNKNOWN`` (or ``""``) in :meth:`Gallery.query_events` selects unknown faces.
 #: The angle brackets are forbidden in person names, so no person can be called this.
@@ -38,9 +38,11 @@ class Event:
             ``unknown`` (:data:`~maskwatch.types.UNKNOWN_MASK`) when the quality rule
             could not judge the face on most of them (left out of compliance, counted
             apart); None when it was never classified.
-        mask_frames: frames spent in each stable label, keyed by every name in
-            ``MASK_CLASSES`` (``Track.mask_counts``); frames shown as ``unknown`` are
-            not kept.
+        mask_frames: frames spent in each shown state, keyed by every name in
+            ``SHOWN_MASK_STATES`` (``Track.mask_counts``): the three labels and
+            ``unknown`` (frames the quality rule could not judge). Frames before the
+            first classification are in none, so the counts may sum to less than
+            ``frames``.
         identity: the person's name, None when unknown.
         best_similarity: cosine similarity of the match behind ``identity`` (while
             unknown: the highest one seen), None when recognition never ran.
@@ -53,7 +55,8 @@ class Event:
     ended: float
     frames: int
     mask_state: str | None
-    mask_frames: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MASK_CLASSES, 0))
+    mask_frames: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(SHOWN_MASK_STATES, 0))
     identity: str | None = None
     best_similarity: float | None = None
 
@@ -69,7 +72,7 @@ class Event:
             "started": float(self.started), "ended": float(self.ended),
             "duration_s": round(float(self.duration), 3), "frames": int(self.frames),
             "mask_state": self.mask_state,
-            "mask_frames": {k: int(self.mask_frames.get(k, 0)) for k in MASK_CLASSES},
+            "mask_frames": {k: int(self.mask_frames.get(k, 0)) for k in SHOWN_MASK_STATES},
             "identity": self.identity,
             "best_similarity": (None if self.best_similarity is None
                                 else float(self.best_similarity)),
@@ -94,5 +97,5 @@ def event_from_dict(d: dict[str, Any]) -> Event:
     return Event(id=str(d["id"]), source=str(d["source"]), track_id=int(d["track_id"]),
                  started=float(d["started"]), ended=float(d["ended"]), frames=int(d["frames"]),
                  mask_state=d.get("mask_state"),
-                 mask_frames={k: int(frames.get(k, 0)) for k in MASK_CLASSES},
+                 mask_frames={k: int(frames.get(k, 0)) for k in SHOWN_MASK_STATES},
                  identity=d.get("identity"), best_similarity=None if sim is None else float(sim))

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 from maskwatch.errors import GalleryError, InvalidName
 from maskwatch.records import Event
-from maskwatch.types import MASK_CLASSES, SHOWN_MASK_STATES
+from maskwatch.types import SHOWN_MASK_STATES
 
 #: Longest allowed person name, in characters (after stripping).
 MAX_NAME_CHARS = 100
@@ -135,7 +135,7 @@ def check_events(events: Iterable[Event]) -> list[Event]:
                                "started <= ended")
         if frames < 0 or track_id < 0 or any(v < 0 for v in counts.values()):
             raise GalleryError(f"{where}: frame counts and the track id cannot be negative")
-        bad = sorted(set(counts) - set(MASK_CLASSES))
+        bad = sorted(set(counts) - set(SHOWN_MASK_STATES))
         if bad:
             raise GalleryError(f"{where}: unknown mask states in mask_frames: {', '.join(bad)}")
         if e.mask_state is not None and e.mask_state not in SHOWN_MASK_STATES:
@@ -144,5 +144,5 @@ def check_events(events: Iterable[Event]) -> list[Event]:
             raise GalleryError(f"{where}: best_similarity must be a finite number or None")
         identity = None if e.identity in (None, "") else validate_name(e.identity, existing=True)
         out.append(Event(e.id, e.source.strip(), track_id, started, ended, frames, e.mask_state,
-                         {k: counts.get(k, 0) for k in MASK_CLASSES}, identity, sim))
+                         {k: counts.get(k, 0) for k in SHOWN_MASK_STATES}, identity, sim))
     return out

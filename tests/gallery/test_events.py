@@ -46,8 +46,8 @@ def templates(n: int = 2, seed: int = 0) -> list[Template]:
 def event(ended: float, *, identity: str | None = None, mask: str | None = "with_mask",
           source: str = "camera:0", duration: float = 4.0, sim: float | None = 0.5,
           track_id: int = 1) -> Event:
-    frames = {"with_mask": 0, "without_mask": 0, "mask_incorrect": 0}
-    if mask in frames:  # frames shown as cannot judge ("unknown") are not kept
+    frames = {"with_mask": 0, "without_mask": 0, "mask_incorrect": 0, "unknown": 0}
+    if mask in frames:  # "unknown" too: frames shown as cannot judge are counted apart
         frames[mask] = 10
     return Event(new_event_id(), source, track_id, ended - duration, ended, 12, mask, frames,
                  identity, sim)
@@ -400,7 +400,7 @@ def test_v1_gallery_file_is_migrated_keeping_its_people(tmp_path):
         g.close()
     con = sqlite3.connect(path)
     assert (con.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0]
-            == SCHEMA_VERSION == 2)
+            == SCHEMA_VERSION == 3)
     indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master "
                                          "WHERE type = 'index' AND tbl_name = 'events'")}
     assert {"events_by_ended", "events_by_source", "events_by_person", "events_by_mask"} <= indexes
@@ -412,6 +412,37 @@ def test_v1_gallery_file_is_migrated_keeping_its_people(tmp_path):
     g = SQLiteGallery(path)  # opening a migrated file again changes nothing
     assert g.query_events()[1] == 1 and len(g.list_people()) == 1
     g.close()
+
+
+def test_v2_gallery_file_is_migrated_keeping_its_events(tmp_path):
+    """Schema 3 adds the events' unknown_frames: the events stored before read 0."""
+    from maskwatch.gallery.sqlite import _MIGRATIONS
+
+    path = tmp_path / "v2.sqlite3"
+    con = sqlite3.connect(path)
+    con.executescript(SCHEMA_V1)
+    con.executescript(_MIGRATIONS[1])
+    con.execute("UPDATE meta SET value = 2 WHERE key = 'schema'")
+    con.execute("INSERT INTO events (id, source, track_id, started, ended, frames, mask_state, "
+                "with_mask_frames, without_mask_frames, mask_incorrect_frames, person_id, "
+                "best_similarity) VALUES (?, 'camera:0', 3, ?, ?, 12, 'with_mask', 10, 1, 0, "
+                "NULL, 0.25)", ("a" * 32, T0 - 4, T0))
+    con.commit()
+    con.close()
+    g = SQLiteGallery(path)
+    try:
+        dark = event(T0 + 60, mask="unknown", track_id=4)
+        assert g.add_events([dark]) == 1
+        (new, old), total = g.query_events(limit=10)
+        assert total == 2 and old.id == "a" * 32 and old.frames == 12
+        assert old.mask_frames == {"with_mask": 10, "without_mask": 1, "mask_incorrect": 0,
+                                   "unknown": 0}
+        assert new.to_dict() == dark.to_dict() and new.mask_frames["unknown"] == 10
+    finally:
+        g.close()
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == 3
+    con.close()
 
 
 def test_newer_schema_refused(tmp_path):

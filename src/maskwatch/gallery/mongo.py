@@ -37,7 +37,7 @@ from maskwatch.gallery.base import Gallery, mask_url_password
 from maskwatch.gallery.events import MAX_BUCKETS, EventFilter
 from maskwatch.gallery.records import Person, PersonRecord, Template
 from maskwatch.records import Event
-from maskwatch.types import MASK_CLASSES, SHOWN_MASK_STATES
+from maskwatch.types import SHOWN_MASK_STATES
 
 log = logging.getLogger(__name__)
 
@@ -371,7 +371,8 @@ class MongoGallery(Gallery):
                 docs.append({"_id": ev.id, "source": ev.source, "track_id": ev.track_id,
                              "started": ev.started, "ended": ev.ended, "frames": ev.frames,
                              "mask_state": ev.mask_state,
-                             "mask_frames": {k: int(ev.mask_frames[k]) for k in MASK_CLASSES},
+                             "mask_frames": {k: int(ev.mask_frames.get(k, 0))
+                                             for k in SHOWN_MASK_STATES},
                              "person_id": pids.get(ev.identity) if ev.identity else None,
                              "best_similarity": ev.best_similarity})
             if not docs:
@@ -432,7 +433,7 @@ class MongoGallery(Gallery):
             sim = doc.get("best_similarity")
             out.append(Event(doc["_id"], doc["source"], int(doc["track_id"]), float(doc["started"]),
                              float(doc["ended"]), int(doc["frames"]), doc.get("mask_state"),
-                             {k: int(mf.get(k, 0)) for k in MASK_CLASSES},
+                             {k: int(mf.get(k, 0)) for k in SHOWN_MASK_STATES},
                              names.get(doc.get("person_id")), None if sim is None else float(sim)))
         return out, int(total)
 

@@ -8,8 +8,9 @@ rows with zeros and a removal is followed by a WAL checkpoint, so a removed pers
 name, thumbnail and templates do not linger in the file. The file and its folder are
 created readable by the owner only: face templates are personal data.
 
-Schema 2 added the ``events`` table; a schema 1 file is migrated in place (in one
-transaction) the first time this version opens it, keeping its people.
+Schema 2 added the ``events`` table, schema 3 its ``unknown_frames`` column (0 for the
+events stored before); an older file is migrated in place (in one transaction) the first
+time this version opens it, keeping its people and events.
 
 The file is the one that was opened: its device and inode are checked (one ``stat``)
 before every read and write and again just before every commit. When the file has been
@@ -52,11 +53,11 @@ from maskwatch.gallery.base import Gallery
 from maskwatch.gallery.events import MAX_BUCKETS, EventFilter
 from maskwatch.gallery.records import Person, PersonRecord, Template
 from maskwatch.records import Event
-from maskwatch.types import MASK_CLASSES, SHOWN_MASK_STATES
+from maskwatch.types import SHOWN_MASK_STATES
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -109,11 +110,14 @@ CREATE INDEX IF NOT EXISTS events_by_source ON events (source, ended);
 CREATE INDEX IF NOT EXISTS events_by_person ON events (person_id, ended);
 CREATE INDEX IF NOT EXISTS events_by_mask ON events (mask_state, ended);
 """,
+    2: """
+ALTER TABLE events ADD COLUMN unknown_frames INTEGER NOT NULL DEFAULT 0;
+""",
 }
 
 _EVENT_COLUMNS = ("e.id, e.source, e.track_id, e.started, e.ended, e.frames, e.mask_state, "
-                  "e.with_mask_frames, e.without_mask_frames, e.mask_incorrect_frames, p.name, "
-                  "e.best_similarity")
+                  "e.with_mask_frames, e.without_mask_frames, e.mask_incorrect_frames, "
+                  "e.unknown_frames, p.name, e.best_similarity")
 
 
 class SQLiteGallery(Gallery):
@@ -421,9 +425,10 @@ class SQLiteGallery(Gallery):
             con.executemany(
                 "INSERT OR IGNORE INTO events (id, source, track_id, started, ended, frames, "
                 "mask_state, with_mask_frames, without_mask_frames, mask_incorrect_frames, "
-                "person_id, best_similarity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "unknown_frames, person_id, best_similarity) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(e.id, e.source, e.track_id, e.started, e.ended, e.frames, e.mask_state,
-                  *(e.mask_frames[k] for k in MASK_CLASSES),
+                  *(int(e.mask_frames.get(k, 0)) for k in SHOWN_MASK_STATES),
                   ids.get(e.identity) if e.identity else None, e.best_similarity)
                  for e in events])
             return con.total_changes - before
@@ -463,8 +468,8 @@ class SQLiteGallery(Gallery):
                 f"{where} ORDER BY e.ended {order}, e.id {order} LIMIT ? OFFSET ?",
                 [*args, limit, offset]).fetchall()
         return [Event(r[0], r[1], int(r[2]), float(r[3]), float(r[4]), int(r[5]), r[6],
-                      dict(zip(MASK_CLASSES, (int(r[7]), int(r[8]), int(r[9])), strict=True)),
-                      r[10], None if r[11] is None else float(r[11])) for r in rows], int(total)
+                      dict(zip(SHOWN_MASK_STATES, map(int, r[7:11]), strict=True)),
+                      r[11], None if r[12] is None else float(r[12])) for r in rows], int(total)
 
     def _event_counts(self, f: EventFilter, bucket_s: float, origin: float) -> dict[str, object]:
         where, args = self._event_where(f)
