@@ -160,14 +160,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--anchor-weight", type=float, default=0.0,
                    help="pull towards SFace's weights: weight of their squared relative change "
                    "(default 0)")
-    p.add_argument("--identity-weight", type=float, default=0.0,
-                   help="weight of the identity term: a masked face nearer the mean of its "
-                   "person's other photos than any other lfw-train person, by a margin "
-                   "(default 0: none)")
-    p.add_argument("--identity-margin", type=float, default=0.2,
-                   help="cosine margin of the identity term (default 0.2)")
-    p.add_argument("--identity-scale", type=float, default=20.0,
-                   help="scale of the cosines in the identity term (default 20)")
     p.add_argument("--train-head", action="store_true",
                    help="train the Gemm head too (default: the Conv units from --cut-unit only; "
                    "the head overfits: validation masked cosine 0.806 against 0.814 at 4 epochs)")
@@ -663,8 +655,6 @@ def cmd_train_embedder(args: argparse.Namespace) -> int:
         raise UserError(f"{templates}: no such folder")
     if not 0.0 <= args.below_nose <= 1.0:
         raise UserError("--below-nose must be between 0 and 1")
-    if args.identity_weight < 0 or args.identity_scale <= 0:
-        raise UserError("--identity-weight must be 0 or more and --identity-scale above 0")
     for name in ("masks_per_face", "epochs", "batch_size", "threads"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
@@ -673,9 +663,7 @@ def cmd_train_embedder(args: argparse.Namespace) -> int:
         mask_templates=templates if templates.is_dir() else None,
         masks_per_face=args.masks_per_face, below_nose=args.below_nose, cut_unit=args.cut_unit,
         epochs=args.epochs, batch=args.batch_size, lr=args.lr, plain_weight=args.plain_weight,
-        anchor_weight=args.anchor_weight, identity_weight=args.identity_weight,
-        identity_margin=args.identity_margin, identity_scale=args.identity_scale,
-        train_head=args.train_head,
+        anchor_weight=args.anchor_weight, train_head=args.train_head,
         limit=args.limit, seed=args.seed, threads=args.threads, progress=not args.quiet,
     )
     try:

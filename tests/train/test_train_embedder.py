@@ -18,7 +18,6 @@ from maskwatch.models.embedder import SFaceEmbedder, sface_fp32_model  # noqa: E
 from maskwatch.ops.image import list_images, read_image  # noqa: E402
 from maskwatch.train.embedder import (  # noqa: E402
     EmbedderTrainConfig,
-    identity_targets,
     is_validation,
     masked_rank1,
     train_embedder,
@@ -106,23 +105,6 @@ def test_validation_people_are_a_stable_share_of_lfw_train_only():
             == pytest.approx(2 / 3))
 
 
-def test_identity_targets_are_people_means_without_the_photo_itself():
-    groups = ["lfw-train/images/a", "lfw-train/images/a", "lfw-train/images/a",
-              "lfw-train/images/b", "mask-classification/without_mask/x.jpg",
-              "lfw-train/images/c", "lfw-train/images/c"]
-    teacher = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 1, 1], [1, 0, 0],
-                        [0.6, 0.8, 0]], np.float32)
-    rows = np.array([0, 1, 2, 3, 4, 5])  # row 6 (c's second photo) is not a training row
-    proxies, person, own = identity_targets(groups, rows, teacher)
-    # only a has two training photos: b has one, c one in training, x is not a person
-    assert list(person) == [0, 0, 0, -1, -1, -1, -1]
-    np.testing.assert_allclose(proxies, [[1 / 3 ** 0.5] * 3], rtol=1e-6)
-    # each photo of a: the mean of a's two other photos
-    np.testing.assert_allclose(own[0], [0, 2 ** -0.5, 2 ** -0.5], rtol=1e-6)
-    np.testing.assert_allclose(own[2], [2 ** -0.5, 2 ** -0.5, 0], rtol=1e-6)
-    assert not own[3:].any()
-
-
 def _small_datasets(datasets: Path, root: Path) -> Path:
     """lfw-train people with 2 or more photos (so validation has probes), copied to ``root``."""
     src = datasets / "lfw-train" / "images"
@@ -136,8 +118,8 @@ def test_a_small_run_writes_its_student_and_report_and_resumes(datasets, tmp_pat
     data = _small_datasets(datasets, tmp_path / "data")
     config = EmbedderTrainConfig(
         datasets=data, out=tmp_path / "run", mask_templates=datasets / "mask-templates",
-        masks_per_face=2, epochs=2, batch=8, val_people=0.3, identity_weight=0.1,
-        progress=False, threads=1, sources=["lfw-train/images"])
+        masks_per_face=2, epochs=2, batch=8, val_people=0.3, progress=False, threads=1,
+        sources=["lfw-train/images"])
     res = train_embedder(config)
     out = tmp_path / "run"
     for name in ("student.onnx", "report.md", "history.json", "metadata.json", "curves.png",
@@ -150,8 +132,6 @@ def test_a_small_run_writes_its_student_and_report_and_resumes(datasets, tmp_pat
     assert res["onnx"]["min_cos_int8_vs_float"] > 0.999
     report = (out / "report.md").read_text()
     assert "Model card" in report and "| SFace |" in report
-    assert "--identity-weight 0.1" in report and "identity term" in report
-    assert all(v > 0 for v in history["train_identity_loss"])
     # the student is trained: its loss went down from where SFace started
     assert (history["train_masked_loss"][-1]
             < 1 - res["teacher_on_validation"]["val_masked_cos"] + 0.05)

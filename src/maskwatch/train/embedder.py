@@ -6,13 +6,6 @@ it, and an unmasked face stays where SFace puts it:
 
     loss = mean(1 - cos(student(masked), SFace(plain)))
            + plain_weight * mean(1 - cos(student(plain), SFace(plain)))
-           + identity_weight * (optional) margin softmax of student(masked) over people
-
-The optional identity term uses the people of ``lfw-train`` with two or more photos: each
-person's proxy is the mean of SFace's plain embeddings of their photos (fixed, in SFace's
-space); a masked face is asked to be nearer the mean of its person's *other* photos (as a
-gallery made of other photos would hold it), by a cosine margin, than any other person's
-proxy (cross-entropy over scaled cosines, CosFace-style).
 
 So the student's embeddings live in SFace's space: a masked probe embedded by the
 student is matched against the plain templates SFace already made, and no gallery needs
@@ -89,9 +82,6 @@ class EmbedderTrainConfig:
         plain_weight: weight of the unmasked term of the loss.
         anchor_weight: weight of a pull towards SFace's weights: the squared change of
             the trained weights relative to their size (0: none).
-        identity_weight: weight of the identity term (0: none; see the module docstring).
-        identity_margin: its cosine margin.
-        identity_scale: its scale of the cosines (the inverse temperature).
         train_head: train the Gemm head too (False: only the Conv units from ``cut_unit``).
         val_people: share of ``lfw-train`` people held out for validation.
         limit: use at most this many photos (0: all), for quick runs and tests.
@@ -112,9 +102,6 @@ class EmbedderTrainConfig:
     weight_decay: float = 0.0
     plain_weight: float = 0.5
     anchor_weight: float = 0.0
-    identity_weight: float = 0.0
-    identity_margin: float = 0.2
-    identity_scale: float = 20.0
     train_head: bool = False
     val_people: float = 0.05
     limit: int = 0
@@ -379,34 +366,6 @@ def validation_protocol(groups: list[str]) -> tuple[np.ndarray, np.ndarray, np.n
     return np.array(g_rows, int), np.array(g_pid, int), np.array(p_rows, int), np.array(p_pid, int)
 
 
-def identity_targets(groups: list[str], rows: np.ndarray,
-                     teacher: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Proxies of the identity term, from the training ``rows`` of people of ``lfw-train``.
-
-    Returns ``(proxies, person, own)``: one unit proxy per person (the mean of SFace's plain
-    embeddings of their training photos, shape ``(people, 128)``); for every row of
-    ``groups``, the index of its person's proxy, or -1 for rows left out of the term
-    (people with fewer than two training photos, other sources, validation people); and for
-    each row in the term the unit mean of its person's *other* photos (zeros elsewhere).
-    """
-    by: dict[str, list[int]] = {}
-    for r in rows:
-        if groups[r].startswith("lfw-train/"):
-            by.setdefault(groups[r], []).append(int(r))
-    people = [g for g in sorted(by) if len(by[g]) >= 2]
-    proxies = np.zeros((len(people), teacher.shape[1]), np.float32)
-    person = np.full(len(groups), -1, int)
-    own = np.zeros((len(groups), teacher.shape[1]), np.float32)
-    for p, g in enumerate(people):
-        members = by[g]
-        total = teacher[members].sum(axis=0)
-        proxies[p] = total
-        person[members] = p
-        for r in members:
-            own[r] = (total - teacher[r]) / (len(members) - 1)
-    return _normed(proxies), person, _normed(own) * (person >= 0)[:, None]
-
-
 def train_embedder(config: EmbedderTrainConfig) -> dict[str, Any]:
     """Run (or resume) one distillation run; returns the summary written to ``metadata.json``."""
     import torch
@@ -455,25 +414,6 @@ def train_embedder(config: EmbedderTrainConfig) -> dict[str, Any]:
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
 
-    proxies_np, person_np, own_np = identity_targets(groups, train_idx, teacher)
-    proxies, own = torch.from_numpy(proxies_np), torch.from_numpy(own_np)
-    if config.identity_weight > 0:
-        log.info("identity term: %d people, %d training faces", len(proxies_np),
-                 int((person_np >= 0).sum()))
-
-    def identity_loss(emb: Any, rows: np.ndarray) -> Any:
-        from torch.nn import functional as F
-
-        sel = person_np[rows] >= 0
-        if not sel.any():
-            return emb.sum() * 0.0
-        e = F.normalize(emb[torch.from_numpy(sel)], dim=1)
-        target = torch.from_numpy(person_np[rows][sel])
-        logits = e @ proxies.T
-        pos = (e * own[torch.from_numpy(rows[sel])]).sum(dim=1) - config.identity_margin
-        logits = logits.scatter(1, target[:, None], pos[:, None])
-        return F.cross_entropy(config.identity_scale * logits, target)
-
     g_rows, g_pid, p_rows, p_pid = validation_protocol([groups[i] for i in val_idx])
     g_rows, p_rows = val_idx[g_rows], val_idx[p_rows]
 
@@ -514,8 +454,7 @@ def train_embedder(config: EmbedderTrainConfig) -> dict[str, Any]:
 
     ckpt_path = out / "checkpoint.pt"
     history: dict[str, list[float]] = {"epoch": [], "train_loss": [], "train_masked_loss": [],
-                                       "train_plain_loss": [], "train_identity_loss": [],
-                                       "val_masked_cos": [],
+                                       "train_plain_loss": [], "val_masked_cos": [],
                                        "val_plain_cos": [], "val_masked_rank1": [], "lr": [],
                                        "epoch_seconds": []}
     best: dict[str, Any] = {"epoch": 0, "score": -1.0}
@@ -539,7 +478,7 @@ def train_embedder(config: EmbedderTrainConfig) -> dict[str, Any]:
         net.train()
         order = train_idx[rng.permutation(len(train_idx))]
         pick = rng.integers(0, k, len(train_idx))
-        sums = np.zeros(4)
+        sums = np.zeros(3)
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", unit="step",
                    disable=not config.progress)
         for s in bar:
@@ -549,12 +488,9 @@ def train_embedder(config: EmbedderTrainConfig) -> dict[str, Any]:
             idx, j = idx[srt], pick[s * config.batch:(s + 1) * config.batch][srt]
             target = torch.from_numpy(teacher[idx])
             hm = f_masked[idx, j] if len(idx) else f_masked[:0, 0]
-            em = tail(hm)
-            lm = _cos_loss(em, target)
+            lm = _cos_loss(tail(hm), target)
             lp = _cos_loss(tail(f_plain[idx]), target)
             loss = lm + config.plain_weight * lp
-            li = identity_loss(em, idx) if config.identity_weight > 0 else lm.detach() * 0.0
-            loss = loss + config.identity_weight * li
             if config.anchor_weight > 0:
                 change = sum(((p - p0) ** 2).sum() for p, p0 in zip(params, start, strict=True))
                 loss = loss + config.anchor_weight * change / start_norm
@@ -562,14 +498,12 @@ def train_embedder(config: EmbedderTrainConfig) -> dict[str, Any]:
             loss.backward()
             opt.step()
             sched.step()
-            sums += [float(loss.detach()), float(lm.detach()), float(lp.detach()),
-                     float(li.detach())]
+            sums += [float(loss.detach()), float(lm.detach()), float(lp.detach())]
             bar.set_postfix(loss=f"{sums[0] / (s + 1):.4f}")
         bar.close()
         v = validate()
         history["epoch"].append(epoch + 1)
-        for name, value in zip(("train_loss", "train_masked_loss", "train_plain_loss",
-                                "train_identity_loss"),
+        for name, value in zip(("train_loss", "train_masked_loss", "train_plain_loss"),
                                sums / steps_per_epoch, strict=True):
             history[name].append(round(float(value), 6))
         for name, value in v.items():
@@ -657,8 +591,6 @@ def _plot(history: dict[str, list[float]], base: dict[str, float], path: Path) -
     x = history["epoch"]
     axes[0].plot(x, history["train_masked_loss"], "o-", label="masked")
     axes[0].plot(x, history["train_plain_loss"], "o-", label="plain")
-    if any(history.get("train_identity_loss", [])):
-        axes[0].plot(x, history["train_identity_loss"], "o-", label="identity")
     axes[0].set_title("training loss (1 - cos to SFace plain)")
     axes[1].plot(x, history["val_masked_cos"], "o-", label="student")
     axes[1].axhline(base["val_masked_cos"], color="grey", ls="--", label="SFace")
@@ -688,8 +620,6 @@ def report_markdown(summary: dict[str, Any], history: dict[str, list[float]]) ->
         f" --plain-weight {c['plain_weight']}"
         + (" --train-head" if c["train_head"] else "")
         + (f" --anchor-weight {c['anchor_weight']}" if c["anchor_weight"] else "")
-        + (f" --identity-weight {c['identity_weight']} --identity-margin {c['identity_margin']}"
-           f" --identity-scale {c['identity_scale']}" if c.get("identity_weight") else "")
         + f" --seed {c['seed']}`",
         "",
         f"Photos {summary['photos']}, faces found {summary['faces']} "
@@ -706,9 +636,6 @@ def report_markdown(summary: dict[str, Any], history: dict[str, list[float]]) ->
         f"loss = masked + {c['plain_weight']} x plain (1 - cos to SFace's plain embedding)"
         + (f" + {c['anchor_weight']} x the squared relative change of the weights"
            if c["anchor_weight"] else "")
-        + (f" + {c['identity_weight']} x the identity term (margin {c['identity_margin']}, "
-           f"scale {c['identity_scale']}, over the lfw-train people with two or more photos)"
-           if c.get("identity_weight") else "")
         + ".",
         "",
         f"Time on {summary['machine']['cpu_count']} cores: crops {summary['crops_seconds']:.0f} s, "
@@ -747,9 +674,7 @@ def report_markdown(summary: dict[str, Any], history: dict[str, list[float]]) ->
         "- **Trained on:** LFW people with fewer than 10 photos "
         "(`lfw-train`, none in `lfw-identities`), "
         "unmasked faces of `mask-classification/without_mask`, with synthetic masks "
-        "(procedural and MaskTheFace templates) drawn by maskwatch; "
-        + ("identity labels of lfw-train (people with two or more photos) in the identity term."
-           if c.get("identity_weight") else "no identity labels."),
+        "(procedural and MaskTheFace templates) drawn by maskwatch; no identity labels.",
         "- **Evaluated by:** `maskwatch evaluate --task recognition --embedder student.onnx` on "
         "`lfw-identities` with mask families training never used.",
         "- **Limits:** synthetic masks only; LFW faces are mostly frontal, well-lit celebrities; "
