@@ -20,7 +20,8 @@ def test_bench_reports_every_stage(datasets, tmp_path, capsys):
     for n in ("1", "3"):
         cfg = res["configs"][n]
         assert cfg["faces_found_mean"] == pytest.approx(int(n), abs=0.5)
-        for key in ("detect", "classify_per_face", "embed_per_face", "tracked", "every-frame"):
+        for key in ("detect", "classify_per_face", "embed_per_face", "tracked",
+                    "tracked-no-rule", "every-frame"):
             assert cfg[key]["median_ms"] > 0
         # The res10 SSD + MobileNetV2-224 baseline runs whenever the [train] extra and the
         # MobileNetV2 weights package can build it (or its ONNX export is cached), and is
@@ -32,7 +33,7 @@ def test_bench_reports_every_stage(datasets, tmp_path, capsys):
             assert cfg["speedup_vs_baseline"] == pytest.approx(ratio)
     assert res["peak_rss_mb"] > 0
     printed = capsys.readouterr().out
-    assert "end to end, tracked" in printed
+    assert "end to end, tracked" in printed and "same, no quality rule" in printed
     assert ("speed-up of tracked over the baseline" in printed) == ("baseline" in cfg)
 
 
