@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from maskwatch import __version__
-from maskwatch.config import DEFAULT_MAX_PIXELS, DEFAULT_RETENTION_DAYS
+from maskwatch.config import DEFAULT_MAX_PIXELS, DEFAULT_MIN_LUMA, DEFAULT_RETENTION_DAYS
 
 log = logging.getLogger("maskwatch")
 
@@ -45,7 +45,7 @@ def _add_quality(p: argparse.ArgumentParser) -> None:
     ``serve``; None: :class:`~maskwatch.engine.EngineSettings`' defaults."""
     p.add_argument("--min-luma", type=float, default=None,
                    help="faces darker than this mean luma (0-255) are shown as 'cannot judge' "
-                   "instead of a mask state (default 15; 0: off)")
+                   f"instead of a mask state (default {DEFAULT_MIN_LUMA:g}; 0: off)")
     p.add_argument("--min-sharpness", type=float, default=None,
                    help="... and faces less sharp than this Laplacian variance (default 0: off)")
     p.add_argument("--min-face-size", type=float, default=None,
@@ -420,6 +420,7 @@ class _AnalysisOutput:
         import cv2
 
         from maskwatch.draw import FaceAnnotator
+        from maskwatch.types import SHOWN_MASK_STATES
 
         self.cv2 = cv2
         self.photos = kind in ("image", "folder")
@@ -439,7 +440,7 @@ class _AnalysisOutput:
         self.annotator = FaceAnnotator()
         self.writer: Any = None
         self.frames = self.faces = self.problems = 0
-        self.counts = {"with_mask": 0, "without_mask": 0, "mask_incorrect": 0, "unknown": 0}
+        self.counts = dict.fromkeys(SHOWN_MASK_STATES, 0)
         self.tracks: set[int] = set()
 
     def problem(self, item: Any) -> None:
@@ -508,9 +509,11 @@ class _AnalysisOutput:
             self.json_file.close()
 
     def summary(self, elapsed: float) -> str:
+        from maskwatch.types import MASK_CLASSES
+
         counts, frames = self.counts, self.frames
         # faces the quality rule cannot judge are counted apart, out of the compliance
-        classified = counts["with_mask"] + counts["without_mask"] + counts["mask_incorrect"]
+        classified = sum(counts[k] for k in MASK_CLASSES)
         compliance = (f", {100 * counts['with_mask'] / classified:.0f}% of faces wear a mask "
                       "properly" if classified else "")
         unjudged = f", {counts['unknown']} cannot be judged" if counts["unknown"] else ""

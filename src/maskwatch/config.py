@@ -14,6 +14,9 @@ from __future__ import annotations
 DEFAULT_MAX_PIXELS = 40_000_000
 #: Events older than this many days are deleted (the store's retention).
 DEFAULT_RETENTION_DAYS = 30.0
+#: Faces darker than this mean luma (0-255) are shown as "cannot judge" (the quality
+#: rule's default, :data:`maskwatch.ops.quality.DEFAULT_RULE`, where it is explained).
+DEFAULT_MIN_LUMA = 10.0
 
 #: Operating threshold for unmasked probes (cosine similarity).
 DEFAULT_THRESHOLD = 0.422

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from maskwatch.config import DEFAULT_MAX_PIXELS, DEFAULT_RETENTION_DAYS
+from maskwatch.config import DEFAULT_MAX_PIXELS, DEFAULT_MIN_LUMA, DEFAULT_RETENTION_DAYS
 from maskwatch.errors import SourceError
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class EngineSettings:
     detector: str = "yunet"
     min_score: float | None = None
     classifier: str | None = None
-    min_luma: float = 10.0
+    min_luma: float = DEFAULT_MIN_LUMA
     min_sharpness: float = 0.0
     min_face_size: float = 0.0
     db: str | None = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +112,7 @@ def evaluate_faceset(
             bins=QUALITY_BINS[measure])
     if rule is not None:
         judged = rule.judge(quality)
-        metrics["quality_rule"] = {"min_luma": rule.min_luma, "min_sharpness": rule.min_sharpness,
-                                   "min_size": rule.min_size}
+        metrics["quality_rule"] = asdict(rule)
         metrics["unknown_n"] = int((~judged).sum())
         metrics["unknown_share"] = float((~judged).mean()) if len(judged) else None
         metrics["judged"] = _headline(y_true[judged], y_pred[judged])

@@ -20,6 +20,8 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from maskwatch.config import DEFAULT_MIN_LUMA
+
 __all__ = ["DEFAULT_RULE", "SHARPNESS_SIDE", "FaceQuality", "QualityRule", "face_quality"]
 
 #: Side in pixels of the grey face image whose Laplacian variance is the sharpness: one
@@ -150,4 +152,4 @@ class QualityRule:
 #: of face-frames unjudged (10: 4.6%; 12: 20.3%; 15: 29.0%), and under it the previous
 #: classifier was wrong on 94% of faces. Sharpness and size stay off: no cut of them
 #: separated wrong labels from right ones there or on mask-scenes.
-DEFAULT_RULE = QualityRule(min_luma=10.0)
+DEFAULT_RULE = QualityRule(min_luma=DEFAULT_MIN_LUMA)
