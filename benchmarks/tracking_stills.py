@@ -24,7 +24,9 @@ mask states and state changes:
 
 For each set of smoothing settings it prints agreement with the per-frame classifier
 (the tracking target's measure), single-frame flickers, accuracy against the true
-mask state (shown label and per-frame label; cross-fade frames left out), label
+mask state (shown label and per-frame label; cross-fade frames left out; ``unknown``
+counts as wrong), the share of face-frames shown as ``unknown`` (contested tracks: no
+quality rule is applied to these crops) and the accuracy of the labels shown, label
 changes per 100 face-frames, classifier calls, and on changing faces the frames the
 shown label needs after a cross-fade ends to show the new state (only where the
 per-frame classifier gets that state right on most of its frames).
@@ -54,20 +56,27 @@ from maskwatch.models.mask_classifier import MaskClassifier
 from maskwatch.ops.crop import lower_face_colours
 from maskwatch.pipeline import PipelineConfig
 from maskwatch.tracking import TrackerConfig
-from maskwatch.types import MASK_CLASSES, Faces
+from maskwatch.types import MASK_CLASSES, UNKNOWN_MASK, Faces
 
 #: Smoothing settings compared: name -> PipelineConfig overrides.
 SETTINGS: dict[str, dict[str, object]] = {
-    "shipped (decisive look >= 0.5, hold 2 frames, colour-change trigger 15)": {},
+    "shipped (decisive look >= 0.7, hold 2 frames, colour-change trigger 15, settled at "
+    "0.85, contested at 3 changes in 30 looks)": {},
+    "no contested tracks": {"tracker": TrackerConfig(contest_changes=0)},
+    "before (decisive look >= 0.5, settled at 0.7, no contested tracks)": {
+        "tracker": TrackerConfig(switch_confidence=0.5, contest_changes=0,
+                                 settle_confidence=0.7)},
+    "decisive look >= 0.5": {"tracker": TrackerConfig(switch_confidence=0.5)},
+    "contested at 3 changes in 15 looks": {"tracker": TrackerConfig(contest_looks=15)},
     "no colour-change trigger": {"reclassify_change": 0.0},
     "colour-change trigger 20": {"reclassify_change": 20.0},
-    "decisive look >= 0.7": {"tracker": TrackerConfig(switch_confidence=0.7)},
     "no decisive look, no trigger (stop 8)": {"tracker": TrackerConfig(switch_confidence=None),
                                               "reclassify_change": 0.0},
     "shipped, classified every frame": {"classify_every": 1},
     "no smoothing (label = per-frame argmax)": {
         "classify_every": 1,
-        "tracker": TrackerConfig(switch_confidence=1e-6, hold_frames=1, settle_looks=1)},
+        "tracker": TrackerConfig(switch_confidence=1e-6, hold_frames=1, settle_looks=1,
+                                 contest_changes=0)},
 }
 FADE = 6
 
@@ -210,7 +219,11 @@ def figures(shown: list[list[str]], seqs: list[Sequence]) -> dict[str, float]:
             if 2 * sum(x == q.truth[k] for x in p[k:end]) <= end - k:
                 continue  # the classifier itself does not see this state
             lags.append(next((i for i in range(k, end) if s[i] == q.truth[k]), end) - k)
+    shown_judged = [(a, t) for a, t in judged if a != UNKNOWN_MASK]
     return {"agreement": agree / n, "accuracy": sum(a == t for a, t in judged) / len(judged),
+            "unknown": sum(a == UNKNOWN_MASK for s in shown for a in s) / n,
+            "accuracy_judged": (sum(a == t for a, t in shown_judged) / len(shown_judged)
+                                if shown_judged else float("nan")),
             "flickers": sum(single_frame_flickers(s) for s in shown),
             "changes_per_100": 100 * changes / n,
             "lag_mean": float(np.mean(lags)) if lags else float("nan"),
@@ -220,14 +233,16 @@ def figures(shown: list[list[str]], seqs: list[Sequence]) -> dict[str, float]:
 
 def table(seqs: list[Sequence], lag: bool) -> str:
     rows = ["| smoothing | agreement with per-frame | single-frame flickers | accuracy (truth) | "
+            "shown unknown | accuracy of labels shown | "
             "label changes per 100 frames | classifier calls |"
             + (" frames to show a new state (mean / p95 / max) |" if lag else ""),
-            "|---|---|---|---|---|---|" + ("---|" if lag else "")]
+            "|---|---|---|---|---|---|---|---|" + ("---|" if lag else "")]
     for name, overrides in SETTINGS.items():
         shown, calls = shown_labels(overrides, seqs)
         f = figures(shown, seqs)
         row = (f"| {name} | {100 * f['agreement']:.2f}% | {f['flickers']} | "
-               f"{100 * f['accuracy']:.2f}% | "
+               f"{100 * f['accuracy']:.2f}% | {100 * f['unknown']:.2f}% | "
+               f"{100 * f['accuracy_judged']:.2f}% | "
                f"{f['changes_per_100']:.2f} | {calls} |")
         if lag:
             row += f" {f['lag_mean']:.1f} / {f['lag_p95']:.0f} / {f['lag_max']} |"

@@ -75,8 +75,9 @@ def test_events_from_real_tracks():
     a, b = by_track[1], by_track[2]
     assert a.source == b.source == "file:clip.mp4"
     assert a.frames == 30 and a.identity == "Ann" and a.best_similarity == pytest.approx(0.627)
-    # frame 20 is counted under the label held when it was matched, before its classification
-    assert a.mask_frames == {"with_mask": 21, "without_mask": 9, "mask_incorrect": 0,
+    # frame 20, whose classification switched the label, is counted as it is drawn: under
+    # the new label
+    assert a.mask_frames == {"with_mask": 20, "without_mask": 10, "mask_incorrect": 0,
                              "unknown": 0}
     assert a.mask_state == "with_mask"  # dominant over its life, not its last label
     assert b.identity is None and b.best_similarity == pytest.approx(0.2)
@@ -87,7 +88,7 @@ def test_events_from_real_tracks():
             and a.started == pytest.approx(NOW - 2.9, abs=1e-6))
     assert len({a.id, b.id}) == 2 and len(a.id) == 32
     d = a.to_dict()
-    assert d["duration_s"] == pytest.approx(2.9) and d["mask_frames"]["without_mask"] == 9
+    assert d["duration_s"] == pytest.approx(2.9) and d["mask_frames"]["without_mask"] == 10
     assert events_from_tracks(tracks, "x", clock=lambda: NOW, min_frames=31) == []
     assert {e.track_id for e in events_from_tracks(tracks, "x", min_frames=1)} == {1, 2, 3}
 

@@ -512,7 +512,7 @@ class _AnalysisOutput:
         from maskwatch.types import MASK_CLASSES
 
         counts, frames = self.counts, self.frames
-        # faces the quality rule cannot judge are counted apart, out of the compliance
+        # faces shown as cannot judge (quality rule, contested) are counted apart
         classified = sum(counts[k] for k in MASK_CLASSES)
         compliance = (f", {100 * counts['with_mask'] / classified:.0f}% of faces wear a mask "
                       "properly" if classified else "")
@@ -1102,8 +1102,10 @@ def _evaluate_tracking(args: argparse.Namespace) -> int:
           f"flickers {res['flickers_shown']} (per-frame: {res['flickers_per_frame']}); "
           f"{res['classifier_calls']} classifier calls")
     judged = res["judged_face_frames"]
+    contested = res.get("unknown_contested", 0)
     print(f"shown: {res['unknown_face_frames']} cannot be judged "
-          f"({100 * (res['unknown_share'] or 0):.1f}% of face-frames); of {judged} judged, "
+          f"({100 * (res['unknown_share'] or 0):.1f}% of face-frames"
+          + (f"; {contested} of them contested" if contested else "") + f"); of {judged} judged, "
           f"{res['shown_says_mask']} say a mask ({100 * (res['shown_says_mask_share'] or 0):.1f}%)"
           + (f", {res['shown_wrong']} are not {res['truth']} "
              f"({100 * (res['shown_wrong_share'] or 0):.1f}%)" if res["truth"] else ""))

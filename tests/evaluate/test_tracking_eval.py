@@ -33,23 +33,26 @@ def test_tracking_on_the_shared_clip(datasets, tmp_path):
     res = json.loads((tmp_path / "tracking.json").read_text())
     assert res["frames"] == 275 and res["face_frames"] > 700
     assert res["flickers_shown"] == 0  # never a single-frame label inside a track
-    # judged face-frames: measured 97.3% (99.1% with the previous classifier, which was
-    # surer of itself on the dark half-hidden face the shipped one hesitates on)
-    assert res["agreement"] >= 0.96
-    # the point of tracking (measured 118 classifier calls of 747)
+    # judged face-frames: measured 99.3% (97.3% before contested tracks were shown as
+    # unknown: the dark half-hidden face the classifier hesitates on)
+    assert res["agreement"] >= 0.97
+    # the point of tracking (measured 179 classifier calls of 747)
     assert res["classifier_calls"] < res["face_frames"] / 3
     report = (tmp_path / "tracking.md").read_text()
     assert "agreement, all judged face-frames" in report
     shown = sum(sum(row.values()) for row in res["confusion_per_frame_vs_shown"].values())
     assert shown == res["face_frames"] and "Shown labels in all: with_mask" in report
-    # the default rule (luma >= 10) on the clip, where nobody wears a mask: measured
-    # 34 of 747 face-frames cannot be judged (4.6%); 32 of the 713 judged say a mask (4.5%)
+    # the default rule (luma >= 10) and contested tracks on the clip, where nobody wears a
+    # mask: measured 66 of 747 face-frames unknown (8.8%: 34 by the rule, 32 contested);
+    # 15 of the 681 judged say a mask (2.2%)
     assert res["config"]["quality"]["min_luma"] == 10
     assert sum(res["shown"].values()) == res["face_frames"]
     assert res["unknown_face_frames"] == res["shown"]["unknown"] > 0
     assert res["judged_face_frames"] == res["face_frames"] - res["unknown_face_frames"]
     assert res["truth"] == "without_mask"
-    assert res["shown_wrong"] == res["shown_says_mask"] < 0.06 * res["judged_face_frames"]
+    assert res["shown_wrong"] == res["shown_says_mask"] < 0.03 * res["judged_face_frames"]
+    assert 0 < res["unknown_contested"] < res["unknown_face_frames"] < 0.1 * res["face_frames"]
+    assert "contested, the classifier changing its mind" in report
     # the per-frame classifier's errors lie on the dark faces (luma 10-15: measured 20%;
     # 30-50: none)
     by_luma = {r["bin"]: r for r in res["per_frame_by_luma"]}
@@ -66,10 +69,24 @@ def test_without_the_rule_every_face_is_judged(datasets):
 
     video = datasets / "videos" / "short_hamilton_clip.mp4"
     res = evaluate_tracking(video, None, progress=False, quality=QualityRule(),
-                            truth="without_mask")
-    # measured 34 of 747 shown labels say a mask (102 with the previous classifier)
+                            tracker=TrackerConfig(contest_changes=0), truth="without_mask")
+    # measured 45 of 747 shown labels say a mask (102 with the previous classifier)
     assert res["unknown_face_frames"] == 0 and res["judged_face_frames"] == res["face_frames"]
-    assert 0 < res["shown_says_mask_share"] < 0.06 and res["flickers_shown"] == 0
+    assert 0 < res["shown_says_mask_share"] < 0.08 and res["flickers_shown"] == 0
+    assert res["unknown_contested"] == 0
+
+
+def test_contested_tracks_halve_the_wrong_mask_labels_on_the_clip(datasets):
+    from maskwatch.evaluate.tracking import evaluate_tracking
+
+    video = datasets / "videos" / "short_hamilton_clip.mp4"
+    before = evaluate_tracking(video, None, progress=False, truth="without_mask",
+                               tracker=TrackerConfig(contest_changes=0, settle_confidence=0.7))
+    now = evaluate_tracking(video, None, progress=False, truth="without_mask")
+    # measured 32 of 713 judged labels say a mask (4.5%), now 15 of 681 (2.2%); unknown
+    # 34 face-frames (4.6%), now 66 (8.8%)
+    assert now["shown_says_mask"] <= before["shown_says_mask"] / 2
+    assert now["unknown_share"] < 0.1 and now["flickers_shown"] == 0
 
 
 def test_unsure_tracks_looked_at_until_confident_raise_agreement(datasets):
@@ -77,9 +94,9 @@ def test_unsure_tracks_looked_at_until_confident_raise_agreement(datasets):
 
     video = datasets / "videos" / "short_hamilton_clip.mp4"
     old = evaluate_tracking(video, None, progress=False, tracker=TrackerConfig(
-        settle_confidence=0.0, switch_frames=3, switch_confidence=None))
-    new = evaluate_tracking(video, None, progress=False,  # settle_confidence 0.7
-                            tracker=TrackerConfig(switch_confidence=None))
+        settle_confidence=0.0, switch_frames=3, switch_confidence=None, contest_changes=0))
+    new = evaluate_tracking(video, None, progress=False, tracker=TrackerConfig(
+        settle_confidence=0.7, switch_confidence=None, contest_changes=0))
     assert new["agreement"] > old["agreement"] + 0.01  # measured 96.6% against 95.4%
     assert new["agreement_confident"] >= 0.985  # measured 98.8%
     assert new["flickers_shown"] == 0
@@ -90,9 +107,11 @@ def test_decisive_looks_raise_agreement(datasets):
     from maskwatch.evaluate.tracking import evaluate_tracking
 
     video = datasets / "videos" / "short_hamilton_clip.mp4"
-    before = evaluate_tracking(video, None, progress=False,
-                               tracker=TrackerConfig(switch_confidence=None))
-    now = evaluate_tracking(video, None, progress=False)  # switch_confidence 0.5, hold_frames 2
+    # as the engine was before contested tracks (settled at 0.7, nothing contested)
+    before = evaluate_tracking(video, None, progress=False, tracker=TrackerConfig(
+        switch_confidence=None, settle_confidence=0.7, contest_changes=0))
+    now = evaluate_tracking(video, None, progress=False, tracker=TrackerConfig(
+        settle_confidence=0.7, contest_changes=0))  # switch_confidence 0.5, hold_frames 2
     assert now["agreement"] > before["agreement"]  # measured 97.3% against 96.6%
     assert now["agreement_confident"] >= before["agreement_confident"]  # 99.5% against 98.8%
     assert now["flickers_shown"] == 0

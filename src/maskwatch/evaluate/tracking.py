@@ -101,6 +101,7 @@ def evaluate_tracking(video: str | Path, out: str | Path | None = None, *, confi
     confusion = {a: dict.fromkeys(SHOWN_MASK_STATES, 0) for a in MASK_CLASSES}
     # per labelled face-frame: per-frame class, shown state, luma, sharpness, size
     rows: list[tuple[str, str, float, float, float]] = []
+    contested = 0  # face-frames shown as unknown because their track is contested
     with open_source(str(video)) as src:
         bar = tqdm(total=src.frame_count, desc="tracking", unit="frame", disable=not progress)
         for item in src:
@@ -127,6 +128,8 @@ def evaluate_tracking(video: str | Path, out: str | Path | None = None, *, confi
                 rows.append((alone, label, float(luma), float(sharp), float(size)))
                 n += 1
                 if label == UNKNOWN_MASK:  # agreement is over the judged face-frames
+                    track = engine.tracker.live.get(tid)
+                    contested += bool(track is not None and track.judged and track.contested)
                     continue
                 agree += alone == label
                 if p.max() >= confident:
@@ -159,6 +162,7 @@ def evaluate_tracking(video: str | Path, out: str | Path | None = None, *, confi
              for t, v in shown.items()), key=lambda r: -r["disagree"])[:10],
         "config": json_safe(asdict(engine.config)),
         **shown_figures(rows, counts, truth),
+        "unknown_contested": contested,
     }
     if out is not None:
         out = Path(out)
@@ -206,6 +210,15 @@ def shown_figures(rows: list[tuple[str, str, float, float, float]], counts: dict
     return out
 
 
+def _unknown_why(res: dict[str, Any]) -> str:
+    """``": 34 fail the quality rule, 32 contested"``, or "" when none is contested."""
+    contested = res.get("unknown_contested", 0)
+    if not contested:
+        return ""
+    return (f": {res['unknown_face_frames'] - contested} fail the quality rule, {contested} "
+            "contested, the classifier changing its mind")
+
+
 def format_tracking(res: dict[str, Any]) -> str:
     """Markdown report of :func:`evaluate_tracking`."""
     lines = [
@@ -218,7 +231,7 @@ def format_tracking(res: dict[str, Any]) -> str:
         "",
         f"Quality rule: {rule_text(res['config'].get('quality'))}; "
         f"{res['unknown_face_frames']} face-frames shown as unknown (cannot judge, "
-        f"{pct(res['unknown_share'])}), {res['judged_face_frames']} judged.",
+        f"{pct(res['unknown_share'])}{_unknown_why(res)}), {res['judged_face_frames']} judged.",
         "",
         "| figure | value |",
         "|---|---|",

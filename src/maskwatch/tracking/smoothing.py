@@ -15,6 +15,14 @@ is. Whether the track is shown with its label or as ``UNKNOWN_MASK`` ("cannot ju
 rule has said otherwise on ``hold_frames`` matched frames in a row
 (:meth:`MaskSmoother.judge`), so a face whose light hovers at a threshold does not
 flicker. A track whose face never passed the rule is shown as ``UNKNOWN_MASK``.
+
+A track is also shown as ``UNKNOWN_MASK`` while it is *contested*: the classifier keeps
+changing its mind about the face (``contest_changes`` changes of the class two looks in
+a row agree on, among its last ``contest_looks`` looks; a face changing state changes
+it once or twice), as on a dark face half hidden behind another head, whose looks swing
+between ``with_mask`` and ``without_mask`` at 0.6-0.9. Smoothing alone would show
+whichever class won the last few looks, confidently and wrongly half the time. It is
+shown with its label again once ``contest_looks`` looks in a row agree.
 """
 
 from __future__ import annotations
@@ -72,9 +80,10 @@ class MaskSmoother:
             (one view can be misleading, so a new track, and a label that just
             changed, are looked at on their first frames), its smoothed top
             probability is under ``settle_confidence`` (the classifier is unsure of
-            this face), or its latest looks disagree with its stable label. An
-            unsettled track is classified on every frame until its label switches or
-            is confirmed, so a wrong or unsure label lasts a few frames, not ``every``.
+            this face), its latest looks disagree with its stable label, or it is
+            contested (its looks keep changing class). An unsettled track is
+            classified on every frame until its label switches or is confirmed, so a
+            wrong or unsure label lasts a few frames, not ``every``.
         """
         if track is not None and not track.judgeable:
             return False
@@ -82,6 +91,9 @@ class MaskSmoother:
             return True
         c = self.config
         unsettled = (track.label_looks < c.settle_looks or track.switch_streak > 0
+                     or track.contested
+                     or (c.contest_changes > 0
+                         and _changes(track.look_classes) >= c.contest_changes)
                      or (track.mask_probs is not None
                          and float(track.mask_probs.max()) < c.settle_confidence))
         if unsettled or track.last_classified <= frame_index - every:
@@ -114,7 +126,21 @@ class MaskSmoother:
             probs: (3,) probabilities over ``MASK_CLASSES`` from the classifier.
             frame_index: the current frame index.
             look: the face's lower-face colour now (see :meth:`due`), kept to compare with.
+
+        A frame already counted in ``mask_counts`` (the track was matched on it) whose
+        shown state this look changes (a switch, or the track becoming contested) is
+        counted in the state shown after it, as the frame is drawn.
         """
+        counted = track.last_frame == frame_index and track.mask_label is not None
+        before = _shown_state(track)
+        self._fold(track, probs, frame_index, look)
+        after = _shown_state(track)
+        if counted and before != after and before is not None and after is not None:
+            track.mask_counts[before] -= 1
+            track.mask_counts[after] += 1
+
+    def _fold(self, track: Track, probs: np.ndarray, frame_index: int,
+              look: np.ndarray | None) -> None:
         c = self.config
         if look is not None:
             track.last_look = np.asarray(look, np.float32).copy()
@@ -124,6 +150,7 @@ class MaskSmoother:
         track.last_classified = frame_index
         track.classifications += 1
         track.label_looks += 1
+        self._contest(track, int(probs.argmax()))
         if track.mask_probs is None:
             track.mask_probs = probs.copy()
             track.mask_label = MASK_CLASSES[int(probs.argmax())]
@@ -155,6 +182,24 @@ class MaskSmoother:
                 and p[top] - p[stable] >= c.switch_margin):
             self._switch(track, top)
 
+    def _contest(self, track: Track, top: int) -> None:
+        """Record one look's top class and update ``track.contested``: on at
+        ``contest_changes`` changes (see :func:`_changes`) among the last ``contest_looks``
+        looks, once the label shown has had its ``hold_frames``; off once those looks all
+        agree."""
+        c = self.config
+        if c.contest_changes <= 0:
+            return
+        looks = track.look_classes
+        looks.append(top)
+        del looks[:-c.contest_looks]
+        changes = _changes(looks)
+        if not track.contested:
+            track.contested = (changes >= c.contest_changes
+                               and track.hits - track.label_since >= c.hold_frames)
+        elif len(looks) == c.contest_looks and len(set(looks)) == 1:
+            track.contested = False
+
     def judge(self, track: Track, judgeable: bool, first: bool = False) -> None:
         """Take whether the face passed the quality rule on this matched frame.
 
@@ -173,8 +218,9 @@ class MaskSmoother:
     @staticmethod
     def count_shown(track: Track) -> None:
         """Count one more matched frame in the state shown: ``UNKNOWN_MASK`` while the
-        track is shown as cannot judge, else its label (if it has one)."""
-        if not track.judged:
+        track is shown as cannot judge or contested (``Track.shown_unknown``), else its
+        label (if it has one)."""
+        if track.shown_unknown:
             track.mask_counts[UNKNOWN_MASK] += 1
         elif track.mask_label is not None:
             track.mask_counts[track.mask_label] += 1
@@ -185,6 +231,23 @@ class MaskSmoother:
         track.label_since = track.hits
         track.label_looks = 1
         track.switch_candidate, track.switch_streak = -1, 0
+
+
+def _shown_state(track: Track) -> str | None:
+    """The state a track is drawn in: ``UNKNOWN_MASK``, its stable label, or None."""
+    return UNKNOWN_MASK if track.shown_unknown else track.mask_label
+
+
+def _changes(looks: list[int]) -> int:
+    """How often the class that two looks in a row agree on changed: a single look
+    that disagrees with the looks around it (a blip, which smoothing never shows) is
+    no change."""
+    changes, held = 0, None
+    for a, b in zip(looks, looks[1:], strict=False):
+        if a == b and a != held:
+            changes += held is not None
+            held = a
+    return changes
 
 
 def shown_probs(faces: Faces, tracks: list[Track | None]) -> Faces:
@@ -205,7 +268,6 @@ def shown_probs(faces: Faces, tracks: list[Track | None]) -> Faces:
 
 def shown_labels(tracks: list[Track | None]) -> list[str | None]:
     """Mask state shown for each track's face: ``UNKNOWN_MASK`` while the track is shown
-    as cannot judge (``Track.judged``), else its stable label (``None`` for no track or
-    none classified yet)."""
-    return [None if track is None else UNKNOWN_MASK if not track.judged
-            else track.mask_label for track in tracks]
+    as cannot judge or contested (``Track.shown_unknown``), else its stable label
+    (``None`` for no track or none classified yet)."""
+    return [None if track is None else _shown_state(track) for track in tracks]

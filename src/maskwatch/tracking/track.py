@@ -47,8 +47,8 @@ class Track:
         mask_label: stable mask state (one of ``MASK_CLASSES``), ``None`` until the
             first classification; changes only with hysteresis.
         mask_counts: number of matched frames shown in each mask state, keyed by every
-            name in ``SHOWN_MASK_STATES`` ("mask state over its life"): the stable label,
-            or ``UNKNOWN_MASK`` on frames where the face failed the quality rule.
+            name in ``SHOWN_MASK_STATES`` ("mask state over its life"): each frame in the
+            state it is drawn in, the stable label or ``UNKNOWN_MASK`` (``shown_unknown``).
         judgeable: whether the face passed the quality rule
             (:class:`~maskwatch.ops.quality.QualityRule`) on the track's latest matched
             frame; True when no rule is applied. A frame that fails it is neither
@@ -70,6 +70,11 @@ class Track:
             over the stable label (-1: none), and for how many classifications in a row.
         last_look: the face's lower-half colour at its last classification
             (:func:`~maskwatch.ops.crop.lower_face_colours`), None when not given.
+        look_classes: the top class (index into ``MASK_CLASSES``) of each of the
+            latest classifications, at most ``contest_looks``, oldest first.
+        contested: whether the classifier keeps changing its mind about this face
+            (see :class:`~maskwatch.tracking.TrackerConfig`); a contested track is
+            shown as ``UNKNOWN_MASK`` like one that is not ``judged``.
 
     Identity memory (:mod:`~maskwatch.tracking.identity`) writes:
 
@@ -107,6 +112,8 @@ class Track:
     switch_candidate: int = field(default=-1, init=False, repr=False)
     switch_streak: int = field(default=0, init=False, repr=False)
     last_look: np.ndarray | None = field(default=None, init=False, repr=False)
+    look_classes: list[int] = field(default_factory=list, init=False, repr=False)
+    contested: bool = field(default=False, init=False)
     # -- identity memory ---------------------------------------------------------------
     identity: str | None = None
     similarity: float | None = None
@@ -117,6 +124,12 @@ class Track:
     def confirmed(self) -> bool:
         """True once the track has been matched in at least ``CONFIRM_HITS`` frames."""
         return self.hits >= CONFIRM_HITS
+
+    @property
+    def shown_unknown(self) -> bool:
+        """True while the track is shown as ``UNKNOWN_MASK``: not ``judged`` (the quality
+        rule) or ``contested`` (the classifier keeps changing its mind)."""
+        return not self.judged or self.contested
 
     @property
     def duration(self) -> float:
