@@ -81,7 +81,8 @@ def test_contested_tracks_halve_the_wrong_mask_labels_on_the_clip(datasets):
 
     video = datasets / "videos" / "short_hamilton_clip.mp4"
     before = evaluate_tracking(video, None, progress=False, truth="without_mask",
-                               tracker=TrackerConfig(contest_changes=0, settle_confidence=0.7))
+                               tracker=TrackerConfig(contest_changes=0, settle_confidence=0.7,
+                                                     switch_confidence=0.5))
     now = evaluate_tracking(video, None, progress=False, truth="without_mask")
     # measured 32 of 713 judged labels say a mask (4.5%), now 15 of 681 (2.2%); unknown
     # 34 face-frames (4.6%), now 66 (8.8%)
