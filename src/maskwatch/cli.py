@@ -932,7 +932,7 @@ def cmd_events(args: argparse.Namespace) -> int:
                   f"{'person' if len(s['people_seen']) == 1 else 'people'} seen")
             if s["people_seen"]:
                 print("people seen: " + ", ".join(f"{n} {c}" for n, c in s["people_seen"].items()))
-            unjudged = s["by_mask"].get("unknown", 0)  # faces the quality rule cannot judge
+            unjudged = s["by_mask"].get("unknown", 0)  # faces shown as cannot judge
             print("by mask: " + ", ".join(f"{k} {v}" for k, v in s["by_mask"].items()
                                           if k != "unknown")
                   + (f", cannot judge {unjudged}" if unjudged else "")

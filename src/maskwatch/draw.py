@@ -10,7 +10,7 @@ import numpy as np
 
 from maskwatch.types import MASK_CLASSES, MASK_LABELS, UNKNOWN_MASK, Faces
 
-#: Box colours by mask state, BGR; a face the quality rule cannot judge is mid grey.
+#: Box colours by mask state, BGR; a face shown as cannot judge is mid grey.
 MASK_COLORS: dict[str, tuple[int, int, int]] = {
     "with_mask": (60, 180, 60),
     "without_mask": (40, 40, 220),
@@ -26,7 +26,7 @@ JPEG_QUALITY = 80
 @dataclass(frozen=True)
 class FaceAnnotator:
     """Draws boxes coloured by mask state and a label with the class probability
-    ("cannot judge", without one, for a face the quality rule cannot judge).
+    ("cannot judge", without one, for a face shown as ``UNKNOWN_MASK``).
 
     Args:
         thickness: box line width in pixels (scaled up for large frames).

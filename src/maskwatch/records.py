@@ -35,12 +35,12 @@ class Event:
         started, ended: Unix seconds (UTC wall clock) of the first and last matched frame.
         frames: matched frames (``Track.hits``).
         mask_state: the state shown on most of the track's frames: a stable label, or
-            ``unknown`` (:data:`~maskwatch.types.UNKNOWN_MASK`) when the quality rule
-            could not judge the face on most of them (left out of compliance, counted
-            apart); None when it was never classified.
+            ``unknown`` (:data:`~maskwatch.types.UNKNOWN_MASK`) when the face was shown
+            as cannot judge on most of them (the quality rule, or a contested track:
+            left out of compliance, counted apart); None when it was never classified.
         mask_frames: frames spent in each shown state, keyed by every name in
             ``SHOWN_MASK_STATES`` (``Track.mask_counts``): the three labels and
-            ``unknown`` (frames the quality rule could not judge). Frames before the
+            ``unknown`` (frames shown as cannot judge). Frames before the
             first classification are in none, so the counts may sum to less than
             ``frames``.
         identity: the person's name, None when unknown.

@@ -48,9 +48,10 @@ class Faces:
             when not classified yet.
         track_ids: (N,) int64, -1 when not tracked.
         mask_labels: (N,) object, the mask state shown for each face (a name from
-            ``MASK_CLASSES``, or ``UNKNOWN_MASK`` for a face the quality rule cannot
-            judge) or None when not classified. Unless given, the most probable class of
-            ``mask_probs``; the tracker gives the stable label of the face's track.
+            ``MASK_CLASSES``, or ``UNKNOWN_MASK`` for a face shown as cannot judge: the
+            quality rule, or a contested track) or None when not classified. Unless
+            given, the most probable class of ``mask_probs``; the tracker gives the
+            stable label of the face's track.
             Replacing ``mask_probs`` (:meth:`with_fields`) derives them again unless
             ``mask_labels`` is replaced too.
         names: (N,) object, the recognised person's name, or None (unknown, or not looked up).

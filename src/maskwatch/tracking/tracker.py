@@ -159,8 +159,8 @@ class FaceTracker:
     def stable_labels(self, faces: Faces) -> list[str | None]:
         """Mask state shown for each face (see
         :func:`~maskwatch.tracking.smoothing.shown_labels`): its track's stable label,
-        ``UNKNOWN_MASK`` while the track is shown as cannot judge (``Track.judged``), ``None``
-        when not classified yet."""
+        ``UNKNOWN_MASK`` while the track is shown as cannot judge or contested
+        (``Track.shown_unknown``), ``None`` when not classified yet."""
         return shown_labels(self._tracks_of(faces))
 
     # -- identity memory -------------------------------------------------------------
