@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from maskwatch.ops.synthmask import (
+    BELOW_NOSE_DROP_RANGE,
     HELD_OUT_SHAPES,
     HELD_OUT_TEMPLATE_FAMILIES,
     MASK_POSITIONS,
@@ -75,6 +76,29 @@ def _inside(poly: np.ndarray, p) -> float:
 def _style(shape: str, straps: bool = True) -> MaskStyle:
     texture = {"surgical": "pleats", "cloth": "stripes", "kn95": "plain", "n95": "noise"}[shape]
     return MaskStyle(shape, (200, 180, 150), texture, 1.0, straps)
+
+
+def test_below_nose_ranges_from_over_the_mouth_to_the_chin():
+    """Real masks worn wrongly sit anywhere from under the nostrils to the chin."""
+    img = _face_image()
+    mouth = (FRONTAL[3] + FRONTAL[4]) / 2
+    mx, my = int(mouth[0]), int(mouth[1])
+    chin_y = my + 20  # between the mouth line and the bottom of the face ellipse
+    mouth_covered = []
+    for seed in range(40):
+        out = render_mask(img, FRONTAL, BOX, position="below_nose", style=_style("surgical"),
+                          rng=np.random.default_rng(seed), below_nose_drop=BELOW_NOSE_DROP_RANGE)
+        diff = np.abs(out.astype(int) - img.astype(int)).sum(2)
+        assert diff[chin_y, mx] > 30, f"seed {seed}: the chin is not covered"
+        mouth_covered.append(diff[my - 1 : my + 2, mx - 4 : mx + 5].mean() > 30)
+    # most cover the mouth; some are pulled down onto the chin with the mouth showing
+    assert 0.5 <= np.mean(mouth_covered) < 1.0
+    # without a range, the nominal place: over the mouth, every time
+    for seed in range(10):
+        out = render_mask(img, FRONTAL, BOX, position="below_nose", style=_style("surgical"),
+                          rng=np.random.default_rng(seed))
+        diff = np.abs(out.astype(int) - img.astype(int)).sum(2)
+        assert diff[my - 1 : my + 2, mx - 4 : mx + 5].mean() > 30
 
 
 # ---------------------------------------------------------------- rendering basics

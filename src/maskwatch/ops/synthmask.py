@@ -2,10 +2,10 @@
 
 Used at training time to turn unmasked faces into ``with_mask`` (``position="proper"``)
 and ``mask_incorrect`` (``position="below_nose"``: nose tip and nostrils visible, mask
-over mouth and chin) examples, and at run time for mask-aware enrolment. Depends only
-on numpy and OpenCV and needs no data files: masks are procedural (surgical, cloth,
-N95, KN95), and RGBA mask photos (MaskTheFace layout, :class:`MaskTemplates`) are used
-as well when given.
+over mouth and chin, or pulled down onto the chin) examples, and at run time for
+mask-aware enrolment. Depends only on numpy and OpenCV and needs no data files: masks
+are procedural (surgical, cloth, N95, KN95), and RGBA mask photos (MaskTheFace layout,
+:class:`MaskTemplates`) are used as well when given.
 
 Geometry
 --------
@@ -39,7 +39,7 @@ from the mask's left edge through the centre line (``s = 0``) to its right edge,
 =============  =====================================  ==================================
 row            ``proper``                             ``below_nose``
 =============  =====================================  ==================================
-top centre     0.42-0.45 ``yn`` (nose bridge)         ``yn + 0.45 (ym - yn)`` (upper lip)
+top centre     0.42-0.45 ``yn`` (nose bridge)         ``yn + k (ym - yn)`` (see below)
 side top       about ``0.85-0.95 yn`` (cheek)         near the top centre row
 jaw corners    ``ym + 0.3-0.45 dm``                   same + 0.05 ``dm``
 bottom centre  ``ym + 0.85-0.95 dm`` (under the chin)  same + 0.05 ``dm``
@@ -53,6 +53,9 @@ bottom-right) to the six target points ``(-1, side top), (0, top centre), (1, si
 top), (-1, jaw), (0, bottom centre), (1, jaw)`` with a piecewise-affine warp.
 ``render_mask`` perturbs the geometry by a few percent of the face size with its
 ``rng`` so that one face yields varied placements; ``mask_polygon`` is the nominal one.
+Below the nose, ``k`` is 0.45; the mask classifier's training draws it from 0.25-1.4
+(``below_nose_drop``): from just under the nostrils to a mask pulled down below the
+mouth onto the chin, both worn wrongly.
 """
 
 from __future__ import annotations
@@ -71,6 +74,12 @@ MASK_POSITIONS = ("proper", "below_nose")
 MASK_SHAPES = ("surgical", "cloth", "n95", "kn95")
 MASK_TEXTURES = ("plain", "pleats", "fabric", "noise", "stripes", "dots", "check")
 
+# Top edge of a mask worn below the nose, from the nose tip (0) to the mouth line (1).
+_BELOW_NOSE_DROP = 0.45  # the nominal place: half way to the upper lip
+#: The range of that top edge the mask classifier's training draws from (``below_nose_drop``
+#: of :func:`render_mask`): from just under the nostrils to a mask pulled down onto the
+#: chin, mouth showing.
+BELOW_NOSE_DROP_RANGE = (0.25, 1.4)
 _GAMMA = math.radians(25.0)  # eyes' angle on the face cylinder
 _NOSE_RHO = 1.33  # nose tip radius / face radius
 _MAX_PHI = math.radians(55.0)  # yaw clamp
@@ -188,7 +197,9 @@ class _Geometry:
             side = g["side"] * yn
             jaw = ym + g["jaw"] * dm + jitter.get("bottom", 0.0) * dm * 0.5
         if position == "below_nose":
-            new_top = yn + 0.45 * (ym - yn) + abs(jitter.get("top", 0.0)) * dm * 0.5
+            # ``drop``: where the top edge sits from the nose tip (0) to the mouth line (1)
+            drop = float(jitter.get("drop", _BELOW_NOSE_DROP))
+            new_top = yn + drop * (ym - yn) + abs(jitter.get("top", 0.0)) * dm * 0.5
             if side is not None:
                 if shape in ("surgical", "template"):
                     side = new_top - 0.04 * dm
@@ -971,12 +982,15 @@ def _roi(points: np.ndarray, margin: float, shape_hw) -> tuple[int, int, int, in
     return x0, y0, x1 - x0, y1 - y0
 
 
-def _geometry_jitter(rng: np.random.Generator) -> dict:
-    return {
+def _geometry_jitter(rng: np.random.Generator, drop_range: tuple[float, float] | None) -> dict:
+    jitter = {
         "top": float(rng.uniform(-0.04, 0.04)),
         "bottom": float(rng.uniform(-0.06, 0.06)),
         "width": float(rng.uniform(0.95, 1.05)),
     }
+    if drop_range is not None:
+        jitter["drop"] = float(rng.uniform(*drop_range))
+    return jitter
 
 
 def render_mask(
@@ -988,6 +1002,7 @@ def render_mask(
     style: MaskStyle | None = None,
     rng: np.random.Generator | None = None,
     templates: MaskTemplates | None = None,
+    below_nose_drop: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Draw a synthetic mask on one face; the input image is not modified.
 
@@ -1011,6 +1026,10 @@ def render_mask(
         rng: random generator for the style, geometry jitter, lighting and noise;
             default ``np.random.default_rng(0)``.
         templates: needed when ``style.shape == "template"``.
+        below_nose_drop: below the nose, the range the mask's top edge is drawn from,
+            from the nose tip (0) to the mouth line (1), e.g.
+            :data:`BELOW_NOSE_DROP_RANGE` (above 1 the mouth shows: a mask on the chin);
+            None: the nominal place, 0.45, half way to the upper lip.
 
     Returns:
         A new BGR uint8 image of the same shape.
@@ -1034,7 +1053,8 @@ def render_mask(
             f"style.shape must be one of {MASK_SHAPES + ('template',)}, got {style.shape!r}"
         )
 
-    geo = _Geometry(landmarks, box, position, style.shape, _geometry_jitter(rng))
+    drop_range = below_nose_drop if position == "below_nose" else None
+    geo = _Geometry(landmarks, box, position, style.shape, _geometry_jitter(rng, drop_range))
     out = img.copy()
     iod = geo.iod
     gain = _scene_gain(img)

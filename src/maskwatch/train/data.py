@@ -14,8 +14,9 @@ Three kinds of source, all turned into the same crops the classifier sees live
 - ``synthetic``: unmasked faces in ``<person>/<images>`` folders (LFW style). Each
   photo gives an unmasked crop, one with a mask rendered from its landmarks, two with
   masks worn below the nose (two styles: the scarcest class, and the one that matters
-  most) and one with the mouth covered by something that is not a mask (a hand,
-  another head, a cup: :mod:`maskwatch.ops.occlude`), labelled ``without_mask``.
+  most; placed anywhere from under the nostrils to pulled down onto the chin) and one
+  with the mouth covered by something that is not a mask (a hand, another head, a cup:
+  :mod:`maskwatch.ops.occlude`), labelled ``without_mask``.
 - ``covered``: the same folders, each photo with its mouth covered by the occluder
   shapes kept back from training (a fist, a phone, a book) or another person's head,
   all ``without_mask``: the held-out check of hard negatives, meant for people no
@@ -448,7 +449,7 @@ def load_synthetic(
     as covers come from other people of the same source.
     """
     from maskwatch.ops.occlude import COVER_KINDS, render_cover
-    from maskwatch.ops.synthmask import MaskTemplates, render_mask
+    from maskwatch.ops.synthmask import BELOW_NOSE_DROP_RANGE, MaskTemplates, render_mask
 
     check_source(spec)
     covered_only = spec.kind == "covered"
@@ -486,7 +487,8 @@ def load_synthetic(
                 image, lm, box, position="proper", rng=rng, templates=templates)))
             for tag in ("mask_incorrect", "mask_incorrect2"):
                 variants.append(("mask_incorrect", tag, render_mask(
-                    image, lm, box, position="below_nose", rng=rng, templates=templates)))
+                    image, lm, box, position="below_nose", rng=rng, templates=templates,
+                    below_nose_drop=BELOW_NOSE_DROP_RANGE)))
             kind = str(rng.choice(kinds))
             variants.append(("without_mask", "covered", render_cover(
                 image, lm, box, kind=kind, family="train", rng=rng, donors=others)))
