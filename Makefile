@@ -53,7 +53,7 @@ bench-web: $(VENV)/.dev
 bench-tracking: $(VENV)/.dev
 	$(BIN)/python benchmarks/tracking_stills.py --datasets $(DATA) --out docs/results/tracking/stills.md
 
-# Reproduces the shipped model (see docs/model-card.md); about an hour on 2 cores.
+# Reproduces the shipped model (see docs/model-card.md); about 75 minutes on 2 cores.
 DATA ?= ../shared/datasets
 train-default: $(VENV)/.dev
 	$(BIN)/maskwatch train folder:$(DATA)/mask-classification voc:$(DATA)/mask-scenes \

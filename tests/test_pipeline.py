@@ -136,7 +136,7 @@ def test_a_mask_put_on_is_shown_within_frames(datasets, reclassify_change):
 
 @pytest.fixture(scope="module")
 def lfw_photo_and_dark_copy(datasets):
-    """An LFW photo and a copy darkened until its face has a mean luma of about 8."""
+    """An LFW photo and a copy darkened until its face has a mean luma of about 7."""
     from maskwatch.ops.image import read_image
     from maskwatch.ops.quality import face_quality
 
@@ -146,7 +146,7 @@ def lfw_photo_and_dark_copy(datasets):
     faces = engine.process(image).faces
     clf = engine.classifier
     luma = face_quality(clf.crops(image, faces), faces.sizes, clf.info.margin).luma[0]
-    dark = (image.astype(np.float32) * (8.0 / luma)).round().astype(np.uint8)
+    dark = (image.astype(np.float32) * (7.0 / luma)).round().astype(np.uint8)
     return image, dark
 
 
@@ -155,7 +155,7 @@ def test_a_dark_photo_is_shown_as_cannot_judge(lfw_photo_and_dark_copy):
     from maskwatch.types import UNKNOWN_MASK
 
     image, dark = lfw_photo_and_dark_copy
-    engine = Pipeline(PipelineConfig.accurate())  # the default rule: luma >= 10
+    engine = Pipeline(PipelineConfig.accurate())  # the default rule: luma >= 8
     lit = engine.process(image)
     assert lit.faces.mask_labels.tolist() == ["without_mask"]
     r = engine.process(dark)

@@ -16,7 +16,7 @@ DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_RETENTION_DAYS = 30.0
 #: Faces darker than this mean luma (0-255) are shown as "cannot judge" (the quality
 #: rule's default, :data:`maskwatch.ops.quality.DEFAULT_RULE`, where it is explained).
-DEFAULT_MIN_LUMA = 10.0
+DEFAULT_MIN_LUMA = 8.0
 
 #: Operating threshold for unmasked probes (cosine similarity).
 DEFAULT_THRESHOLD = 0.422

@@ -66,7 +66,7 @@ class EngineSettings:
             (:class:`~maskwatch.ops.quality.QualityRule`: mean luma 0-255 of the face,
             Laplacian variance, shorter box side in pixels): a face below any threshold
             that is on is shown as ``unknown`` ("cannot judge") instead of a mask state,
-            in both modes. 0 turns a threshold off. Defaults: luma 10, the
+            in both modes. 0 turns a threshold off. Defaults: luma 8, the
             others off (:data:`~maskwatch.ops.quality.DEFAULT_RULE`).
         db: the gallery whose people are recognised: a SQLite path, ``sqlite:///path``,
             ``mongodb://host/db`` or ``"default"`` (the one in the data folder); None:

@@ -96,7 +96,7 @@ class PipelineConfig:
             (:class:`~maskwatch.tracking.TrackerConfig`).
         quality: which faces are judged at all
             (:class:`~maskwatch.ops.quality.QualityRule`; default
-            :data:`~maskwatch.ops.quality.DEFAULT_RULE`, mean luma 10); the others are
+            :data:`~maskwatch.ops.quality.DEFAULT_RULE`, mean luma 8); the others are
             shown as :data:`~maskwatch.types.UNKNOWN_MASK`. ``QualityRule()`` turns it off.
 
     Identity look-ups of tracked faces follow fixed intervals

@@ -60,12 +60,12 @@ def test_only_the_face_without_the_margin_is_measured():
 
 
 def test_rule():
-    luma = np.array([8.0, 9.9, 10.0, 40.0, 40.0])
+    luma = np.array([6.0, 7.9, 8.0, 40.0, 40.0])
     sharp = np.array([2.0, 50.0, 50.0, 3.0, 60.0])
     size = np.array([60.0, 60.0, 60.0, 60.0, 20.0])
-    assert DEFAULT_RULE == QualityRule(min_luma=10.0) and DEFAULT_RULE.active
+    assert DEFAULT_RULE == QualityRule(min_luma=8.0) and DEFAULT_RULE.active
     assert DEFAULT_RULE.judgeable(luma, sharp, size).tolist() == [False, False, True, True, True]
-    both = QualityRule(min_luma=10, min_sharpness=5)
+    both = QualityRule(min_luma=8, min_sharpness=5)
     assert both.judgeable(luma, sharp, size).tolist() == [False, False, True, False, True]
     sized = QualityRule(min_size=24)
     assert sized.judgeable(luma, sharp, size).tolist() == [True, True, True, True, False]

@@ -89,7 +89,7 @@ def pct(v: float | None, digits: int = 1) -> str:
 
 def rule_text(rule: Mapping[str, Any] | None) -> str:
     """A quality rule's thresholds in words (``QualityRule`` as a dict; 0 = that check off):
-    ``"luma >= 10"``, ``"off"`` when every check is off, ``"none"`` without a rule."""
+    ``"luma >= 8"``, ``"off"`` when every check is off, ``"none"`` without a rule."""
     if not rule:
         return "none"
     on = [f"{name} >= {rule[key]:g}" for key, name in (
